@@ -1,0 +1,76 @@
+"""The Litestar gateway: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from services.api.auth import provide_principal
+from services.api.problems import EXCEPTION_HANDLERS
+from services.api.routes import datasets, health, jobs
+from services.api.state import provide_deps, provide_queue
+from services.core.auth import TokenVerifier
+from services.core.deps import open_deps
+from services.core.settings import Settings
+from services.worker.queue import arq_redis
+
+VERSION = "0.1.0"
+
+DESCRIPTION = """\
+Ferry moves tabular business records out of PostgreSQL as CSV, JSON, NDJSON or
+XLSX, and uploaded CSV/XLSX files back in: validated, all-or-nothing, with a
+24-hour undo. Every route but health needs `Authorization: Bearer <JWT>`; every
+error is RFC 9457 `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The api; its lifespan opens (and closes) PostgreSQL, Redis and storage."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_deps(settings) as deps:
+            app.state.deps = deps
+            app.state.queue = arq_redis(deps.redis)
+            yield
+
+    prometheus = PrometheusConfig(
+        app_name="ferry", prefix="ferry", group_path=True, exclude=["/metrics", "/healthz"]
+    )
+    handlers: list[Any] = [*health.routes, *datasets.routes, *jobs.routes]
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        state=State({"verifier": TokenVerifier(settings), "settings": settings}),
+        dependencies={
+            "deps": Provide(provide_deps, sync_to_thread=False),
+            "queue": Provide(provide_queue, sync_to_thread=False),
+            "principal": Provide(provide_principal),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[prometheus.middleware],
+        openapi_config=OpenAPIConfig(
+            title="Ferry",
+            version=VERSION,
+            description=DESCRIPTION,
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        logging_config=None,  # the process configured logging (services.core.logs)
+        debug=False,
+    )

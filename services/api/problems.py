@@ -1,0 +1,118 @@
+"""Every error leaves the api as RFC 9457 ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from services.core.errors import FerryError
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:ferry:problem:"
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("too-large", "Too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("invalid-input", "Invalid input"),
+    429: ("too-many-requests", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def ferry_error(request: Request[Any, Any, Any], exc: FerryError) -> Response[dict[str, Any]]:
+    if exc.status >= 500:
+        log.error("request failed", exc_info=exc, extra={"path": request.url.path})
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem(
+        request,
+        status=exc.status,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=headers,
+        **exc.extra,
+    )
+
+
+def _field(entry: dict[str, Any]) -> dict[str, Any]:
+    out = {"field": entry.get("key") or entry.get("source") or "body", "message": entry["message"]}
+    if entry.get("source"):
+        out["source"] = entry["source"]
+    return out
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    errors = None
+    detail = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [_field(e) for e in exc.extra if isinstance(e, dict) and "message" in e]
+        if errors:
+            names = ", ".join(e["field"] for e in errors)
+            detail = f"invalid {names}: " + "; ".join(e["message"] for e in errors)
+    return problem(
+        request,
+        status=exc.status_code,
+        slug=slug,
+        title=title,
+        detail=detail,
+        errors=errors,
+        headers=exc.headers,
+    )
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return problem(
+        request,
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        slug="internal",
+        title="Internal error",
+        detail="something went wrong on our side; the request had no effect unless its "
+        "response said otherwise",
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    FerryError: ferry_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

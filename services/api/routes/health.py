@@ -1,0 +1,84 @@
+"""Liveness, readiness (each dependency reported) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+
+from services.core.deps import Deps
+
+CHECK_TIMEOUT = 3.0
+
+JOBS = Gauge(
+    "ferry_jobs", "Jobs that are waiting or running, by kind and status", ["kind", "status"]
+)
+QUEUE_DEPTH = Gauge("ferry_queue_depth", "Jobs waiting in the arq queue (autoscaling signal)")
+
+
+async def _timed(check: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT)
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+@get("/healthz", security=[{}], tags=["health"], summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """The process is up and serving."""
+    return {"status": "ok"}
+
+
+@get("/readyz", security=[{}], tags=["health"], summary="Readiness of every dependency")
+async def readyz(deps: NamedDependency[Deps]) -> Response[dict[str, Any]]:
+    """PostgreSQL, Redis and storage, each checked and reported; 503 if any fails."""
+    checks = dict(
+        zip(
+            ("postgres", "redis", "storage"),
+            await asyncio.gather(
+                _timed(lambda: deps.db.fetchval("SELECT 1")),
+                _timed(deps.redis.ping),
+                _timed(deps.storage.check),
+            ),
+            strict=True,
+        )
+    )
+    ready = all(c["ok"] for c in checks.values())
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "checks": checks,
+        "storage_backend": deps.storage.backend,
+    }
+    return Response(body, status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@get(
+    "/metrics",
+    security=[{}],
+    tags=["health"],
+    summary="Prometheus metrics",
+    media_type=CONTENT_TYPE_LATEST,
+)
+async def metrics(deps: NamedDependency[Deps]) -> Response[bytes]:
+    """Request metrics plus job counts and queue depth, read at scrape time."""
+    rows = await deps.db.fetch(
+        "SELECT kind, status, count(*) AS n FROM jobs "
+        "WHERE status IN ('queued', 'running', 'uploaded', 'validating', 'committing') "
+        "GROUP BY kind, status"
+    )
+    JOBS.clear()
+    for row in rows:
+        JOBS.labels(row["kind"], row["status"]).set(row["n"])
+    QUEUE_DEPTH.set(await deps.redis.zcard("arq:queue"))
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [healthz, readyz, metrics]

@@ -1,0 +1,116 @@
+"""Job status and history, shared by exports and imports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from services.api.auth import verifier
+from services.api.views import job_view
+from services.core import jobs
+from services.core.auth import Principal
+from services.core.deps import Deps
+from services.core.errors import Forbidden, InvalidInput
+from services.core.jobs import Job
+
+STATUSES = {
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
+    "uploaded",
+    "validating",
+    "validated",
+    "committing",
+    "committed",
+    "rolled_back",
+}
+
+
+def authorize_job(principal: Principal, job: Job) -> None:
+    """A job may be seen by callers allowed to read or write its dataset."""
+    if not (principal.can(f"{job.dataset}.read") or principal.can(f"{job.dataset}.write")):
+        raise Forbidden(f"this token lacks the permission '{job.dataset}.read'")
+
+
+def encode_cursor(job: Job) -> str:
+    raw = msgspec.json.encode([job.created_at, job.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = msgspec.json.decode(raw, type=tuple[datetime, uuid.UUID])
+    except (binascii.Error, msgspec.DecodeError, ValueError):
+        raise InvalidInput(
+            "the cursor is not one this api handed out",
+            errors=[{"field": "cursor", "message": "malformed cursor"}],
+        ) from None
+    return created, job_id
+
+
+@get("/v1/jobs", tags=["jobs"], summary="The caller's job history")
+async def list_jobs(
+    request: Request[Any, Any, Any],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+    kind: FromQuery[Literal["export", "import"] | None] = None,
+    status: Annotated[
+        str | None, QueryParameter(description="Comma-separated statuses, e.g. `queued,running`")
+    ] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None, QueryParameter(description="`next_cursor` of the previous page")
+    ] = None,
+) -> dict[str, Any]:
+    """Newest first, keyset-paginated: pass `next_cursor` back as `cursor`."""
+    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
+    unknown = sorted(set(statuses or ()) - STATUSES)
+    if unknown:
+        raise InvalidInput(
+            f"unknown status {', '.join(unknown)}",
+            errors=[{"field": "status", "message": f"unknown status {s!r}"} for s in unknown],
+        )
+    page = await jobs.list_jobs(
+        deps.db,
+        org_id=principal.org,
+        user_id=principal.sub,
+        kind=kind,
+        statuses=statuses,
+        before=decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    tokens = verifier(request)
+    return {
+        "items": [await job_view(deps.db, tokens, principal, job) for job in page],
+        "next_cursor": encode_cursor(page[-1]) if more else None,
+    }
+
+
+@get("/v1/jobs/{job_id:str}", tags=["jobs"], summary="One job")
+async def get_job(
+    request: Request[Any, Any, Any],
+    job_id: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+) -> dict[str, Any]:
+    """Status, progress `{done, total}`, timings, error and result of a job."""
+    job = await jobs.get_job(deps.db, job_id, principal.org)
+    authorize_job(principal, job)
+    return await job_view(deps.db, verifier(request), principal, job)
+
+
+routes = [list_jobs, get_job]

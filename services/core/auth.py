@@ -1,0 +1,140 @@
+"""Bearer tokens: who is calling, for which org, with which permission keys.
+
+Algorithms, audience and issuer come from settings, never from the token, so
+``alg: none`` or an HS256 token signed with a public key is simply refused.
+Event-link tokens (for browsers' EventSource, which cannot send headers) are a
+separate audience: they open one job's event stream and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+import msgspec
+
+from services.core.errors import Forbidden, SettingsError, Unauthorized
+from services.core.settings import Settings
+
+EVENTS_AUDIENCE = "ferry:events"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The caller: a user or a service, in one org, with permission keys."""
+
+    sub: str
+    org: str
+    perms: frozenset[str] = frozenset()
+
+    def can(self, perm: str) -> bool:
+        return perm in self.perms
+
+    def require(self, perm: str) -> None:
+        if perm not in self.perms:
+            raise Forbidden(f"this token lacks the permission {perm!r}")
+
+
+class TokenVerifier:
+    """Checks bearer and event-link tokens against the configured keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.jwt_secret and not settings.jwt_jwks_url:
+            raise SettingsError("set FERRY_JWT_SECRET or FERRY_JWT_JWKS_URL")
+        if not settings.jwt_secret:
+            raise SettingsError("FERRY_JWT_SECRET is needed to sign event links")
+        self.settings = settings
+        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+
+    def verify(self, token: str) -> Principal:
+        """A Principal from a bearer token, or Unauthorized. May fetch JWKS (blocking)."""
+        s = self.settings
+        try:
+            if self._jwks is not None:
+                key: Any = self._jwks.get_signing_key_from_jwt(token).key
+                algorithms = ["RS256"]
+            else:
+                key, algorithms = s.jwt_secret, ["HS256"]
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                options={"require": ["exp", "sub", "org"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"the token is not valid: {exc}") from None
+        return _principal(claims)
+
+    def mint_events_token(self, principal: Principal, job_id: object | None) -> str:
+        """A short-lived token opening one job's events (or the caller's feed when None)."""
+        now = int(time.time())
+        claims = {
+            "sub": principal.sub,
+            "org": principal.org,
+            "job": str(job_id) if job_id is not None else None,
+            "aud": EVENTS_AUDIENCE,
+            "iss": self.settings.jwt_issuer,
+            "iat": now,
+            "exp": now + self.settings.events_token_ttl,
+        }
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
+
+    def verify_events_token(self, token: str, job_id: object | None) -> Principal:
+        """The caller behind an event-link token, if it was made for this stream."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=EVENTS_AUDIENCE,
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["exp", "sub", "org"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the event link has expired; fetch the job again") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"the event link is not valid: {exc}") from None
+        wanted = str(job_id) if job_id is not None else None
+        if claims.get("job") != wanted:
+            raise Unauthorized("the event link was made for another stream")
+        return Principal(sub=claims["sub"], org=claims["org"])
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    perms = claims.get("perms", [])
+    if isinstance(perms, str):
+        perms = perms.split()
+    if not isinstance(claims["org"], str) or not isinstance(claims["sub"], str):
+        raise Unauthorized("the token's sub and org must be strings")
+    return Principal(sub=claims["sub"], org=claims["org"], perms=frozenset(map(str, perms)))
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    org: str,
+    perms: list[str],
+    ttl: int = 3600,
+    key: Any = None,
+    algorithm: str = "HS256",
+    headers: dict[str, Any] | None = None,
+) -> str:
+    """A bearer token for ``ferry token``, the demo user and tests."""
+    now = int(time.time())
+    claims = {
+        "sub": sub,
+        "org": org,
+        "perms": perms,
+        "aud": settings.jwt_audience,
+        "iss": settings.jwt_issuer,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, key or settings.jwt_secret, algorithm=algorithm, headers=headers)

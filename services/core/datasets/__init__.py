@@ -1,0 +1,3 @@
+from services.core.datasets.registry import Dataset, Field, Registry, load_registry
+
+__all__ = ["Dataset", "Field", "Registry", "load_registry"]

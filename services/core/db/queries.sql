@@ -1,0 +1,84 @@
+-- Static SQL of Ferry. Dataset SQL (exports, imports) is built in services/core/datasets/sql.py.
+
+-- name: insert_job
+-- Idempotent create: a repeated (org, user, key) returns nothing and the caller reads the row.
+INSERT INTO jobs (id, kind, org_id, user_id, dataset, status, params, idempotency_key, request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (org_id, user_id, idempotency_key) DO NOTHING
+RETURNING *;
+
+-- name: get_job_by_key
+SELECT * FROM jobs WHERE org_id = $1 AND user_id = $2 AND idempotency_key = $3;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = $1 AND org_id = $2;
+
+-- name: get_job_unscoped
+SELECT * FROM jobs WHERE id = $1;
+
+-- name: list_jobs
+-- Keyset page of one caller's history, newest first; $5/$6 is the last row seen.
+SELECT * FROM jobs
+WHERE org_id = $1 AND user_id = $2
+  AND ($3::text IS NULL OR kind = $3)
+  AND ($4::text[] IS NULL OR status = ANY($4))
+  AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $7;
+
+-- name: claim_job
+-- Take a job for this run: bump the attempt (the fencing token) and set a lease.
+-- A job in one of $3 is taken when nobody holds it: no lease, or a lapsed one (its worker
+-- died). A stale arq delivery (older run) or a cancelled job is left alone.
+UPDATE jobs
+SET status = $4, attempt = attempt + 1,
+    lease_until = now() + make_interval(secs => $5),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = $1 AND run = $2 AND cancel_requested_at IS NULL
+  AND status = ANY($3) AND (lease_until IS NULL OR lease_until < now())
+RETURNING *;
+
+-- name: renew_lease
+-- Heartbeat of a running job; no row back means a newer attempt owns the job.
+UPDATE jobs
+SET lease_until = now() + make_interval(secs => $3),
+    progress = coalesce($4, progress), updated_at = now()
+WHERE id = $1 AND attempt = $2
+RETURNING status, cancel_requested_at;
+
+-- name: finish_job
+-- Final write of an attempt, fenced by the attempt number.
+UPDATE jobs
+SET status = $3, result = coalesce($4, result), error = $5, progress = coalesce($6, progress),
+    lease_until = NULL, finished_at = now(), updated_at = now()
+WHERE id = $1 AND attempt = $2
+RETURNING *;
+
+-- name: release_job
+-- End an attempt without finishing the job (it moves to a waiting state such as `validated`).
+UPDATE jobs
+SET status = $3, result = coalesce($4, result), error = $5, progress = coalesce($6, progress),
+    lease_until = NULL, updated_at = now()
+WHERE id = $1 AND attempt = $2
+RETURNING *;
+
+-- name: expired_leases
+-- Jobs whose worker stopped renewing its lease; a new run gets them going again.
+-- Clearing the lease marks the job as waiting for that run.
+UPDATE jobs SET run = run + 1, lease_until = NULL, updated_at = now()
+WHERE status IN ('running', 'validating', 'committing') AND lease_until < now()
+RETURNING *;
+
+-- name: waiting_jobs
+-- Jobs waiting for a worker for a while; the reconciler makes sure arq knows them.
+SELECT * FROM jobs
+WHERE lease_until IS NULL AND updated_at < now() - make_interval(secs => $1)
+  AND cancel_requested_at IS NULL
+  AND status IN ('queued', 'running', 'uploaded', 'validating', 'committing')
+ORDER BY created_at
+LIMIT 500;
+
+-- name: queue_position
+SELECT count(*) + 1 FROM jobs
+WHERE org_id = $1 AND user_id = $2 AND kind = $3 AND status = $4 AND lease_until IS NULL
+  AND cancel_requested_at IS NULL AND (created_at, id) < ($5, $6::uuid);

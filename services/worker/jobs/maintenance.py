@@ -1,0 +1,53 @@
+"""Cron jobs that keep the queue honest and storage tidy."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from services.core import jobs
+from services.worker.context import deps, queue
+from services.worker.queue import enqueue
+
+log = logging.getLogger(__name__)
+
+# A job just created is enqueued by the api right after its row is written; give
+# that a moment before deciding Redis lost it.
+WAITING_GRACE_SECONDS = 30.0
+
+
+async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
+    """Re-enqueue jobs whose worker died (lease lapsed) or that Redis lost.
+
+    A lapsed lease bumps the job's run, so the new arq job id is free even while
+    arq still holds the dead worker's delivery; that stale delivery later finds a
+    run mismatch and does nothing. A waiting job is enqueued under its current
+    id, which arq refuses when it still holds it, so this is safe to repeat.
+    """
+    d, redis = deps(ctx), queue(ctx)
+    revived = 0
+    for job in await jobs.expired_leases(d.db):
+        await enqueue(redis, job)
+        revived += 1
+        log.warning(
+            "lease lapsed; job enqueued again",
+            extra={"action": "job_revived", "job_id": str(job.id), "run": job.run},
+        )
+    requeued = 0
+    for job in await jobs.waiting_jobs(d.db, older_than=WAITING_GRACE_SECONDS):
+        if await enqueue(redis, job):
+            requeued += 1
+            log.warning(
+                "waiting job missing from the queue; enqueued again",
+                extra={"action": "job_requeued", "job_id": str(job.id)},
+            )
+    return {"revived": revived, "requeued": requeued}
+
+
+async def abort_stale_uploads(ctx: dict[str, Any]) -> int:
+    """Abort multipart uploads (or partial files) nobody finished within a day."""
+    aborted = await deps(ctx).storage.abort_stale_uploads(timedelta(days=1))
+    if aborted:
+        log.info("stale uploads aborted", extra={"action": "uploads_aborted", "count": aborted})
+    return aborted

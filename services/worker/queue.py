@@ -1,0 +1,46 @@
+"""How Ferry jobs travel through arq: function names, job ids, the serializer.
+
+The arq job id is ``<function>:<job id>:<run>``. arq refuses an id it already
+holds, so enqueuing the same run twice is harmless; a job that must run again
+(re-validation, recovery from a dead worker) gets a new run number first.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from services.core.jobs import Job
+
+serialize = msgspec.msgpack.encode
+deserialize = msgspec.msgpack.decode
+
+# Which function moves a job on from a given status. Renaming one is a wire change.
+FUNCTIONS: dict[tuple[str, str], str] = {
+    ("export", "queued"): "run_export",
+    ("export", "running"): "run_export",
+    ("import", "uploaded"): "validate_import",
+    ("import", "validating"): "validate_import",
+    ("import", "committing"): "commit_import",
+}
+
+
+def arq_redis(redis: Redis) -> ArqRedis:
+    """An arq client sharing ``redis``'s connection pool."""
+    return ArqRedis(redis.connection_pool, job_serializer=serialize, job_deserializer=deserialize)
+
+
+def arq_job_id(function: str, job: Job) -> str:
+    return f"{function}:{job.id}:{job.run}"
+
+
+async def enqueue(redis: ArqRedis, job: Job) -> bool:
+    """Hand a job to the workers; False when arq already holds this run."""
+    function = FUNCTIONS.get((job.kind, job.status))
+    if function is None:
+        raise ValueError(f"a {job.kind} job in status {job.status} is not run by a worker")
+    queued = await redis.enqueue_job(
+        function, str(job.id), job.run, _job_id=arq_job_id(function, job)
+    )
+    return queued is not None

@@ -1,0 +1,231 @@
+"""One attempt at a job: claim, lease, progress, cancellation, retry, final write.
+
+arq runs a job at least once, so every job function goes through ``run_job``:
+
+- the claim bumps the attempt and takes a lease in one UPDATE, or finds the job
+  is not ours (another run owns it, it was cancelled, it already finished);
+- a heartbeat renews the lease every second, stores the latest progress and
+  notices a cancel request or a lost lease, and then cancels the job's task, so
+  ``async with storage.writer(...)`` aborts its partial upload;
+- transient failures go back to the waiting status and ``arq.Retry`` with
+  backoff; permanent ones fail the job with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+from arq import Retry
+
+from services.core import jobs
+from services.core.deps import Deps
+from services.core.errors import FerryError, Transient
+from services.core.jobs import Job
+from services.worker.context import deps, job_try
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 5
+HEARTBEAT_SECONDS = 1.0
+PROGRESS_SECONDS = 0.5
+
+# Failures of the plumbing, not of the input: worth another try.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    Transient,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    redis.exceptions.ConnectionError,
+)
+
+
+class JobRun:
+    """The attempt a job function works in; see the module docstring."""
+
+    def __init__(self, deps: Deps, job: Job) -> None:
+        self.deps = deps
+        self.job = job
+        self.cancel_requested = False
+        self.lease_lost = False
+        self._progress: dict[str, Any] | None = None
+        self._published_at = 0.0
+        self._task: asyncio.Task[Any] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.started = time.monotonic()
+
+    async def __aenter__(self) -> JobRun:
+        self._task = asyncio.current_task()
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"lease:{self.job.id}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._heartbeat is not None
+        self._heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._heartbeat
+
+    @property
+    def stopping(self) -> bool:
+        """True once the job should stop (for loops running in threads)."""
+        return self.cancel_requested or self.lease_lost
+
+    async def progress(self, done: int, total: int | None = None) -> None:
+        """Record progress; stored with the next heartbeat, published about twice a second."""
+        self._progress = {"done": done, "total": total}
+        now = time.monotonic()
+        if now - self._published_at >= PROGRESS_SECONDS:
+            self._published_at = now
+            await self.publish("progress", self._progress)
+
+    async def publish(self, type: str, data: dict[str, Any]) -> None:
+        """Best effort: the job row is the truth, events only tell about it."""
+        try:
+            await self.deps.events.publish(
+                job_id=self.job.id,
+                org_id=self.job.org_id,
+                user_id=self.job.user_id,
+                type=type,
+                data=data,
+            )
+        except redis.exceptions.RedisError:
+            log.warning("event not published", extra={"job_id": str(self.job.id), "type": type})
+
+    async def finish(
+        self,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """Write the final state (fenced by the attempt) and publish it."""
+        done = await jobs.finish_job(
+            self.deps.db, self.job, status, result=result, error=error, progress=self._progress
+        )
+        await self._announce(done, status)
+        return done
+
+    async def release(
+        self,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """End the attempt in a waiting state (``validated``) and publish it."""
+        done = await jobs.release_job(
+            self.deps.db, self.job, status, result=result, error=error, progress=self._progress
+        )
+        await self._announce(done, status)
+        return done
+
+    async def _announce(self, job: Job | None, status: str) -> None:
+        if job is None:
+            log.warning("a newer attempt owns the job", extra={"job_id": str(self.job.id)})
+            return
+        self.job = job
+        await self.publish(status, jobs.job_document(job))
+
+    async def _beat(self) -> None:
+        lease = self.deps.settings.job_lease_seconds
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                ours, cancel = await jobs.renew_lease(
+                    self.deps.db, self.job, lease_seconds=lease, progress=self._progress
+                )
+            except TRANSIENT:
+                continue  # the lease outlives a short database hiccup
+            if not ours or cancel:
+                self.lease_lost, self.cancel_requested = not ours, cancel
+                assert self._task is not None
+                self._task.cancel()
+                return
+
+
+async def run_job(
+    ctx: dict[str, Any],
+    job_id: str,
+    run: int,
+    *,
+    waiting: list[str],
+    running: str,
+    body: Callable[[JobRun], Awaitable[None]],
+    requeued: str | None = None,
+) -> None:
+    """Claim the job and run ``body`` in a ``JobRun``; see the module docstring.
+
+    ``body`` ends the attempt itself with ``run.finish`` or ``run.release``.
+    """
+    d = deps(ctx)
+    job = await jobs.claim_job(
+        d.db,
+        job_id,
+        run=run,
+        waiting=waiting,
+        running=running,
+        lease_seconds=d.settings.job_lease_seconds,
+    )
+    if job is None:
+        log.info("job not claimed", extra={"action": "job_skipped", "job_id": job_id, "run": run})
+        return
+    extra = {"job_id": job_id, "kind": job.kind, "attempt": job.attempt}
+    log.info("job started", extra={"action": "job_started", **extra})
+    attempt = JobRun(d, job)
+    await attempt.publish("status", jobs.job_document(job))
+    try:
+        async with attempt:
+            await body(attempt)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if attempt.lease_lost:
+            assert task is not None
+            task.uncancel()
+            log.warning("lease lost; stopping", extra={"action": "job_fenced", **extra})
+            return
+        if attempt.cancel_requested:
+            assert task is not None
+            task.uncancel()
+            await attempt.finish("cancelled", error={"message": "cancelled on request"})
+            log.info("job cancelled", extra={"action": "job_cancelled", **extra})
+            return
+        if time.monotonic() - attempt.started >= d.settings.job_timeout_seconds - 1:
+            message = f"the job ran longer than {d.settings.job_timeout_seconds} s and was stopped"
+            await asyncio.shield(attempt.finish("failed", error={"message": message}))
+        raise  # worker shutdown: the lease lapses and the reconciler runs it again
+    except TRANSIENT as exc:
+        tries = job_try(ctx)
+        if tries < MAX_TRIES:
+            log.warning(
+                "transient failure; retrying",
+                extra={"action": "job_retry", "error": str(exc), "try": tries, **extra},
+            )
+            await jobs.release_job(d.db, attempt.job, requeued or waiting[0])
+            raise Retry(defer=2**tries) from exc
+        await attempt.finish("failed", error=_error(exc, "storage or database kept failing"))
+    except FerryError as exc:
+        await attempt.finish("failed", error=_error(exc))
+    except Exception as exc:
+        log.exception("job crashed", extra={"action": "job_crashed", **extra})
+        await attempt.finish("failed", error=_error(exc, "internal error; the job did not finish"))
+    else:
+        log.info("job ended", extra={"action": "job_ended", "status": attempt.job.status, **extra})
+
+
+def _error(exc: BaseException, fallback: str | None = None) -> dict[str, Any]:
+    if isinstance(exc, FerryError) and fallback is None:
+        doc: dict[str, Any] = {"type": exc.slug, "message": exc.detail}
+        if exc.errors:
+            doc["errors"] = exc.errors
+        return doc
+    return {"type": "internal", "message": f"{fallback}: {exc}" if fallback else str(exc)}

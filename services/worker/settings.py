@@ -1,0 +1,65 @@
+"""The arq worker: one plain settings class, plus what comes from Ferry's Settings."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar, cast
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.worker import Worker, get_kwargs
+
+from services.core.deps import open_deps
+from services.core.settings import Settings
+from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
+from services.worker.queue import deserialize, serialize
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Open Ferry's dependencies unless a test handed them in."""
+    if "deps" in ctx:
+        return
+    stack = contextlib.AsyncExitStack()
+    ctx["deps"] = await stack.enter_async_context(open_deps(ctx["settings"]))
+    ctx["exit_stack"] = stack
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    stack = ctx.pop("exit_stack", None)
+    if stack is not None:
+        await stack.aclose()
+
+
+class WorkerSettings:
+    """What every Ferry worker runs; ``worker_kwargs`` adds the per-deployment parts."""
+
+    functions: ClassVar[list[Any]] = []
+    cron_jobs: ClassVar[list[CronJob]] = [
+        cron(reconcile_jobs, second={5, 35}, run_at_startup=True, timeout=60),
+        cron(abort_stale_uploads, minute={17}, second=0, timeout=300),
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    job_serializer = serialize  # msgpack, never pickle
+    job_deserializer = deserialize
+    health_check_interval = 15
+    keep_result = 0  # the job row keeps results; a kept arq result would block re-runs
+    allow_abort_jobs = True
+    max_tries = 5
+
+
+def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``arq.Worker`` from WorkerSettings and Ferry's Settings."""
+    return {
+        **get_kwargs(cast(Any, WorkerSettings)),
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.job_timeout_seconds,
+        "ctx": {"settings": settings},
+        **overrides,
+    }
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    return Worker(**worker_kwargs(settings, **overrides))

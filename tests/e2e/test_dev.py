@@ -1,0 +1,130 @@
+"""`ferry dev` (what `make run` calls): starts everything, prints working commands, stops."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+FERRY = Path(sys.executable).parent / "ferry"
+
+
+def start(cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    with open(cwd / "dev.log", "wb") as log:  # a file, so a chatty child never blocks
+        return subprocess.Popen(
+            [str(FERRY), "dev"], cwd=cwd, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def read_banner(proc: subprocess.Popen[bytes], cwd: Path, timeout: float = 60) -> str:
+    """Everything printed up to and including the banner's last line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = (cwd / "dev.log").read_text()
+        if "Ctrl-C stops everything" in text:
+            return text
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    pytest.fail("no banner within 60 s:\n" + (cwd / "dev.log").read_text())
+
+
+def stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """Ctrl-C ferry dev; return whatever it started that is still alive."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("ferry dev did not stop within 30 s of Ctrl-C")
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    return alive
+
+
+def check_printed_commands(banner: str) -> None:
+    commands = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
+    assert len(commands) == 3
+    for command in commands:
+        result = subprocess.run(  # exactly as a user would paste it into bash
+            ["bash", "-c", command + " -o /dev/null -w '%{http_code}'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.stdout == "200", (command, result.stdout, result.stderr)
+
+
+def test_dev_uses_the_configured_servers(tmp_path: Path, database_url: str, redis_url: str) -> None:
+    port = free_port()
+    proc = start(
+        tmp_path,
+        {
+            "FERRY_DATABASE_URL": database_url,
+            "FERRY_REDIS_URL": redis_url,
+            "FERRY_PORT": str(port),
+        },
+    )
+    banner = read_banner(proc, tmp_path)
+    assert "starting embedded" not in banner  # it used the servers it was given
+    assert f"Ferry is running: http://127.0.0.1:{port}" in banner
+    assert "demo data: 50000 records for demo/main" in banner
+    token = re.search(r"valid 7 days\):\n(\S+)", banner)
+    assert token is not None
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/v1/datasets", headers={"Authorization": f"Bearer {token[1]}"}
+    )
+    assert response.json()["items"][0]["permissions"] == {"read": True, "write": True}
+    check_printed_commands(banner)
+    assert stop(proc) == []
+
+
+def test_dev_starts_embedded_servers_when_nothing_is_configured(tmp_path: Path) -> None:
+    port = free_port()
+    started = time.monotonic()
+    proc = start(tmp_path, {"FERRY_PORT": str(port)})
+    banner = read_banner(proc, tmp_path)
+    assert time.monotonic() - started < 60
+    assert "starting embedded PostgreSQL" in banner
+    assert "starting embedded Valkey" in banner
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["storage_backend"] == "local"
+    check_printed_commands(banner)
+    secret = (tmp_path / ".ferry" / "jwt-secret").read_text()
+    assert len(secret) >= 32
+    assert stop(proc) == []
+    # Nothing it started keeps running: no PostgreSQL on its data directory.
+    data_dir = str(tmp_path / ".ferry" / "pg")
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and data_dir in " ".join(p.info["cmdline"])
+    ]
+
+
+def test_an_unknown_setting_stops_dev_with_a_clear_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(FERRY), "dev"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FERRY_PROT": "1"},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "FERRY_PROT is not a Ferry setting" in result.stderr
+
+
+assert ROOT.exists()

@@ -1,0 +1,157 @@
+"""The job row is the truth: claims, leases, fencing, and the reconciler."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.core import jobs
+from services.core.deps import Deps
+from services.core.errors import InvalidInput
+from services.worker.jobs.maintenance import reconcile_jobs
+from services.worker.queue import arq_redis
+
+
+async def new_job(deps: Deps, **kw: Any) -> jobs.Job:
+    job, _created = await jobs.create_job(
+        deps.db,
+        kind=kw.pop("kind", "export"),
+        org_id=kw.pop("org_id", "acme"),
+        user_id=kw.pop("user_id", "alice"),
+        dataset="bookkeeping_records",
+        status=kw.pop("status", "queued"),
+        params=kw.pop("params", {"format": "csv"}),
+        **kw,
+    )
+    return job
+
+
+async def test_twenty_concurrent_creates_with_one_key_make_one_job(deps: Deps) -> None:
+    results = await asyncio.gather(
+        *(
+            jobs.create_job(
+                deps.db,
+                kind="export",
+                org_id="acme",
+                user_id="alice",
+                dataset="bookkeeping_records",
+                status="queued",
+                params={"format": "csv"},
+                idempotency_key="k-1",
+            )
+            for _ in range(21)
+        )
+    )
+    assert len({job.id for job, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    with pytest.raises(InvalidInput, match="different request"):
+        await jobs.create_job(
+            deps.db,
+            kind="export",
+            org_id="acme",
+            user_id="alice",
+            dataset="bookkeeping_records",
+            status="queued",
+            params={"format": "xlsx"},
+            idempotency_key="k-1",
+        )
+
+
+async def test_a_job_of_another_org_is_not_found(deps: Deps) -> None:
+    job = await new_job(deps)
+    assert (await jobs.get_job(deps.db, job.id, "acme")).id == job.id
+    with pytest.raises(jobs.NotFound):
+        await jobs.get_job(deps.db, job.id, "globex")
+    with pytest.raises(jobs.NotFound):
+        await jobs.get_job(deps.db, "not-a-uuid", "acme")
+
+
+async def test_a_claim_fences_out_the_previous_attempt(deps: Deps) -> None:
+    job = await new_job(deps)
+    first = await jobs.claim_job(
+        deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
+    )
+    assert first is not None
+    assert first.attempt == 1
+    assert first.status == "running"
+    # While the lease is live nobody else gets the job.
+    assert (
+        await jobs.claim_job(
+            deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
+        )
+        is None
+    )
+    # The worker dies: its lease lapses, the reconciler bumps the run, a new attempt claims.
+    await deps.db.execute(
+        "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1", job.id
+    )
+    [revived] = await jobs.expired_leases(deps.db)
+    assert revived.run == 1
+    # The dead worker's arq delivery (run 0) is now stale and claims nothing.
+    assert (
+        await jobs.claim_job(
+            deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
+        )
+        is None
+    )
+    second = await jobs.claim_job(
+        deps.db, job.id, run=1, waiting=["queued"], running="running", lease_seconds=60
+    )
+    assert second is not None
+    assert second.attempt == 2
+    # The first attempt wakes up and tries to publish: refused.
+    assert await jobs.finish_job(deps.db, first, "succeeded", result={"rows": 1}) is None
+    assert await jobs.renew_lease(deps.db, first, lease_seconds=60) == (False, False)
+    done = await jobs.finish_job(deps.db, second, "succeeded", result={"rows": 2})
+    assert done is not None
+    assert done.result == {"rows": 2}
+    assert done.lease_until is None
+
+
+async def test_reconciler_re_enqueues_a_job_whose_lease_expired(deps: Deps) -> None:
+    job = await new_job(deps)
+    claimed = await jobs.claim_job(
+        deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
+    )
+    assert claimed is not None
+    queue = arq_redis(deps.redis)
+    ctx = {"deps": deps, "redis": queue}
+    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # lease still live
+
+    await deps.db.execute(
+        "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1", job.id
+    )
+    assert await reconcile_jobs(ctx) == {"revived": 1, "requeued": 0}
+    queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
+    assert queued == {f"run_export:{job.id}:1"}
+    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # nothing more to do
+
+
+async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(deps: Deps) -> None:
+    job = await new_job(deps)
+    ctx = {"deps": deps, "redis": arq_redis(deps.redis)}
+    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # still in its grace time
+    await deps.db.execute(
+        "UPDATE jobs SET updated_at = now() - interval '1 min' WHERE id = $1", job.id
+    )
+    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 1}
+    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # arq holds it now
+    queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
+    assert queued == {f"run_export:{job.id}:0"}
+
+
+async def test_history_is_newest_first_and_pages_by_keyset(deps: Deps) -> None:
+    made = [await new_job(deps) for _ in range(5)]
+    await new_job(deps, user_id="bob")
+    await new_job(deps, kind="import", status="uploaded")
+    page1 = await jobs.list_jobs(deps.db, org_id="acme", user_id="alice", kind="export", limit=3)
+    last = page1[-1]
+    page2 = await jobs.list_jobs(
+        deps.db,
+        org_id="acme",
+        user_id="alice",
+        kind="export",
+        before=(last.created_at, last.id),
+        limit=3,
+    )
+    assert [j.id for j in page1 + page2] == [j.id for j in reversed(made)]

@@ -1,0 +1,60 @@
+import pytest
+
+from services.core.errors import SettingsError
+from services.core.settings import DESCRIPTIONS, Settings, load_settings
+
+
+def test_values_are_read_and_converted_from_the_environment() -> None:
+    s = load_settings(
+        {
+            "FERRY_DATABASE_URL": "postgresql://db/ferry",
+            "FERRY_PORT": "9001",
+            "FERRY_DIRECT_EXPORT_MAX_ROWS": "250",
+            "FERRY_SSE_HEARTBEAT_SECONDS": "2.5",
+            "HOME": "/root",  # other variables are none of Ferry's business
+        }
+    )
+    assert s.database_url == "postgresql://db/ferry"
+    assert s.port == 9001
+    assert s.direct_export_max_rows == 250
+    assert s.sse_heartbeat_seconds == 2.5
+    assert s.import_max_bytes == 50 * 1024 * 1024  # default kept
+
+
+def test_an_unknown_ferry_variable_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError, match="FERRY_DATABSE_URL is not a Ferry setting"):
+        load_settings({"FERRY_DATABSE_URL": "postgresql://typo"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FERRY_PORT", "eighty", "FERRY_PORT: Expected `int`"),
+        ("FERRY_PORT", "70000", "FERRY_PORT: Expected `int` <= 65535"),
+        ("FERRY_MAX_EXPORTS_PER_USER", "0", "FERRY_MAX_EXPORTS_PER_USER: Expected `int` >= 1"),
+        ("FERRY_LOG_FORMAT", "xml", "FERRY_LOG_FORMAT: Invalid enum value 'xml'"),
+        ("FERRY_S3_PART_SIZE", "1024", "FERRY_S3_PART_SIZE: Expected `int` >= 5242880"),
+    ],
+)
+def test_a_malformed_value_names_its_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: value})
+    assert message in str(caught.value)
+
+
+def test_empty_values_mean_default() -> None:
+    assert load_settings({"FERRY_PORT": ""}).port == Settings().port
+
+
+def test_every_setting_is_described_and_in_the_readme() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name in Settings.__struct_fields__:
+        assert name in DESCRIPTIONS, f"{name} has no description"
+        assert f"FERRY_{name.upper()}" in readme, f"FERRY_{name.upper()} missing from README"
+
+
+def test_storage_backend_follows_the_bucket() -> None:
+    assert Settings().storage_backend == "local"
+    assert Settings(s3_bucket="exports").storage_backend == "s3"
