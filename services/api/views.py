@@ -16,6 +16,7 @@ async def job_view(
     """A job with its queue position and links (the events link carries its own token)."""
     doc = jobs.job_document(job)
     doc["queue_position"] = await jobs.queue_position(db, job)
+    doc["cancel_requested"] = job.cancel_requested_at is not None
     events_token = tokens.mint_events_token(principal, job.id)
     doc["links"] = {
         "self": f"/v1/jobs/{job.id}",

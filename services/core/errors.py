@@ -7,6 +7,7 @@
     ├── Forbidden               403  the token lacks a permission
     ├── NotFound                404  no such thing (or it belongs to another org)
     ├── Conflict                409  the request clashes with the current state
+    ├── Gone                    410  it existed, but no longer (an expired export file)
     ├── TooLarge                413  over a configured size or row limit
     └── Unavailable             503  a dependency (database, Redis, storage) failed
 
@@ -84,6 +85,14 @@ class Conflict(FerryError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class Gone(FerryError):
+    """The resource existed but is gone for good."""
+
+    status = 410
+    slug = "gone"
+    title = "Gone"
 
 
 class TooLarge(FerryError):

@@ -7,11 +7,14 @@ stops, so two workers can never both publish a result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Literal
 
+import asyncpg
 import msgspec
 
 from services.core.db.pool import Connection, Pool
@@ -19,6 +22,20 @@ from services.core.db.queries import Q
 from services.core.errors import InvalidInput, NotFound
 
 Kind = Literal["export", "import"]
+STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
+    "uploaded",
+    "validating",
+    "validated",
+    "committing",
+    "committed",
+    "rolled_back",
+)
 FINAL = frozenset({"succeeded", "failed", "cancelled", "expired", "committed", "rolled_back"})
 
 
@@ -144,12 +161,65 @@ async def claim_job(
     waiting: list[str],
     running: str,
     lease_seconds: int,
+    limit: int | None = None,
 ) -> Job | None:
-    """Take the job for this worker, or None when it is not ours to run."""
-    row = await db.fetchrow(
-        Q.claim_job, uuid.UUID(str(job_id)), run, [*waiting, running], running, lease_seconds
-    )
+    """Take the job for this worker, or None when it is not ours to run.
+
+    With ``limit``, the job is also left waiting while ``limit`` jobs of the same
+    owner and kind run or wait ahead of it; whoever frees a slot starts the next
+    (``admissible_jobs``). An advisory lock per owner makes the count exact.
+    """
+    key = uuid.UUID(str(job_id))
+    statuses = [*waiting, running]
+    if limit is None:
+        return _maybe(await db.fetchrow(Q.claim_job, key, run, statuses, running, lease_seconds))
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute(Q.lock_owner, key)
+        row = await conn.fetchrow(
+            Q.claim_job_limited, key, run, statuses, running, lease_seconds, limit
+        )
     return _maybe(row)
+
+
+async def admissible_jobs(
+    db: Pool | Connection, *, org_id: str, user_id: str, kind: Kind, statuses: list[str], limit: int
+) -> list[Job]:
+    """The oldest waiting jobs of one owner that fit under ``limit`` running at once."""
+    rows = await db.fetch(Q.admissible_jobs, org_id, user_id, kind, statuses, limit)
+    return [_job(r) for r in rows]
+
+
+async def cancel_job(db: Pool | Connection, job: Job) -> Job | None:
+    """Cancel a job: at once when no worker holds it, else ask its worker to stop.
+
+    Returns the job as it now is, or None when it had already ended. A waiting job
+    that a worker claims in the same instant is asked to stop instead (the row lock
+    orders the two updates).
+    """
+    active = [s for s in STATUSES if s not in FINAL]
+    error = {"type": "cancelled", "message": "cancelled on request"}
+    row = await db.fetchrow(Q.cancel_waiting_job, job.id, job.org_id, error, active)
+    if row is None:
+        row = await db.fetchrow(Q.request_cancel, job.id, job.org_id, active)
+    return _maybe(row)
+
+
+async def expirable_exports(db: Pool | Connection) -> list[Job]:
+    """Succeeded exports whose file is past its ``expires_at``."""
+    return [_job(r) for r in await db.fetch(Q.expirable_exports)]
+
+
+async def expire_export(db: Pool | Connection, job: Job) -> Job | None:
+    return _maybe(await db.fetchrow(Q.expire_export, job.id))
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Pool | Connection) -> AsyncIterator[Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 async def renew_lease(

@@ -56,6 +56,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     export_ttl_days: Positive = 7
     download_url_ttl: Positive = 900
     max_exports_per_user: Positive = 3
+    xlsx_engine: Literal["rust", "xlsxwriter"] = "rust"
+    export_temp_dir: str = ""
 
     # Imports.
     import_max_bytes: Positive = 50 * 1024 * 1024
@@ -105,6 +107,8 @@ DESCRIPTIONS: dict[str, str] = {
     "export_ttl_days": "Days an export file is kept before it expires.",
     "download_url_ttl": "Lifetime in seconds of a presigned download URL.",
     "max_exports_per_user": "Exports that run at once per user; more wait queued.",
+    "xlsx_engine": "XLSX writer: `rust` (rustpy-xlsxwriter, fast) or `xlsxwriter` (reference).",
+    "export_temp_dir": "Folder for XLSX files being written; empty: the system temp folder.",
     "import_max_bytes": "Largest accepted upload in bytes.",
     "rollback_window_hours": "Hours during which a committed import can be rolled back.",
     "batch_retention_days": "Days import batches are kept before they are purged.",

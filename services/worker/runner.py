@@ -162,10 +162,13 @@ async def run_job(
     running: str,
     body: Callable[[JobRun], Awaitable[None]],
     requeued: str | None = None,
+    limit: int | None = None,
 ) -> None:
     """Claim the job and run ``body`` in a ``JobRun``; see the module docstring.
 
-    ``body`` ends the attempt itself with ``run.finish`` or ``run.release``.
+    ``body`` ends the attempt itself with ``run.finish`` or ``run.release``. With
+    ``limit``, the job is claimed only while fewer than ``limit`` jobs of its owner
+    and kind run (see ``jobs.claim_job``); otherwise it stays waiting.
     """
     d = deps(ctx)
     job = await jobs.claim_job(
@@ -175,6 +178,7 @@ async def run_job(
         waiting=waiting,
         running=running,
         lease_seconds=d.settings.job_lease_seconds,
+        limit=limit,
     )
     if job is None:
         log.info("job not claimed", extra={"action": "job_skipped", "job_id": job_id, "run": run})

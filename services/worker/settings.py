@@ -12,6 +12,7 @@ from arq.worker import Worker, get_kwargs
 
 from services.core.deps import open_deps
 from services.core.settings import Settings
+from services.worker.jobs.exports import expire_exports, run_export
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
 from services.worker.queue import deserialize, serialize
 
@@ -34,10 +35,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """What every Ferry worker runs; ``worker_kwargs`` adds the per-deployment parts."""
 
-    functions: ClassVar[list[Any]] = []
+    functions: ClassVar[list[Any]] = [run_export]
     cron_jobs: ClassVar[list[CronJob]] = [
         cron(reconcile_jobs, second={5, 35}, run_at_startup=True, timeout=60),
         cron(abort_stale_uploads, minute={17}, second=0, timeout=300),
+        cron(expire_exports, minute={7, 37}, second=0, timeout=300),
     ]
     on_startup = startup
     on_shutdown = shutdown

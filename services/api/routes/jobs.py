@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, get
+from arq.connections import ArqRedis
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -18,8 +19,9 @@ from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
 from services.core.deps import Deps
-from services.core.errors import Forbidden, InvalidInput
+from services.core.errors import Conflict, Forbidden, InvalidInput
 from services.core.jobs import Job
+from services.worker.jobs.exports import admit_next
 
 STATUSES = {
     "queued",
@@ -97,6 +99,8 @@ async def list_jobs(
     return {
         "items": [await job_view(deps.db, tokens, principal, job) for job in page],
         "next_cursor": encode_cursor(page[-1]) if more else None,
+        # The caller's notification feed, openable by a browser's EventSource.
+        "links": {"events": f"/v1/events?token={tokens.mint_events_token(principal, None)}"},
     }
 
 
@@ -113,4 +117,42 @@ async def get_job(
     return await job_view(deps.db, verifier(request), principal, job)
 
 
-routes = [list_jobs, get_job]
+@post("/v1/jobs/{job_id:str}/cancel", tags=["jobs"], summary="Cancel a job", status_code=202)
+async def cancel_job(
+    request: Request[Any, Any, Any],
+    job_id: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+    queue: NamedDependency[ArqRedis],
+) -> Response[dict[str, Any]]:
+    """A waiting job is `cancelled` at once (200). A running one is asked to stop (202,
+    `cancel_requested: true`): its worker stops within a second or two, removes any
+    partial upload and the job reads `cancelled`. A job that already ended: 409.
+    Only the user who started a job may cancel it."""
+    job = await jobs.get_job(deps.db, job_id, principal.org)
+    authorize_job(principal, job)
+    if job.user_id != principal.sub:
+        raise Forbidden("only the user who started this job can cancel it")
+    if job.final:
+        raise Conflict(f"the job already ended ({job.status}); nothing to cancel")
+    done = await jobs.cancel_job(deps.db, job)
+    if done is None:
+        current = await jobs.get_job(deps.db, job_id, principal.org)
+        raise Conflict(f"the job already ended ({current.status}); nothing to cancel")
+    if done.status == "cancelled":
+        await deps.events.publish(
+            job_id=done.id,
+            org_id=done.org_id,
+            user_id=done.user_id,
+            type="cancelled",
+            data=jobs.job_document(done),
+        )
+        if done.kind == "export":
+            # A job that waited ahead may have held others back.
+            limit = deps.settings.max_exports_per_user
+            await admit_next(deps.db, queue, done.org_id, done.user_id, limit=limit)
+    view = await job_view(deps.db, verifier(request), principal, done)
+    return Response(view, status_code=200 if done.status == "cancelled" else 202)
+
+
+routes = [list_jobs, get_job, cancel_job]

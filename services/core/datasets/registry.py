@@ -71,6 +71,7 @@ class Dataset(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     batch_column: str = "import_batch_id"
     natural_key: str = ""
     upsert: bool = False
+    currency: str = "USD"  # of money fields; exports format them with its symbol
     fields: list[Field] = []
     presets: dict[str, list[str]] = {}
 

@@ -82,3 +82,61 @@ LIMIT 500;
 SELECT count(*) + 1 FROM jobs
 WHERE org_id = $1 AND user_id = $2 AND kind = $3 AND status = $4 AND lease_until IS NULL
   AND cancel_requested_at IS NULL AND (created_at, id) < ($5, $6::uuid);
+
+-- name: lock_owner
+-- Serialises claims of one caller's jobs, so a per-user limit holds under concurrent workers.
+SELECT pg_advisory_xact_lock(hashtext(org_id || chr(31) || user_id)) FROM jobs WHERE id = $1;
+
+-- name: claim_job_limited
+-- claim_job, admitting the job only while fewer than $6 of its owner's jobs of this kind
+-- run (hold a live lease) or wait ahead of it: at most $6 run at once, first come first.
+UPDATE jobs j
+SET status = $4, attempt = attempt + 1,
+    lease_until = now() + make_interval(secs => $5),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = $1 AND run = $2 AND cancel_requested_at IS NULL
+  AND status = ANY($3) AND (lease_until IS NULL OR lease_until < now())
+  AND (SELECT count(*) FROM jobs o
+       WHERE o.org_id = j.org_id AND o.user_id = j.user_id AND o.kind = j.kind
+         AND o.id <> j.id AND o.status = ANY($3) AND o.cancel_requested_at IS NULL
+         AND (o.lease_until > now() OR (o.created_at, o.id) < (j.created_at, j.id))) < $6
+RETURNING *;
+
+-- name: admissible_jobs
+-- The waiting jobs of one caller that may start now under a limit of $5 running at once.
+SELECT * FROM jobs
+WHERE org_id = $1 AND user_id = $2 AND kind = $3 AND status = ANY($4)
+  AND cancel_requested_at IS NULL AND lease_until IS NULL
+ORDER BY created_at, id
+LIMIT greatest($5 - (
+    SELECT count(*) FROM jobs
+    WHERE org_id = $1 AND user_id = $2 AND kind = $3 AND status = ANY($4)
+      AND cancel_requested_at IS NULL AND lease_until > now()), 0);
+
+-- name: cancel_waiting_job
+-- A job no worker holds is cancelled at once; the claim skips cancelled jobs.
+UPDATE jobs
+SET status = 'cancelled', cancel_requested_at = coalesce(cancel_requested_at, now()),
+    error = $3, lease_until = NULL, finished_at = now(), updated_at = now()
+WHERE id = $1 AND org_id = $2 AND status = ANY($4)
+  AND (lease_until IS NULL OR lease_until < now())
+RETURNING *;
+
+-- name: request_cancel
+-- A running job is asked to stop; its worker notices at the next heartbeat.
+UPDATE jobs
+SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+WHERE id = $1 AND org_id = $2 AND status = ANY($3) AND lease_until >= now()
+RETURNING *;
+
+-- name: expirable_exports
+SELECT * FROM jobs
+WHERE kind = 'export' AND status = 'succeeded'
+  AND (result ->> 'expires_at')::timestamptz <= now()
+ORDER BY finished_at
+LIMIT 500;
+
+-- name: expire_export
+UPDATE jobs SET status = 'expired', updated_at = now()
+WHERE id = $1 AND status = 'succeeded'
+RETURNING *;

@@ -13,7 +13,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from services.core.errors import Transient
+from services.core.errors import FerryError, Transient
 from services.core.storage.base import CHUNK, Storage, StoredObject, Upload
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,31 @@ def content_disposition(filename: str) -> str:
         or "download"
     )
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+# Answers that no retry will change: the bucket or the credentials are wrong.
+PERMANENT = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "SignatureDoesNotMatch",
+        "AccountProblem",
+    }
+)
+
+
+def storage_error(exc: BotoCoreError | ClientError, bucket: str, key: str) -> FerryError:
+    """A permanent error naming what to fix, or Transient (worth a retry with backoff)."""
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    if code in PERMANENT:
+        return FerryError(
+            f"storage refused to write {key}: {code} on bucket {bucket!r}; "
+            "check FERRY_S3_BUCKET and the S3 credentials, then try again"
+        )
+    return Transient(f"storage refused {key}: {exc}")
 
 
 class S3Upload(Upload):
@@ -65,7 +90,7 @@ class S3Upload(Upload):
                 Body=body,
             )
         except (BotoCoreError, ClientError) as exc:
-            raise Transient(f"storage refused part of {self.key}: {exc}") from exc
+            raise storage_error(exc, self._bucket, self.key) from exc
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
     async def _complete(self) -> None:
@@ -87,7 +112,7 @@ class S3Upload(Upload):
                     MultipartUpload={"Parts": self._parts},
                 )
         except (BotoCoreError, ClientError) as exc:
-            raise Transient(f"storage refused {self.key}: {exc}") from exc
+            raise storage_error(exc, self._bucket, self.key) from exc
         finally:
             self._buffer = bytearray()
 

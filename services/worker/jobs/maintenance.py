@@ -8,6 +8,7 @@ from typing import Any
 
 from services.core import jobs
 from services.worker.context import deps, queue
+from services.worker.jobs.exports import admit_next
 from services.worker.queue import enqueue
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,22 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
             extra={"action": "job_revived", "job_id": str(job.id), "run": job.run},
         )
     requeued = 0
+    owners: set[tuple[str, str]] = set()
     for job in await jobs.waiting_jobs(d.db, older_than=WAITING_GRACE_SECONDS):
+        if job.kind == "export":
+            # Exports beyond the per-user limit wait on purpose; only those that may
+            # start now are handed to arq (the others would be refused at the claim).
+            owners.add((job.org_id, job.user_id))
+            continue
         if await enqueue(redis, job):
             requeued += 1
             log.warning(
                 "waiting job missing from the queue; enqueued again",
                 extra={"action": "job_requeued", "job_id": str(job.id)},
             )
+    for org_id, user_id in sorted(owners):
+        limit = d.settings.max_exports_per_user
+        requeued += await admit_next(d.db, redis, org_id, user_id, limit=limit)
     return {"revived": revived, "requeued": requeued}
 
 

@@ -1,0 +1,1 @@
+"""Exports: what to export (``spec``), how to write each format, one entry point (``run``)."""

@@ -1,0 +1,154 @@
+"""Background exports: `run_export` writes files into storage, `expire_exports` deletes them.
+
+An export is idempotent: every run writes the same object key and the job's
+result is published only after the upload completed, so a worker killed half way
+leaves at most an unfinished upload (aborted, or removed by the stale-upload
+cron) and the next run produces the one finished file.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from services.core import jobs
+from services.core.db.pool import Pool
+from services.core.deps import Deps
+from services.core.errors import FerryError, Transient
+from services.core.exports.run import count_rows, snapshot, write_export
+from services.core.exports.spec import ExportSpec
+from services.worker.context import deps, queue
+from services.worker.queue import enqueue
+from services.worker.runner import JobRun, run_job
+
+log = logging.getLogger(__name__)
+
+WAITING = ["queued"]
+RUNNING = "running"
+
+
+def export_key(job: jobs.Job, filename: str) -> str:
+    return f"{job.org_id}/exports/{job.id}/{filename}"
+
+
+def export_prefix(job: jobs.Job) -> str:
+    return f"{job.org_id}/exports/{job.id}/"
+
+
+async def run_export(ctx: dict[str, Any], job_id: str, run: int) -> None:
+    """Write one export job's file into object storage, then admit the owner's next export."""
+    d = deps(ctx)
+    try:
+        await run_job(
+            ctx,
+            job_id,
+            run,
+            waiting=WAITING,
+            running=RUNNING,
+            body=lambda attempt: _export(d, attempt),
+            limit=d.settings.max_exports_per_user,
+        )
+    finally:
+        job = await jobs.load_job(d.db, job_id)
+        if job is not None:
+            limit = d.settings.max_exports_per_user
+            await admit_next(d.db, queue(ctx), job.org_id, job.user_id, limit=limit)
+
+
+async def _export(d: Deps, attempt: JobRun) -> None:
+    job = attempt.job
+    ds = d.registry.get(job.dataset)
+    spec = ExportSpec.from_params(job.dataset, job.params)
+    filename = spec.filename(at=job.created_at)
+    key = export_key(job, filename)
+    async with d.db.acquire() as conn, snapshot(conn):
+        total = await count_rows(conn, ds, spec, job.org_id)
+        await attempt.progress(0, total)
+
+        async def progress(done: int) -> None:
+            await attempt.progress(min(done, total), total)
+
+        try:
+            async with d.storage.writer(key, content_type=spec.content_type) as upload:
+                rows = await write_export(
+                    conn,
+                    ds,
+                    spec,
+                    job.org_id,
+                    upload.write,
+                    progress=progress,
+                    xlsx_engine=d.settings.xlsx_engine,
+                    temp_dir=d.settings.export_temp_dir or None,
+                )
+        except (Transient, FerryError):
+            raise
+        except OSError as exc:
+            # The local folder refused (disk full, permissions): retrying will not help.
+            raise FerryError(
+                f"storage refused the export file ({exc.strerror or exc}); "
+                "free space or fix permissions in FERRY_STORAGE_DIR, then export again"
+            ) from exc
+    stored = upload.result
+    assert stored is not None
+    expires = datetime.now(UTC) + timedelta(days=d.settings.export_ttl_days)
+    await attempt.progress(rows, rows)
+    await attempt.finish(
+        "succeeded",
+        result={
+            "rows": rows,
+            "bytes": stored.size,
+            "sha256": stored.sha256,
+            "filename": filename,
+            "content_type": spec.content_type,
+            "expires_at": expires.isoformat(),
+        },
+    )
+    log.info(
+        "export finished",
+        extra={"action": "export_finished", "job_id": str(job.id), "rows": rows},
+    )
+
+
+async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, limit: int) -> int:
+    """Enqueue the owner's oldest waiting exports that fit under the per-user limit.
+
+    Enqueuing is idempotent (arq refuses an id it holds), so racing with the api or
+    the reconciler is harmless.
+    """
+    ready = await jobs.admissible_jobs(
+        db,
+        org_id=org_id,
+        user_id=user_id,
+        kind="export",
+        statuses=[*WAITING, RUNNING],
+        limit=limit,
+    )
+    started = 0
+    for job in ready:
+        started += await enqueue(redis, job)
+    return started
+
+
+async def expire_exports(ctx: dict[str, Any]) -> int:
+    """Delete export files past their ``expires_at``; their jobs read ``expired``."""
+    d = deps(ctx)
+    expired = 0
+    for job in await jobs.expirable_exports(d.db):
+        await d.storage.delete_prefix(export_prefix(job))
+        done = await jobs.expire_export(d.db, job)
+        if done is None:
+            continue
+        expired += 1
+        await d.events.publish(
+            job_id=done.id,
+            org_id=done.org_id,
+            user_id=done.user_id,
+            type="expired",
+            data=jobs.job_document(done),
+        )
+    if expired:
+        log.info("exports expired", extra={"action": "exports_expired", "count": expired})
+    return expired
