@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, get
+from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
@@ -97,10 +97,11 @@ async def job_events(
     deps: NamedDependency[Deps],
     token: TokenParam = None,
     last_event_id: LastEventId = None,
-) -> Stream:
+) -> Response[bytes] | Stream:
     """`status` (the job) first, then `progress` about twice a second, then a terminal
     event (`succeeded`, `failed`, `cancelled`, …) that ends the stream. Each event has
-    an `id`; reconnect with `Last-Event-ID` to get exactly the events after it."""
+    an `id`; reconnect with `Last-Event-ID` to get exactly the events after it (204
+    once the client has seen the end)."""
     principal, bearer = await stream_principal(request, token, job_id)
     job = await jobs.get_job(deps.db, job_id, principal.org)
     if bearer:
@@ -109,6 +110,9 @@ async def job_events(
     tokens = verifier(request)
     stream = job_stream(job.id)
     heartbeat_ms = max(int(deps.settings.sse_heartbeat_seconds * 1000), 1)
+    if after is not None and job.status in TERMINAL and not await deps.events.read(stream, after):
+        # The client saw the end already: 204 tells EventSource to stop reconnecting.
+        return Response(b"", status_code=204, headers=SSE_HEADERS)
 
     async def view() -> tuple[str, dict[str, Any]]:
         current = await jobs.get_job(deps.db, job.id, principal.org)
