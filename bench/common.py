@@ -27,8 +27,9 @@ def admin_url() -> str:
     return os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def redis_url() -> str:
-    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/14"
+def redis_url(db: int = 14) -> str:
+    """A Redis db of its own per benchmark, away from the test sessions' (1-12)."""
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379") + f"/{db}"
 
 
 def _with_db(url: str, name: str) -> str:

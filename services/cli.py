@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,11 @@ def _banner(settings: Settings, token: str) -> str:
     base = f"http://{settings.host}:{settings.port}"
     auth = f'-H "Authorization: Bearer {token}"'
     ds = "bookkeeping_records"
+    recent = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    export = (
+        f"{base}/v1/datasets/{ds}/export.csv?account_id={DEMO_ACCOUNT}"
+        f"&preset=financial&sale_date_from={recent}"
+    )
     return f"""
 Ferry is running: {base}
   OpenAPI UI   {base}/schema          (Swagger: {base}/schema/swagger)
@@ -199,7 +205,7 @@ Bearer token for the demo user (valid 7 days):
 
 Try:
   curl -s {base}/v1/datasets/{ds} {auth}
-  curl -s "{base}/v1/jobs?limit=5" {auth}
+  curl -s "{export}" {auth}
   curl -s {base}/readyz
 
 Ctrl-C stops everything.
