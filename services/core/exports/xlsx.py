@@ -178,15 +178,25 @@ async def write_xlsx(
         return batch
 
     def batches() -> Batches:
-        if first:
-            yield first
-        while len(first) == BATCH:
-            if stop.is_set():
-                raise Stopped
-            batch = asyncio.run_coroutine_threadsafe(fetch(), loop).result()
-            if not batch:
-                return
-            yield batch
+        # The next batch is fetched on the loop while the writer works on this one.
+        pending = asyncio.run_coroutine_threadsafe(fetch(), loop) if len(first) == BATCH else None
+        try:
+            if first:
+                yield first
+            while pending is not None:
+                if stop.is_set():
+                    raise Stopped
+                batch = pending.result()
+                pending = None
+                if not batch:
+                    return
+                if len(batch) == BATCH:
+                    pending = asyncio.run_coroutine_threadsafe(fetch(), loop)
+                yield batch
+        finally:
+            if pending is not None:  # never leave a fetch running on a connection we give back
+                with contextlib.suppress(Exception):
+                    pending.result()
 
     sheet = Sheet(
         labels=[f.label for f in fields],
