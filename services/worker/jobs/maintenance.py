@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import tempfile
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from services.core import jobs
@@ -56,8 +60,29 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def abort_stale_uploads(ctx: dict[str, Any]) -> int:
-    """Abort multipart uploads (or partial files) nobody finished within a day."""
-    aborted = await deps(ctx).storage.abort_stale_uploads(timedelta(days=1))
+    """Abort multipart uploads (or partial files) nobody finished within a day.
+
+    Also removes XLSX files a killed worker left half-written in its temp folder.
+    """
+    d = deps(ctx)
+    aborted = await d.storage.abort_stale_uploads(timedelta(days=1))
+    aborted += await asyncio.to_thread(
+        remove_stale_files, d.settings.export_temp_dir or tempfile.gettempdir()
+    )
     if aborted:
         log.info("stale uploads aborted", extra={"action": "uploads_aborted", "count": aborted})
     return aborted
+
+
+def remove_stale_files(directory: str, older_than: float = 24 * 3600) -> int:
+    """Remove ``ferry-export-*`` temp files older than ``older_than`` seconds."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for path in Path(directory).glob("ferry-export-*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
