@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -79,14 +78,17 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[fl
         env={**os.environ, **(env or {})},
         cwd=ROOT,
     )
-    out, _ = proc.communicate()
-    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.stdout.close()
+    # wait4 gives this child's own peak RSS; RUSAGE_CHILDREN would be the largest of
+    # every child so far.
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     if proc.returncode:
         raise RuntimeError(f"{args} failed with {proc.returncode}")
-    del status
-    rss = usage.ru_maxrss if usage else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, rss // 1024, out
+    return seconds, usage.ru_maxrss // 1024, out
 
 
 @dataclass
