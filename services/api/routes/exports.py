@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -27,6 +28,8 @@ from services.core.exports.spec import ExportSpec, build_spec
 from services.core.storage import content_disposition
 from services.worker.jobs.exports import export_key
 from services.worker.queue import enqueue
+
+log = logging.getLogger(__name__)
 
 DIRECT_PARAMS = {"account_id", "columns", "preset", "gzip", "escape_formulas"}
 # Bytes a direct download may run ahead of a slow client before COPY waits.
@@ -150,7 +153,12 @@ async def direct_export(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            await stack.aclose()
+            try:
+                await stack.aclose()
+            except Exception:
+                # A client that left mid-COPY leaves the connection busy; the pool
+                # resets or drops it, and the read-only snapshot had nothing to save.
+                log.warning("direct export ended early", extra={"action": "export_aborted"})
 
     filename = spec.filename(at=datetime.now(UTC))
     return Stream(
