@@ -27,14 +27,28 @@ CHUNK = 1024 * 1024
 
 
 @contextlib.asynccontextmanager
-async def snapshot(conn: Connection) -> AsyncIterator[None]:
+async def snapshot(conn: Connection, snapshot_id: str | None = None) -> AsyncIterator[None]:
     """A read-only REPEATABLE READ transaction: the count and the rows see the same data.
 
-    Dates print as ISO and times in UTC whatever the server's defaults are.
+    With ``snapshot_id`` (from ``export_snapshot``) it sees exactly what that other
+    transaction sees. Dates print as ISO and times in UTC whatever the server's
+    defaults are.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if snapshot_id is not None:
+            await conn.execute(f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot_id)}")
         await conn.execute("SET LOCAL datestyle = 'ISO, YMD'; SET LOCAL timezone = 'UTC'")
         yield
+
+
+async def export_snapshot(conn: Connection) -> str:
+    """The id of this transaction's snapshot, for a second connection to share it."""
+    snapshot_id: str = await conn.fetchval("SELECT pg_export_snapshot()")
+    return snapshot_id
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 async def count_rows(conn: Connection, ds: Dataset, spec: ExportSpec, org_id: str) -> int:

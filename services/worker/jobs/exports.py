@@ -8,6 +8,8 @@ cron) and the next run produces the one finished file.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,10 +17,11 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from services.core import jobs
+from services.core.datasets import Dataset
 from services.core.db.pool import Pool
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
-from services.core.exports.run import count_rows, snapshot, write_export
+from services.core.exports.run import count_rows, export_snapshot, snapshot, write_export
 from services.core.exports.spec import ExportSpec
 from services.worker.context import deps, queue
 from services.worker.queue import enqueue
@@ -65,11 +68,15 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     filename = spec.filename(at=job.created_at)
     key = export_key(job, filename)
     async with d.db.acquire() as conn, snapshot(conn):
-        total = await count_rows(conn, ds, spec, job.org_id)
-        await attempt.progress(0, total)
+        # The total for progress is counted on a second connection in the same snapshot
+        # while the rows already stream, so the count costs no time of its own.
+        counting = asyncio.create_task(_count(d, ds, spec, job.org_id, await export_snapshot(conn)))
 
         async def progress(done: int) -> None:
-            await attempt.progress(min(done, total), total)
+            if not counting.done():
+                return  # progress starts once its total is known (a fraction of a second)
+            total = None if counting.exception() else counting.result()
+            await attempt.progress(min(done, total) if total is not None else done, total)
 
         try:
             async with d.storage.writer(key, content_type=spec.content_type) as upload:
@@ -91,6 +98,11 @@ async def _export(d: Deps, attempt: JobRun) -> None:
                 f"storage refused the export file ({exc.strerror or exc}); "
                 "free space or fix permissions in FERRY_STORAGE_DIR, then export again"
             ) from exc
+        finally:
+            if not counting.done():
+                counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await counting
     stored = upload.result
     assert stored is not None
     expires = datetime.now(UTC) + timedelta(days=d.settings.export_ttl_days)
@@ -110,6 +122,11 @@ async def _export(d: Deps, attempt: JobRun) -> None:
         "export finished",
         extra={"action": "export_finished", "job_id": str(job.id), "rows": rows},
     )
+
+
+async def _count(d: Deps, ds: Dataset, spec: ExportSpec, org_id: str, snapshot_id: str) -> int:
+    async with d.db.acquire() as conn, snapshot(conn, snapshot_id):
+        return await count_rows(conn, ds, spec, org_id)
 
 
 async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, limit: int) -> int:
