@@ -220,3 +220,20 @@ async def test_an_empty_export_is_a_header_only_file(
     assert response.text.splitlines() == [f"{LABELS['qty']},{LABELS['status']}"]
     response = await client.get(f"{URL}.json?account_id=nobody", headers=auth)
     assert response.json() == []
+
+
+async def test_openapi_documents_the_export_routes(client: AsyncTestClient[Litestar]) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    for path, method in (
+        ("/v1/datasets/{name}/{file}", "get"),
+        ("/v1/exports", "post"),
+        ("/v1/exports/{job_id}/download", "get"),
+        ("/v1/jobs/{job_id}/cancel", "post"),
+        ("/v1/jobs/{job_id}/events", "get"),
+        ("/v1/events", "get"),
+    ):
+        assert method in spec["paths"][path], path
+    direct = spec["paths"]["/v1/datasets/{name}/{file}"]["get"]
+    assert "413" in direct["description"] or "413" in str(direct)
+    body = spec["paths"]["/v1/exports"]["post"]
+    assert "Idempotency-Key" in {p["name"] for p in body["parameters"]}
