@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from services.api.auth import provide_principal
 from services.api.problems import EXCEPTION_HANDLERS
-from services.api.routes import datasets, health, jobs
+from services.api.routes import datasets, health, imports, jobs
 from services.api.state import provide_deps, provide_queue
 from services.core.auth import TokenVerifier
 from services.core.deps import open_deps
@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="ferry", prefix="ferry", group_path=True, exclude=["/metrics", "/healthz"]
     )
-    handlers: list[Any] = [*health.routes, *datasets.routes, *jobs.routes]
+    handlers: list[Any] = [*health.routes, *datasets.routes, *jobs.routes, *imports.routes]
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
