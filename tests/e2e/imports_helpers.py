@@ -77,3 +77,22 @@ async def records(deps: Deps, account_id: str = "main") -> list[dict[str, Any]]:
         account_id,
     )
     return [dict(r.items()) for r in rows]
+
+
+HEADER = "ebay_order_id,sale_date,item_name,qty,sale_price,status"
+
+
+def orders_csv(rows: int, *, start: int = 0, header: str = HEADER, sep: str = ",") -> bytes:
+    """A clean CSV of ``rows`` orders with unique ids."""
+    lines = [header]
+    for i in range(start, start + rows):
+        day = 1 + i % 28
+        order, price = f"10-{i:05d}-{i * 7 % 100000:05d}", f"{10 + i % 90}.{i % 100:02d}"
+        lines.append(sep.join([order, f"2026-03-{day:02d}", f"Item {i}", "1", price, "paid"]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def job_row(deps: Deps, job_id: str) -> dict[str, Any]:
+    row = await deps.db.fetchrow("SELECT * FROM jobs WHERE id = $1::uuid", job_id)
+    assert row is not None
+    return dict(row.items())

@@ -5,17 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import date
 
 import pytest
 
 from services.core.deps import Deps
+from services.core.events import job_stream
 from tests.conftest import WorkerRun
 from tests.e2e.imports_helpers import (
     DATA,
+    XLSX,
     Client,
     download,
     event_types,
     imported,
+    job_row,
+    orders_csv,
     records,
 )
 
@@ -48,13 +53,313 @@ async def test_errors_are_reported_with_the_lines_a_person_sees(
     assert rows[1]["qty"] == "two"
     assert rows[1]["_errors"] == "qty: not a whole number"
     assert rows[4]["_errors"] == "ebay_order_id: duplicate of line 25"
-    assert list(rows[0])[:6] == [
-        "ebay_order_id",
-        "sale_date",
-        "item_name",
-        "qty",
-        "sale_price",
-        "status",
-    ]
+    header = "ebay_order_id,sale_date,item_name,qty,sale_price,status,_row,_errors"
+    assert list(rows[0]) == header.split(",")
     assert "validated" in await event_types(deps, doc["id"])
     assert await records(deps) == []
+
+
+async def test_the_fixed_error_report_imports_cleanly(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    doc = await imported(client, auth, run_worker, (DATA / "orders_with_errors.csv").read_bytes())
+    commit = await client.post(
+        f"/v1/imports/{doc['id']}/commit", headers=auth, json={"on_error": "skip"}
+    )
+    assert commit.status_code == 202
+    await run_worker()
+    report = (await download(client, auth, doc["links"]["error_report"])).decode("utf-8-sig")
+    fixed = (
+        report.replace(",two,", ",2,")
+        .replace("2026-02-30", "2026-02-28")
+        .replace(",free,", ",9.99,")
+        .replace(",0,376.13", ",1,376.13")
+        .replace("lost-in-space", "shipped")
+        .replace('\n"",2026-02-19', "\n99-00000-00001,2026-02-19")  # "" is an empty value
+        .replace("16-10611-72567,2026-06-24", "16-10611-72599,2026-06-24")
+    )
+    again = await imported(client, auth, run_worker, fixed.encode(), filename="fixed.csv")
+    assert again["totals"] == {"rows": 7, "valid": 7, "invalid": 0, "skipped_lines": 0}, again[
+        "errors"
+    ]
+    assert again["mapping"]["_row"] is None
+    assert again["mapping"]["_errors"] is None
+    assert again["links"]["error_report"] is None
+    assert (await client.post(f"/v1/imports/{again['id']}/commit", headers=auth)).status_code == 202
+    await run_worker()
+    assert len(await records(deps)) == 60
+
+
+async def test_a_marketplace_report_is_understood(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun
+) -> None:
+    content = (DATA / "marketplace_orders_report.csv").read_bytes()
+    doc = await imported(client, auth, run_worker, content, filename="report.csv")
+    source = doc["source"]
+    assert source["encoding"] == "utf-8-sig"
+    assert source["encoding_reason"] == "byte order mark"
+    assert source["delimiter"] == ","
+    assert source["header_line"] == 2
+    assert source["headers"][:2] == ["Sales Record Number", "Order Number"]
+    mapping = doc["mapping"]
+    assert mapping["Order Number"] == {
+        "field": "ebay_order_id",
+        "confidence": 1.0,
+        "reason": "alias",
+    }
+    assert mapping["Sales Record Number"] is None  # never the order id
+    assert mapping["Buyer Username"] is None
+    assert mapping["Sold For"]["field"] == "sale_price"
+    assert mapping["Shipping And Handling"]["field"] == "shipping"
+    assert mapping["Total Price"] is None  # the price is taken by "Sold For"
+    assert doc["unmapped_required"] == []
+    assert doc["totals"] == {"rows": 250, "valid": 250, "invalid": 0, "skipped_lines": 4}
+    skipped = {entry["line"]: entry["reason"] for entry in doc["skipped"]["lines"]}
+    assert skipped[1] == "blank line before the header"
+    assert skipped[253] == "blank line"
+    assert skipped[254].startswith("report footer")
+    assert skipped[255].startswith("report footer")
+    assert doc["skipped"]["lines"][2]["text"].startswith("250 record(s) downloaded")
+    first = doc["preview"][0]
+    assert first["line"] == 3
+    assert first["values"]["sale_date"] == "2026-09-11"  # Sep-11-26
+    assert first["values"]["sale_price"] == "90.04"  # $90.04
+    assert first["values"]["shipping"] == "12.99"
+    assert first["values"]["status"] == "shipped"  # Shipped
+    assert doc["formats"]["sale_date"]["formats"] == {"Mon-DD-YY": 250}
+
+
+async def test_windows_1252_with_semicolons_and_decimal_commas(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    content = (DATA / "orders_windows1252_semicolon.csv").read_bytes()
+    doc = await imported(client, auth, run_worker, content)
+    assert doc["source"]["encoding"] == "windows-1252"
+    assert doc["source"]["delimiter"] == ";"
+    assert doc["totals"]["valid"] == 120
+    assert doc["formats"]["sale_date"]["order"] == "day-first"
+    assert "28/03/2026" in doc["formats"]["sale_date"]["order_reason"]
+    assert doc["formats"]["sale_price"] == {"decimal_mark": "comma"}
+    first = doc["preview"][0]["values"]
+    assert first["sale_date"] == "2026-03-28"
+    assert first["sale_price"] == "39.05"
+    assert first["fees"] == "5.47"
+    assert (await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)).status_code == 202
+    await run_worker()
+    names = {r["item_name"] for r in await records(deps)}
+    assert "Crème Brûlée Torch Kit" in names  # accents survive the encoding fallback
+    assert "Pokémon Booster Box (Scarlet/Violet)" in names
+
+
+async def test_quoted_newlines_keep_line_numbers_right(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun
+) -> None:
+    content = (DATA / "orders_quoted_newlines.csv").read_bytes()
+    doc = await imported(client, auth, run_worker, content)
+    assert doc["totals"]["rows"] == 80
+    lines = [row["line"] for row in doc["preview"][:3]]
+    assert lines == [2, 4, 5]  # the first record spans lines 2 and 3
+    assert doc["preview"][0]["values"]["item_name"].endswith("\nsecond line, with comma")
+    # An error after the multi-line records is reported at the line a person sees.
+    text = content.decode()
+    broken = text.replace("1,312.36,refunded", "1,lots,refunded")
+    doc = await imported(client, auth, run_worker, broken.encode())
+    physical = next(n for n, line in enumerate(broken.splitlines(), 1) if "1,lots,refunded" in line)
+    assert [(e["line"], e["field"]) for e in doc["errors"]] == [(physical, "sale_price")]
+
+
+async def test_an_xlsx_workbook_with_real_dates_and_two_sheets(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    content = (DATA / "orders.xlsx").read_bytes()
+    doc = await imported(
+        client, auth, run_worker, content, filename="orders.xlsx", content_type=XLSX
+    )
+    assert doc["source"]["kind"] == "xlsx"
+    assert doc["source"]["sheet"] == "Orders"
+    assert doc["source"]["sheets"] == ["Orders", "Notes"]
+    assert doc["totals"] == {"rows": 300, "valid": 300, "invalid": 0, "skipped_lines": 0}
+    first = doc["preview"][0]
+    assert first["line"] == 2
+    assert first["values"]["sale_date"] == "2026-09-29"
+    assert first["values"]["qty"] == 2
+    assert first["values"]["fees"] == "54.65"
+    other = await imported(
+        client, auth, run_worker, content, filename="orders.xlsx", content_type=XLSX, sheet="Notes"
+    )
+    assert other["status"] == "failed"
+    assert "no records" in other["error"]["message"] or "header" in other["error"]["message"]
+    missing = await imported(
+        client, auth, run_worker, content, filename="o.xlsx", content_type=XLSX, sheet="Nope"
+    )
+    assert (
+        missing["error"]["message"]
+        == "the workbook has no sheet 'Nope'; its sheets are 'Orders', 'Notes'"
+    )
+    assert (await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)).status_code == 202
+    await run_worker()
+    rows = await records(deps)
+    assert len(rows) == 300
+    assert rows[0]["sale_date"] == date(2026, 9, 29)
+    assert rows[0]["sale_price_cents"] == 41021
+
+
+async def test_a_raw_body_upload_and_idempotent_replays(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    content = orders_csv(5)
+    headers = {**auth, "Content-Type": "text/csv", "Idempotency-Key": "upload-1"}
+    url = "/v1/imports?dataset=bookkeeping_records&account_id=main&filename=five.csv"
+    first = await client.post(url, headers=headers, content=content)
+    assert first.status_code == 202
+    assert first.headers["location"] == f"/v1/imports/{first.json()['id']}"
+    assert first.json()["status"] == "uploaded"
+    assert first.json()["source"] == {"filename": "five.csv", "bytes": len(content)}
+    again = await client.post(url, headers=headers, content=content)
+    assert again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    other = await client.post(url, headers=headers, content=orders_csv(6))
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+    await run_worker()
+    doc = (await client.get(f"/v1/imports/{first.json()['id']}", headers=auth)).json()
+    assert doc["status"] == "validated"
+    assert doc["totals"]["valid"] == 5
+    count = await deps.db.fetchval("SELECT count(*) FROM jobs WHERE kind = 'import'")
+    assert count == 1
+
+
+async def test_commit_is_all_or_nothing_unless_told_to_skip(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    doc = await imported(client, auth, run_worker, (DATA / "orders_with_errors.csv").read_bytes())
+    refused = await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)
+    assert refused.status_code == 409
+    problem = refused.json()
+    assert problem["totals"] == {"rows": 60, "valid": 53, "invalid": 7, "skipped_lines": 0}
+    assert problem["error_report"] == f"/v1/imports/{doc['id']}/errors.csv"
+    assert "7 of 60 rows are invalid" in problem["detail"]
+    assert await records(deps) == []
+
+    key = {**auth, "Idempotency-Key": "commit-1"}
+    url = f"/v1/imports/{doc['id']}/commit"
+    accepted = await client.post(url, headers=key, json={"on_error": "skip"})
+    assert accepted.status_code == 202
+    assert accepted.json()["status"] == "committing"
+    replay = await client.post(url, headers=key, json={"on_error": "skip"})
+    assert replay.status_code == 200
+    changed = await client.post(url, headers=key, json={"on_error": "abort"})
+    assert changed.status_code == 422
+    await run_worker()
+    done = (await client.get(f"/v1/imports/{doc['id']}", headers=auth)).json()
+    assert done["status"] == "committed"
+    batch = done["batch"]
+    assert batch["rows"] == 53
+    assert batch["skipped"] == 7
+    rows = await records(deps)
+    assert len(rows) == 53
+    assert {str(r["import_batch_id"]) for r in rows} == {batch["id"]}
+    # Committing again never inserts twice.
+    second = await client.post(url, headers=auth, json={"on_error": "skip"})
+    assert second.status_code == 200
+    assert second.json()["batch"]["id"] == batch["id"]
+    await run_worker()
+    assert len(await records(deps)) == 53
+    types = await event_types(deps, doc["id"])
+    assert types[-1] == "committed"
+    assert types.count("committed") == 1
+    job = await job_row(deps, doc["id"])
+    assert job["attempt"] == 2  # one validation, one commit
+
+
+async def test_an_order_already_in_the_account_is_an_error(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    doc = await imported(client, auth, run_worker, orders_csv(3))
+    await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)
+    await run_worker()
+    again = await imported(client, auth, run_worker, orders_csv(4))
+    assert again["totals"] == {"rows": 4, "valid": 1, "invalid": 3, "skipped_lines": 0}
+    assert again["errors"][0] == {
+        "line": 2,
+        "field": "ebay_order_id",
+        "message": "already exists for this account",
+    }
+    report = (await download(client, auth, again["links"]["error_report"])).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(report)))
+    assert [r["ebay_order_id"] for r in rows] == [
+        "10-00000-00000",
+        "10-00001-00007",
+        "10-00002-00014",
+    ]
+    # Another account of the same org may hold the same order ids.
+    other = await imported(client, auth, run_worker, orders_csv(4), account_id="second")
+    assert other["totals"]["invalid"] == 0
+
+
+async def test_a_changed_mapping_validates_again_and_is_remembered(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    content = b"Order,Day,What,Amount,Notes\n" + b"11-1,2026-01-02,Lamp,12.50,5\n"
+    doc = await imported(client, auth, run_worker, content)
+    assert doc["mapping"]["Amount"]["field"] == "sale_price"
+    assert doc["mapping"]["Notes"] is None
+    put = await client.put(
+        f"/v1/imports/{doc['id']}/mapping",
+        headers=auth,
+        json={"Amount": None, "Notes": "sale_price"},
+    )
+    assert put.status_code == 202
+    assert put.json()["status"] == "validating"
+    await run_worker()  # a new run: arq takes the same job again
+    again = (await client.get(f"/v1/imports/{doc['id']}", headers=auth)).json()
+    assert again["status"] == "validated"
+    assert again["mapping"]["Notes"] == {
+        "field": "sale_price",
+        "confidence": 1.0,
+        "reason": "chosen",
+    }
+    assert again["mapping"]["Amount"] is None
+    assert again["preview"][0]["values"]["sale_price"] == "5.00"
+    assert (await job_row(deps, doc["id"]))["run"] == 1
+    types = await event_types(deps, doc["id"])
+    assert types.count("validated") == 2
+
+    bad = await client.put(
+        f"/v1/imports/{doc['id']}/mapping", headers=auth, json={"Nope": "qty", "Day": "profit"}
+    )
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"Nope", "Day"}
+
+    # The same headers, in another order, next time: the accepted mapping comes first.
+    later = b"Notes,Amount,Order,Day,What\n" + b"7,3.00,11-2,2026-01-03,Desk\n"
+    next_doc = await imported(client, auth, run_worker, later)
+    assert next_doc["mapping"]["Notes"] == {
+        "field": "sale_price",
+        "confidence": 1.0,
+        "reason": "remembered",
+    }
+    assert next_doc["mapping"]["Amount"] is None
+    assert next_doc["preview"][0]["values"]["sale_price"] == "7.00"
+
+
+async def test_progress_and_terminal_events_are_published(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
+) -> None:
+    doc = await imported(client, auth, run_worker, orders_csv(60_000))
+    assert doc["totals"]["valid"] == 60_000
+    events = await deps.events.read(job_stream(doc["id"]))
+    types = [e.type for e in events]
+    assert types[0] == "status"
+    assert types[-1] == "validated"
+    progress = [e.data for e in events if e.type == "progress"]
+    assert progress
+    assert progress[0]["unit"] == "bytes"
+    assert progress[0]["total"] == doc["source"]["bytes"]
+    assert events[-1].data["result"]["totals"]["valid"] == 60_000
+    await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)
+    await run_worker()
+    events = await deps.events.read(job_stream(doc["id"]))
+    assert events[-1].type == "committed"
+    assert events[-1].data["result"]["batch"]["rows"] == 60_000
+    assert any(e.type == "progress" and e.data.get("unit") == "rows" for e in events)

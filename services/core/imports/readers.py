@@ -97,10 +97,13 @@ class Skips:
     lines: list[dict[str, Any]] = field(default_factory=list)
     limit: int = 100
 
-    def add(self, line: int, reason: str) -> None:
+    def add(self, line: int, reason: str, text: str | None = None) -> None:
         self.count += 1
         if len(self.lines) < self.limit:
-            self.lines.append({"line": line, "reason": reason})
+            entry: dict[str, Any] = {"line": line, "reason": reason}
+            if text:
+                entry["text"] = text[:120]
+            self.lines.append(entry)
 
     def document(self) -> dict[str, Any]:
         reasons = Counter(entry["reason"] for entry in self.lines)
@@ -120,7 +123,7 @@ class Layout:
     delimiter: str | None = None
     sheet: str | None = None
     sheets: list[str] = field(default_factory=list)
-    preamble: list[tuple[int, str]] = field(default_factory=list)
+    preamble: list[tuple[int, str, list[str]]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -339,7 +342,7 @@ def csv_layout(path: Path, limits: Limits) -> Layout:
         )
     line, cells = rows[index]
     preamble = [
-        (n, "blank line before the header" if not _trimmed(r) else "text before the header")
+        (n, "blank line before the header" if not _trimmed(r) else "text before the header", r)
         for n, r in rows[:index]
     ]
     return Layout(
@@ -380,8 +383,8 @@ def read_csv(
     """The records of a CSV file after its header, ``chunk_rows`` at a time."""
     assert layout.encoding is not None
     assert layout.delimiter is not None
-    for line, reason in layout.preamble:
-        skips.add(line, reason)
+    for line, reason, cells in layout.preamble:
+        skips.add(line, reason, " ".join(c.strip() for c in cells if c.strip()))
     width = len(layout.headers)
     errors = "strict" if layout.encoding.startswith("utf") else "replace"
     csv.field_size_limit(limits.max_field_chars)
@@ -537,7 +540,8 @@ class _ChunkBuilder:
             if not _trimmed(list(row)):
                 self.skips.add(line, f"blank {self.noun}")
             else:
-                self.skips.add(line, "after the data: not a record (report footer)")
+                text = " ".join(c.strip() for c in row if c.strip())
+                self.skips.add(line, "report footer after the data, not a record", text)
         self.pending.clear()
         if not self.rows:
             return None
@@ -694,7 +698,7 @@ def xlsx_layout(path: Path, limits: Limits, sheet: str | None) -> tuple[Layout, 
         )
     line, cells = sample[index]
     preamble = [
-        (n, "blank row before the header" if not _trimmed(r) else "text before the header")
+        (n, "blank row before the header" if not _trimmed(r) else "text before the header", r)
         for n, r in sample[:index]
     ]
     layout = Layout(
@@ -712,8 +716,8 @@ def read_xlsx(
     book: Workbook, layout: Layout, limits: Limits, skips: Skips, *, chunk_rows: int
 ) -> Iterator[Chunk]:
     """The records of the chosen sheet after its header, ``chunk_rows`` at a time."""
-    for line, reason in layout.preamble:
-        skips.add(line, reason)
+    for line, reason, cells in layout.preamble:
+        skips.add(line, reason, " ".join(c.strip() for c in cells if c.strip()))
     width = len(layout.headers)
     builder = _ChunkBuilder(width, limits, skips, chunk_rows, noun="row")
     # A footer row in a sheet has at most a third of the header's cells filled.
