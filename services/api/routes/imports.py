@@ -308,8 +308,10 @@ async def create_import(
         chosen["ds"] = ds
 
     check_dataset(dataset)
-    if not any(p.endswith(".write") for p in principal.perms):
-        raise Forbidden("this token lacks a '<dataset>.write' permission")
+    writable = [ds.name for ds in deps.registry if principal.can(f"{ds.name}.write")]
+    if not writable:
+        wanted = " or ".join(f"'{ds.name}.write'" for ds in deps.registry)
+        raise Forbidden(f"this token lacks the permission to import ({wanted})")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit + MULTIPART_SLACK:
         raise TooLarge(f"the file is larger than {limit:,} bytes (the import limit)", limit=limit)
