@@ -11,6 +11,7 @@ import pytest
 
 from services.core.deps import Deps
 from services.core.events import job_stream
+from services.core.imports import pipeline
 from tests.conftest import WorkerRun
 from tests.e2e.imports_helpers import (
     DATA,
@@ -363,3 +364,22 @@ async def test_progress_and_terminal_events_are_published(
     assert events[-1].type == "committed"
     assert events[-1].data["result"]["batch"]["rows"] == 60_000
     assert any(e.type == "progress" and e.data.get("unit") == "rows" for e in events)
+
+
+async def test_a_date_order_decided_late_in_the_file_applies_to_every_row(
+    client: Client,
+    auth: dict[str, str],
+    run_worker: WorkerRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline, "CHUNK_ROWS", 4)  # the deciding value is chunks away
+    rows = [f"1-{i},{1 + i % 12:02d}/{1 + i % 9:02d}/2026,Item,1.00" for i in range(12)]
+    rows.append("1-99,25/03/2026,Item,1.00")
+    content = ("Order ID,Date,Title,Price\n" + "\n".join(rows) + "\n").encode()
+    doc = await imported(client, auth, run_worker, content)
+    assert doc["totals"] == {"rows": 13, "valid": 13, "invalid": 0, "skipped_lines": 0}
+    assert doc["formats"]["sale_date"]["order"] == "day-first"
+    assert "25/03/2026" in doc["formats"]["sale_date"]["order_reason"]
+    assert doc["preview"][1]["values"]["sale_date"] == "2026-02-02"
+    assert doc["preview"][2]["values"]["sale_date"] == "2026-03-03"
+    assert doc["preview"][9]["values"]["sale_date"] == "2026-01-10"  # 10/01: 10 January
