@@ -199,10 +199,11 @@ async def test_an_xlsx_workbook_with_real_dates_and_two_sheets(
     )
     assert (await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)).status_code == 202
     await run_worker()
-    rows = await records(deps)
+    rows = {r["ebay_order_id"]: r for r in await records(deps)}
     assert len(rows) == 300
-    assert rows[0]["sale_date"] == date(2026, 9, 29)
-    assert rows[0]["sale_price_cents"] == 41021
+    assert rows["18-56993-95463"]["sale_date"] == date(2026, 9, 29)
+    assert rows["18-56993-95463"]["sale_price_cents"] == 41021
+    assert rows["18-56993-95463"]["fees_cents"] == 5465
 
 
 async def test_a_raw_body_upload_and_idempotent_replays(

@@ -227,3 +227,13 @@ def test_cells_read_as_a_person_sees_them() -> None:
     assert readers.cell_text(datetime(2026, 1, 2, 10, 30)) == "2026-01-02 10:30:00"  # noqa: DTZ001
     assert readers.cell_text(None) == ""
     assert readers.cell_text(True) == "TRUE"
+
+
+def test_numbers_with_spaces_and_blank_numbers() -> None:
+    values, bad = checked(IntCheck(field("qty")), [" 2 ", "   ", "\t3"])
+    assert bad == {}
+    assert values == [2, 1, 3]  # blank takes the default
+    values, bad = checked(MoneyCheck(field("sale_price")), [" 1,234.50 ", "  ", " $5 "])
+    assert values[0] == 123450
+    assert values[2] == 500
+    assert bad == {1: "required"}

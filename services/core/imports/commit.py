@@ -75,10 +75,14 @@ async def insert_records(conn: Connection, ds: Dataset, job: Job, batch_id: uuid
         ident(c) for c in [ds.org_column, ds.scope_column, ds.batch_column, *columns]
     )
     values = ", ".join(ident(c) for c in columns)
+    # In the dataset's export order: the export index then grows at its right edge
+    # instead of taking random inserts (about 10% faster), and the rows lie in it.
+    order = ", ".join([ident(c) for c in ds.order_by if c in columns] or ["line"])
+    await conn.execute("SET LOCAL work_mem = '256MB'")
     try:
         status = await conn.execute(
             f"INSERT INTO {table(ds)} ({target}) SELECT $1, $2, $3, {values} "
-            f"FROM {staging.staging_name(job.id)} WHERE errors IS NULL",
+            f"FROM {staging.staging_name(job.id)} WHERE errors IS NULL ORDER BY {order}",
             job.org_id,
             job.params["account_id"],
             batch_id,

@@ -89,18 +89,21 @@ async def check_keys(
             f"WHERE r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
             f"AND r.{key} = s.{key} {live})"
         )
+    # A fresh staging table has no statistics; without sorting off the planner sorts a
+    # million text keys (collation-aware, slow) instead of hashing them.
     await conn.execute("SET LOCAL work_mem = '256MB'")
+    await conn.execute("SET LOCAL enable_sort = off")
     status = await conn.execute(
         f"""
         UPDATE {name} s SET errors = coalesce(s.errors, '{{}}') || m.messages
         FROM (
-            SELECT line, array_agg(message ORDER BY message) AS messages FROM (
-                SELECT unnest(lines[2:]) AS line,
-                       $4::text || ': duplicate of line ' || lines[1] AS message
+            SELECT line, array_agg(message) AS messages FROM (
+                SELECT later.line, $4::text || ': duplicate of line ' || repeated.first AS message
                 FROM (
-                    SELECT array_agg(line ORDER BY line) AS lines FROM {name}
+                    SELECT {key} AS key, min(line) AS first FROM {name}
                     WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1
                 ) repeated
+                JOIN {name} later ON later.{key} = repeated.key AND later.line <> repeated.first
                 UNION ALL
                 {existing_sql}
             ) found GROUP BY line
