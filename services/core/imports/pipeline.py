@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from services.core.datasets import Dataset
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
@@ -217,7 +215,6 @@ async def validate_upload(
                 errors=[{"field": "file", "message": "no records"}],
             )
         if rows > valid:
-            await _fill_raw(deps, job, source)
             await _write_report(deps, job, headers)
         else:
             await deps.storage.delete(report_key(job))
@@ -281,26 +278,6 @@ async def _stage(
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending
-
-
-def _raw_rows(source: Source, wanted: np.ndarray[Any, Any]) -> Iterator[tuple[int, list[str]]]:
-    """Original values of the rows at ``wanted`` lines (sorted), read from the file again."""
-    for chunk in source.chunks(Skips()):
-        lines = np.asarray(chunk.lines)
-        hit = np.flatnonzero(np.isin(lines, wanted))
-        for i in hit.tolist():
-            yield int(lines[i]), [v.replace("\x00", "\ufffd") for v in chunk.row(i)]
-
-
-async def _fill_raw(deps: Deps, job: Job, source: Source) -> None:
-    """Rows found invalid in SQL (duplicates, existing keys) need their original values too."""
-    async with deps.db.acquire() as conn:
-        lines = await staging.lines_missing_raw(conn, job.id)
-        if not lines:
-            return
-        wanted = np.asarray(lines)
-        found = await asyncio.to_thread(lambda: list(_raw_rows(source, wanted)))
-        await staging.fill_raw(conn, job.id, found)
 
 
 async def _write_report(deps: Deps, job: Job, headers: list[str]) -> None:

@@ -2,11 +2,15 @@
 
 ``import_staging."<job id>"`` is an UNLOGGED copy of the dataset's importable columns
 plus ``line`` (as the user sees it), ``errors`` (``"field: message"``) and ``raw`` (the
-original values of a failed row, for the error report). Validation fills it with
-binary COPY; set-wide checks (duplicates inside the file, keys already in the table)
-run on it in SQL; the error report and the preview are read from it; the commit is
-one INSERT … SELECT from it. Unlogged, because it is rebuilt from the stored upload
-whenever it is lost; the commit refuses a table whose row count does not match.
+row's original values joined by U+001F, for the error report: a row found invalid in
+SQL — a duplicate, a key already imported — needs them as much as one found invalid
+while reading, and keeping them costs far less than reading the file again).
+
+Validation fills it with binary COPY; set-wide checks (duplicates inside the file,
+keys already in the table) run on it in SQL; the error report and the preview are
+read from it; the commit is one INSERT … SELECT from it. Unlogged, because it can be
+rebuilt from the stored upload: a commit that finds it gone (or its row count not
+matching the validation) refuses and asks for the file to be validated again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from services.core.db.pool import Connection, Pool
 
 SCHEMA = "import_staging"
 PREVIEW_ROWS = 100
+RAW_SEPARATOR = "\x1f"
 FIRST_ERRORS = 100
 
 
@@ -40,7 +45,7 @@ async def create(conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID) -> Non
     await conn.execute(f"DROP TABLE IF EXISTS {name}")
     await conn.execute(
         f"CREATE UNLOGGED TABLE {name} AS SELECT 0::integer AS line, {columns}, "
-        f"NULL::text[] AS errors, NULL::text[] AS raw FROM {table(ds)} WITH NO DATA"
+        f"NULL::text[] AS errors, NULL::text AS raw FROM {table(ds)} WITH NO DATA"
     )
 
 
@@ -128,28 +133,6 @@ async def totals(conn: Connection | Pool, job_id: uuid.UUID | str) -> tuple[int,
     return int(row["rows"]), int(row["valid"])
 
 
-async def lines_missing_raw(conn: Connection, job_id: uuid.UUID) -> list[int]:
-    """Failed rows whose original values are not kept yet (found invalid in SQL)."""
-    lines = await conn.fetchval(
-        f"SELECT array_agg(line ORDER BY line) FROM {staging_name(job_id)} "
-        "WHERE errors IS NOT NULL AND raw IS NULL"
-    )
-    return list(lines or [])
-
-
-async def fill_raw(
-    conn: Connection, job_id: uuid.UUID, records: Iterable[tuple[int, list[str]]]
-) -> None:
-    """Store the original values of rows found invalid after staging."""
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS ferry_raw (line integer, raw text[])")
-    await conn.execute("TRUNCATE ferry_raw")
-    await conn.copy_records_to_table("ferry_raw", records=records, columns=["line", "raw"])
-    await conn.execute(
-        f"UPDATE {staging_name(job_id)} s SET raw = r.raw FROM ferry_raw r WHERE s.line = r.line"
-    )
-    await conn.execute("DROP TABLE ferry_raw")
-
-
 async def write_report(
     conn: Connection,
     job_id: uuid.UUID,
@@ -157,10 +140,11 @@ async def write_report(
     write: Callable[[bytes], Coroutine[Any, Any, None]],
 ) -> None:
     """The failed rows as CSV (original values, ``_row``, ``_errors``), ordered by line."""
-    values = ", ".join(f"raw[{i}]" for i in range(1, width + 1))
+    values = ", ".join(f"r[{i}]" for i in range(1, width + 1))
     await conn.copy_from_query(
-        f"SELECT {values}, line, array_to_string(errors, '; ') "
-        f"FROM {staging_name(job_id)} WHERE errors IS NOT NULL ORDER BY line",
+        f"SELECT {values}, line, array_to_string(errors, '; ') FROM ("
+        f"SELECT line, errors, string_to_array(raw, E'\\x1f') AS r "
+        f"FROM {staging_name(job_id)} WHERE errors IS NOT NULL) failed ORDER BY line",
         output=write,
         format="csv",
     )
@@ -201,7 +185,7 @@ async def preview(
             key = name or "row"
             errors[key] = f"{errors[key]}; {text}" if key in errors else text
         values: dict[str, Any] = {}
-        raw = row["raw"]
+        raw = row["raw"].split(RAW_SEPARATOR) if row["raw"] is not None else None
         for f in ds.importable:
             if f.name in errors and raw is not None and f.name in source_of:
                 values[f.name] = raw[source_of[f.name]]

@@ -16,6 +16,7 @@ reads the file again with the order fixed.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import pandas as pd
 from services.core.datasets import Dataset, Field
 from services.core.imports.mapping import Mapping
 from services.core.imports.readers import Chunk
+from services.core.imports.staging import RAW_SEPARATOR
 
 MAX_INT = 2**31 - 1
 MAX_CENTS = 2**53  # beyond this a float no longer holds every cent
@@ -56,6 +58,7 @@ DATE_FORMATS: tuple[tuple[str, str], ...] = (
 # Excel day numbers 1000-99999 are the years 1902-2173; 1899-12-30 is Excel's day zero.
 EXCEL_SERIALS = (1000, 100_000)
 EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
+_NO_POINT = operator.methodcaller("replace", ".", "", 1)
 TRUE = frozenset({"true", "yes", "y", "1", "t", "x"})
 FALSE = frozenset({"false", "no", "n", "0", "f", ""})
 
@@ -94,11 +97,22 @@ def _strip(raw: Sequence[str]) -> npt.NDArray[np.object_]:
 
 
 def _floats(values: npt.NDArray[np.object_], parse: Any = float) -> npt.NDArray[np.float64]:
-    """Numbers of a column; NaN where a value is not one. float() is the fast path."""
+    """Numbers of a column; NaN where a value is not one. float() is the fast path.
+
+    When a chunk holds a bad value, only the values that are not plain digits (with at
+    most one point) go through the slower, forgiving ``parse``.
+    """
+    n = len(values)
     try:
-        return np.fromiter(map(parse, values), dtype=np.float64, count=len(values))
+        return np.fromiter(map(parse, values), dtype=np.float64, count=n)
     except (ValueError, TypeError, OverflowError):
-        return np.fromiter(map(_safe(parse), values), dtype=np.float64, count=len(values))
+        pass
+    plain = np.fromiter(map(str.isdecimal, map(_NO_POINT, values)), dtype=bool, count=n)
+    out = np.empty(n, dtype=np.float64)
+    simple, other = np.flatnonzero(plain), np.flatnonzero(~plain)
+    out[simple] = np.fromiter(map(float, values[simple]), dtype=np.float64, count=len(simple))
+    out[other] = np.fromiter(map(_safe(parse), values[other]), dtype=np.float64, count=len(other))
+    return out
 
 
 def _safe(parse: Any) -> Any:
@@ -502,7 +516,7 @@ class Rows:
     lines: list[int]
     columns: list[list[Any]]  # one per importable field, in ``Validator.fields`` order
     errors: list[list[str] | None]
-    raw: list[list[str] | None]
+    raw: list[str]  # every row's original values, joined by U+001F
     invalid: int
 
 
@@ -553,10 +567,11 @@ class Validator:
                     problems.setdefault(i, []).append(f"{f.name}: {message}")
             columns.append(checked.values)
         errors: list[list[str] | None] = [None] * n
-        raw: list[list[str] | None] = [None] * n
         for i, messages in problems.items():
             errors[i] = messages
-            raw[i] = [v.replace("\x00", "\ufffd") for v in chunk.row(i)]
+        raw = list(map(RAW_SEPARATOR.join, zip(*chunk.columns, strict=True)))
+        if "\x00" in "".join(raw):  # PostgreSQL text holds no NUL; show it as U+FFFD
+            raw = [r.replace("\x00", "\ufffd") for r in raw]
         return Rows(chunk.lines, columns, errors, raw, len(problems))
 
 
