@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -384,3 +385,32 @@ async def test_a_date_order_decided_late_in_the_file_applies_to_every_row(
     assert doc["preview"][1]["values"]["sale_date"] == "2026-02-02"
     assert doc["preview"][2]["values"]["sale_date"] == "2026-03-03"
     assert doc["preview"][9]["values"]["sale_date"] == "2026-01-10"  # 10/01: 10 January
+
+
+async def test_excel_serial_dates_and_the_first_sheet_with_data(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, tmp_path: Path
+) -> None:
+    import xlsxwriter
+
+    path = tmp_path / "serials.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    book.add_worksheet("Cover")  # empty: skipped
+    sheet = book.add_worksheet("Data")
+    sheet.write_row(0, 0, ["Order Number", "Sale Date", "Item Title", "Sold For", "Notes"])
+    sheet.write_row(1, 0, ["0042", 46000, "Lamp", 12.5, 46000])  # a date typed as a number
+    sheet.write_row(2, 0, ["0043", "2026-01-31", "Desk", "$1,200.00", "x"])
+    book.close()
+    doc = await imported(
+        client, auth, run_worker, path.read_bytes(), filename="s.xlsx", content_type=XLSX
+    )
+    assert doc["source"]["sheet"] == "Data"
+    assert doc["totals"]["valid"] == 2
+    first, second = doc["preview"][0]["values"], doc["preview"][1]["values"]
+    assert first["ebay_order_id"] == "0042"  # text keeps its leading zeros
+    assert first["sale_date"] == "2025-12-09"  # Excel day 46000
+    assert first["sale_price"] == "12.50"
+    assert second["sale_price"] == "1200.00"
+    assert doc["formats"]["sale_date"]["formats"] == {
+        "Excel serial number": 1,
+        "YYYY-MM-DD": 1,
+    }

@@ -505,7 +505,7 @@ async def get_error_report(
 
     return Stream(
         body(),
-        media_type=pipeline.REPORT_TYPE,
+        media_type="text/csv",  # Litestar adds the charset
         headers={"Content-Disposition": content_disposition(name)},
     )
 
