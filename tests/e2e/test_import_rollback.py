@@ -151,6 +151,8 @@ async def test_crons_close_windows_purge_batches_and_tidy_abandoned_imports(
     assert await deps.storage.stat(pipeline.source_key(job)) is None
     closed = await deps.db.fetchval("SELECT closed_at IS NOT NULL FROM import_batches")
     assert closed
+    after = (await client.get(f"/v1/imports/{doc['id']}", headers=auth)).json()
+    assert after["links"]["error_report"] is None
 
     assert await purge_import_batches(ctx) == 0
     await deps.db.execute("UPDATE import_batches SET created_at = now() - interval '91 days'")

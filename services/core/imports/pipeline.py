@@ -117,9 +117,16 @@ async def download(deps: Deps, key: str, path: Path) -> int:
     """Copy a stored upload to a local file in bounded chunks; returns its size."""
     size = 0
     with open(path, "wb") as fh:  # noqa: ASYNC230 - chunks are written in a thread
-        async for block in deps.storage.read(key):
-            size += len(block)
-            await asyncio.to_thread(fh.write, block)
+        try:
+            async for block in deps.storage.read(key):
+                size += len(block)
+                await asyncio.to_thread(fh.write, block)
+        except FileNotFoundError:
+            raise InvalidInput(
+                "the uploaded file is no longer stored (uploads of abandoned imports are "
+                "deleted); upload it again",
+                errors=[{"field": "file", "message": "gone"}],
+            ) from None
     return size
 
 

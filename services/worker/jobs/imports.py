@@ -151,6 +151,11 @@ async def close_rollback_windows(ctx: dict[str, Any]) -> int:
     )
     for row in rows:
         await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["job_id"]))
+    await d.db.execute(
+        "UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', "
+        "to_jsonb(now())) WHERE id = ANY($1::uuid[])",
+        [row["job_id"] for row in rows],
+    )
     if rows:
         log.info("rollback windows closed", extra={"action": "windows_closed", "count": len(rows)})
     return len(rows)
