@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 25_000
 REPORT_TYPE = "text/csv; charset=utf-8"
 
-Progress = Callable[[int, int | None, int], Awaitable[None]]
+# (done, total, records so far, unit of done/total: "bytes" of a CSV, "rows" of a sheet)
+Progress = Callable[[int, int | None, int, str], Awaitable[None]]
 
 
 def source_key(job: Job) -> str:
@@ -277,9 +278,8 @@ async def _stage(
                 records = zip(rows.lines, *rows.columns, rows.errors, rows.raw, strict=True)
                 await staging.copy_rows(conn, ds, job.id, records)
                 done_rows += len(rows.lines)
-                await progress(
-                    checked.position if not xlsx else min(checked.position, total), total, done_rows
-                )
+                unit = "rows" if xlsx else "bytes"
+                await progress(min(checked.position, total), total, done_rows, unit)
         finally:
             if not pending.done():
                 pending.cancel()

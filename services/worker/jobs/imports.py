@@ -24,8 +24,8 @@ async def validate_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
     async def body(attempt: JobRun) -> None:
         job = attempt.job
 
-        async def progress(done: int, total: int | None, rows: int) -> None:
-            await attempt.progress(done, total, rows=rows, unit="bytes" if total else "rows")
+        async def progress(done: int, total: int | None, rows: int, unit: str) -> None:
+            await attempt.progress(done, total, rows=rows, unit=unit)
 
         try:
             document = await pipeline.validate_upload(attempt.deps, job, progress)
