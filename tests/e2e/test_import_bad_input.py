@@ -15,6 +15,7 @@ from tests.e2e.imports_helpers import (
     XLSX,
     Client,
     download,
+    event_types,
     imported,
     orders_csv,
     records,
@@ -37,11 +38,18 @@ def workbook(replace: dict[str, bytes], *, add: dict[str, bytes] | None = None) 
 
 
 async def failed_with(
-    client: Client, auth: dict[str, str], run_worker: WorkerRun, content: bytes, **kwargs: Any
+    client: Client,
+    auth: dict[str, str],
+    run_worker: WorkerRun,
+    content: bytes,
+    deps: Deps | None = None,
+    **kwargs: Any,
 ) -> str:
     doc = await imported(client, auth, run_worker, content, **kwargs)
     assert doc["status"] == "failed", doc
     assert doc["error"]["type"] == "invalid-input"
+    if deps is not None:
+        assert (await event_types(deps, doc["id"]))[-1] == "failed"
     message: str = doc["error"]["message"]
     return message
 
@@ -61,7 +69,7 @@ async def test_a_zip_bomb_is_refused_before_parsing(
     bomb = workbook({}, add={"xl/media/huge.xml": b"\0" * (64 * 1024 * 1024)})
     assert len(bomb) < 200_000
     message = await failed_with(
-        client, auth, run_worker, bomb, filename="bomb.xlsx", content_type=XLSX
+        client, auth, run_worker, bomb, deps, filename="bomb.xlsx", content_type=XLSX
     )
     assert message.startswith("the workbook is refused:")
     assert "zip bomb" in message
