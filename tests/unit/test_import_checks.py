@@ -237,3 +237,62 @@ def test_numbers_with_spaces_and_blank_numbers() -> None:
     assert values[0] == 123450
     assert values[2] == 500
     assert bad == {1: "required"}
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 7, 100])
+def test_the_fast_and_the_careful_csv_readers_agree(tmp_path: Path, chunk_rows: int) -> None:
+    text = (
+        "Report\r\n\r\n"
+        "a,b,c\r\n"
+        "1,2,3\r\n"
+        '4,"two\r\nlines",6\r\n'
+        '7,"lone\rreturn and\nnewline",9\r\n'
+        "\r\n"
+        "10,11\r\n"  # short, mid-file
+        "12,13,14,,\r\n"  # trailing delimiters
+        "15,16,17,18\r\n"  # long
+        '19,"x,y",21\r\n'
+        "22,23,24\r\n"
+        "\r\n"
+        "footer one\r\n"
+        "footer,two\r\n"
+    )
+    path = tmp_path / "odd.csv"
+    path.write_bytes(text.encode())
+    layout = readers.csv_layout(path, readers.Limits())
+    assert layout.header_line == 3
+
+    def read(careful: bool) -> tuple[list[object], list[object]]:
+        skips = readers.Skips()
+        chunks = readers.read_csv(
+            path, layout, readers.Limits(), skips, chunk_rows=chunk_rows, careful=careful
+        )
+        flat = []
+        for chunk in chunks:
+            for i, line in enumerate(chunk.lines):
+                flat.append((line, chunk.row(i), chunk.row_errors.get(i)))
+        return flat, skips.lines
+
+    fast, careful = read(False), read(True)
+    assert fast == careful
+    records, skipped = fast
+    assert [r[0] for r in records] == [4, 5, 7, 11, 12, 13, 14, 15]  # type: ignore[index]
+    assert records[3][2] == "has 2 values; the header has 3"  # type: ignore[index]
+    assert records[5][2] == "has 4 values; the header has 3"  # type: ignore[index]
+    assert [s["line"] for s in skipped] == [1, 2, 10, 16, 17, 18]  # type: ignore[index]
+
+
+def test_a_value_over_the_limit_makes_the_fast_reader_hand_over(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n1,2\n" + "x" * 200 + ",3\n4,5\n")
+    limits = readers.Limits(max_field_chars=100)
+    layout = readers.csv_layout(path, limits)
+    with pytest.raises(readers.ReadAgain):
+        list(readers.read_csv(path, layout, limits, readers.Skips(), chunk_rows=10))
+    chunks = list(
+        readers.read_csv(path, layout, limits, readers.Skips(), chunk_rows=10, careful=True)
+    )
+    assert chunks[0].lines == [2, 3, 4]
+    assert chunks[0].row_errors == {
+        1: "a value is longer than 100 characters (the limit); the row was not read"
+    }

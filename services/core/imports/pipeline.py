@@ -89,13 +89,21 @@ class Source:
     layout: Layout
     limits: Limits
     book: Workbook | None = None
+    careful: bool = False  # set once the fast CSV reader met a row it could not read
 
     def chunks(self, skips: Skips) -> Iterator[Chunk]:
         if self.book is not None:
             return readers.read_xlsx(
                 self.book, self.layout, self.limits, skips, chunk_rows=CHUNK_ROWS
             )
-        return readers.read_csv(self.path, self.layout, self.limits, skips, chunk_rows=CHUNK_ROWS)
+        return readers.read_csv(
+            self.path,
+            self.layout,
+            self.limits,
+            skips,
+            chunk_rows=CHUNK_ROWS,
+            careful=self.careful,
+        )
 
 
 def open_source(path: Path, limits: Limits, sheet: str | None) -> Source:
@@ -210,6 +218,9 @@ async def validate_upload(
             except Reread as again:
                 # A later value decided a column's date order; read the file again with it.
                 date_orders[again.field] = (again.order, again.reason)
+                continue
+            except readers.ReadAgain:
+                source.careful = True
                 continue
             break
         async with deps.db.acquire() as conn, conn.transaction():
