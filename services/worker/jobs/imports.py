@@ -30,7 +30,8 @@ async def validate_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
         try:
             document = await pipeline.validate_upload(attempt.deps, job, progress)
         except BaseException:
-            await asyncio.shield(_drop_staging(attempt.deps, job.id))
+            if not attempt.lease_lost:  # else the staging table is a newer attempt's
+                await asyncio.shield(_drop_staging(attempt.deps, job.id))
             raise
         await attempt.release("validated", result=document)
         log.info(
