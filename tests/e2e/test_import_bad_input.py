@@ -281,3 +281,26 @@ async def test_upload_form_errors_name_the_field(
     json_body = await client.post("/v1/imports", headers=auth, json={"file": "x"})
     assert json_body.status_code == 415
     assert await deps.db.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+async def test_openapi_documents_the_import_routes(client: Client) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    paths = spec["paths"]
+    for path in (
+        "/v1/imports",
+        "/v1/imports/{job_id}",
+        "/v1/imports/{job_id}/mapping",
+        "/v1/imports/{job_id}/errors.csv",
+        "/v1/imports/{job_id}/commit",
+        "/v1/imports/{job_id}/rollback",
+    ):
+        assert path in paths, path
+    upload = paths["/v1/imports"]["post"]
+    assert "413" in upload["description"]
+    assert {p["name"] for p in upload["parameters"]} >= {
+        "dataset",
+        "account_id",
+        "filename",
+        "sheet",
+        "Idempotency-Key",
+    }

@@ -64,6 +64,51 @@ DOCUMENT_KEYS = (
     "batch",
 )
 
+CREATE_IMPORT_DOC = """\
+Either `multipart/form-data` with a `file` part and `dataset`, `account_id` (and
+optionally `sheet`) fields, or the file itself as the body (`Content-Type: text/csv`
+or `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet`) with
+`dataset`, `account_id` and `filename` as query parameters.
+
+The file streams into storage as it arrives; over the import limit the answer is
+413 without reading the rest. Answers 202 with the import; validation starts by
+itself — follow `links.events` or poll `GET /v1/imports/{id}` until `validated`.
+"""
+
+GET_IMPORT_DOC = """\
+The import job plus detected encoding, delimiter, sheet and header row, the
+headers, the mapping (with confidence and reason per column), required fields left
+unmapped, inferred date orders and decimal marks, the first 100 records as mapped
+with per-field errors, skipped lines and why, totals, the first errors and
+`links.error_report`; after a commit, `batch` (id, rows, skipped, `rollback_until`).
+"""
+
+PUT_MAPPING_DOC = """\
+Body: `{"<source column>": "<field>" | null, …}` — the columns named change, the
+others keep their mapping. The import goes back to `validating`; the mapping is
+remembered for this org and set of headers.
+"""
+
+GET_ERROR_REPORT_DOC = """\
+The original failed rows with `_row` (the line as seen in the file) and `_errors`;
+307 to a short-lived URL on S3, the file itself on local storage.
+"""
+
+COMMIT_IMPORT_DOC = """\
+All-or-nothing: with any invalid row the answer is 409 with the counts and the
+error report. `{"on_error": "skip"}` commits the valid rows and records how many
+were skipped. The job goes `committing → committed` with `batch` set. Committing
+again (or replaying an `Idempotency-Key`) returns the same import and never inserts
+twice; the same key with another body is refused.
+"""
+
+ROLLBACK_IMPORT_DOC = """\
+Within the rollback window (24 h by default) soft-deletes the batch's records.
+If any was edited since the import, 409 lists them with `requires_confirmation`;
+`{"confirm": true}` rolls back anyway. After the window, 409. Rolling back twice is
+harmless.
+"""
+
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
@@ -266,6 +311,7 @@ async def _receive_raw(
     summary="Upload a CSV or XLSX file to import",
     status_code=202,
     request_max_body_size=None,  # the file's own limit is enforced while it streams
+    description=CREATE_IMPORT_DOC,
 )
 async def create_import(
     request: Request[Any, Any, Any],
@@ -287,15 +333,7 @@ async def create_import(
     ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[dict[str, Any]]:
-    """Either `multipart/form-data` with a `file` part and `dataset`, `account_id` (and
-    optionally `sheet`) fields, or the file itself as the body (`Content-Type: text/csv`
-    or `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet`) with
-    `dataset`, `account_id` and `filename` as query parameters.
-
-    The file streams into storage as it arrives; over the import limit the answer is
-    413 without reading the rest. Answers 202 with the import; validation starts by
-    itself — follow `links.events` or poll `GET /v1/imports/{id}` until `validated`.
-    """
+    """See ``CREATE_IMPORT_DOC`` (the OpenAPI description)."""
     settings = deps.settings
     limit = settings.import_max_bytes
     chosen: dict[str, Dataset] = {}
@@ -398,18 +436,19 @@ async def create_import(
 # --- read, adjust -------------------------------------------------------------------------
 
 
-@get("/v1/imports/{job_id:str}", tags=["imports"], summary="What Ferry understood of an upload")
+@get(
+    "/v1/imports/{job_id:str}",
+    tags=["imports"],
+    summary="What Ferry understood of an upload",
+    description=GET_IMPORT_DOC,
+)
 async def get_import(
     request: Request[Any, Any, Any],
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
 ) -> dict[str, Any]:
-    """The import job plus detected encoding, delimiter, sheet and header row, the
-    headers, the mapping (with confidence and reason per column), required fields left
-    unmapped, inferred date orders and decimal marks, the first 100 records as mapped
-    with per-field errors, skipped lines and why, totals, the first errors and
-    `links.error_report`; after a commit, `batch`."""
+    """The import document (see ``GET_IMPORT_DOC``)."""
     job = await load_import(deps, principal, job_id, write=False)
     return await import_view(request, deps, principal, job)
 
@@ -419,6 +458,7 @@ async def get_import(
     tags=["imports"],
     summary="Change the column mapping; validates again",
     status_code=202,
+    description=PUT_MAPPING_DOC,
 )
 async def put_mapping(
     request: Request[Any, Any, Any],
@@ -428,9 +468,7 @@ async def put_mapping(
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
 ) -> dict[str, Any]:
-    """Body: `{"<source column>": "<field>" | null, …}` — the columns named change, the
-    others keep their mapping. The import goes back to `validating`; the mapping is
-    remembered for this org and set of headers."""
+    """See ``PUT_MAPPING_DOC`` (the OpenAPI description)."""
     job = await load_import(deps, principal, job_id, write=True)
     if job.status != "validated":
         raise Conflict(
@@ -474,14 +512,14 @@ async def put_mapping(
     "/v1/imports/{job_id:str}/errors.csv",
     tags=["imports"],
     summary="The failed rows, ready to fix and upload again",
+    description=GET_ERROR_REPORT_DOC,
 )
 async def get_error_report(
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
 ) -> Redirect | Stream:
-    """The original failed rows with `_row` (the line as seen in the file) and `_errors`;
-    307 to a short-lived URL on S3, the file itself on local storage."""
+    """See ``GET_ERROR_REPORT_DOC`` (the OpenAPI description)."""
     job = await load_import(deps, principal, job_id, write=False)
     if links(job)["error_report"] is None:
         raise NotFound("this import has no error report (no row failed, or it was deleted)")
@@ -518,6 +556,7 @@ async def get_error_report(
     tags=["imports"],
     summary="Commit a validated import",
     status_code=202,
+    description=COMMIT_IMPORT_DOC,
 )
 async def commit_import(
     request: Request[Any, Any, Any],
@@ -528,11 +567,7 @@ async def commit_import(
     data: JSONBody[CommitBody | None] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[dict[str, Any]]:
-    """All-or-nothing: with any invalid row the answer is 409 with the counts and the
-    error report. `{"on_error": "skip"}` commits the valid rows and records how many
-    were skipped. The job goes `committing → committed` with `batch` set. Committing
-    again (or replaying an `Idempotency-Key`) returns the same import and never inserts
-    twice; the same key with another body is refused."""
+    """See ``COMMIT_IMPORT_DOC`` (the OpenAPI description)."""
     body = data or CommitBody()
     job = await load_import(deps, principal, job_id, write=True)
     if job.status in ("committing", "committed", "rolled_back"):
@@ -625,6 +660,7 @@ def _committable(job: Job, body: CommitBody) -> None:
     tags=["imports"],
     summary="Undo a committed import",
     status_code=200,
+    description=ROLLBACK_IMPORT_DOC,
 )
 async def rollback_import(
     request: Request[Any, Any, Any],
@@ -633,10 +669,7 @@ async def rollback_import(
     principal: NamedDependency[Principal],
     data: JSONBody[RollbackBody | None] = None,
 ) -> dict[str, Any]:
-    """Within the rollback window (24 h by default) soft-deletes the batch's records.
-    If any was edited since the import, 409 lists them with `requires_confirmation`;
-    `{"confirm": true}` rolls back anyway. After the window, 409. Rolling back twice is
-    harmless."""
+    """See ``ROLLBACK_IMPORT_DOC`` (the OpenAPI description)."""
     body = data or RollbackBody()
     job = await load_import(deps, principal, job_id, write=True)
     if job.status == "rolled_back":
