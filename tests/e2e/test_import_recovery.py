@@ -84,6 +84,7 @@ async def test_a_worker_killed_mid_insert_commits_exactly_once_after_recovery(
             await wait_for(
                 deps,
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database() "
                 "AND query LIKE 'INSERT INTO \"bookkeeping_records\"%'",
             )
             worker.send_signal(signal.SIGKILL)
@@ -96,8 +97,8 @@ async def test_a_worker_killed_mid_insert_commits_exactly_once_after_recovery(
     # The dead worker's backend finishes its statement, finds its client gone, rolls back.
     await wait_for(
         deps,
-        "SELECT count(*) = 0 FROM pg_stat_activity "
-        "WHERE query LIKE 'INSERT INTO \"bookkeeping_records\"%' AND pid <> pg_backend_pid()",
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query LIKE 'INSERT INTO \"bookkeeping_records\"%' AND pid <> pg_backend_pid()",
     )
     assert await records(deps) == []
     assert await deps.db.fetchval("SELECT count(*) FROM import_batches") == 0
@@ -154,6 +155,7 @@ async def test_a_cancel_during_the_commit_leaves_nothing_half_committed(
             await wait_for(
                 deps,
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database() "
                 "AND query LIKE 'INSERT INTO \"bookkeeping_records\"%'",
             )
             await deps.db.execute(
