@@ -286,7 +286,7 @@ def _looks_like_header(cells: list[str], width: int) -> bool:
     return numbers * 2 < len(filled)
 
 
-def find_header(rows: list[tuple[int, list[str]]], *, kind: Kind) -> int:
+def find_header(rows: list[tuple[int, list[str]]]) -> int:
     """Index in ``rows`` of the header: the first wide, mostly textual row."""
     widths = [_trimmed(r) for _, r in rows]
     nonblank = [w for w in widths if w]
@@ -336,7 +336,7 @@ def csv_layout(path: Path, limits: Limits) -> Layout:
     delimiter = detect_delimiter(text)
     csv.field_size_limit(limits.max_field_chars)
     rows = _sample_rows(text, delimiter)
-    index = find_header(rows, kind="csv")
+    index = find_header(rows)
     if index < 0:
         raise InvalidInput(
             "the file has no header row", errors=[{"field": "file", "message": "no header row"}]
@@ -761,7 +761,7 @@ def xlsx_layout(path: Path, limits: Limits, sheet: str | None) -> tuple[Layout, 
         sample.append(item)
         if len(sample) >= SAMPLE_ROWS:
             break
-    index = find_header(sample, kind="xlsx")
+    index = find_header(sample)
     if index < 0:
         raise InvalidInput(
             f"the sheet {book.name!r} has no header row",

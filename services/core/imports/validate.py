@@ -20,7 +20,6 @@ import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import numpy as np
@@ -568,7 +567,3 @@ class Validator:
         if "\x00" in "".join(raw):  # PostgreSQL text holds no NUL; show it as U+FFFD
             raw = [r.replace("\x00", "\ufffd") for r in raw]
         return Rows(chunk.lines, columns, errors, raw, len(problems))
-
-
-def to_date(value: Any) -> date | None:
-    return value if isinstance(value, date) else None
