@@ -296,3 +296,14 @@ def test_a_value_over_the_limit_makes_the_fast_reader_hand_over(tmp_path: Path) 
     assert chunks[0].row_errors == {
         1: "a value is longer than 100 characters (the limit); the row was not read"
     }
+
+
+def test_excel_unicode_text_utf16_with_tabs(tmp_path: Path) -> None:
+    path = tmp_path / "unicode.txt"
+    path.write_bytes("Order ID\tTitle\tPrice\r\n1-1\tCafé\t3,50\r\n".encode("utf-16"))
+    assert readers.sniff_kind(path.read_bytes()[:100]) == "csv"
+    layout = readers.csv_layout(path, readers.Limits())
+    assert (layout.encoding_label, layout.delimiter) == ("utf-16", "\t")
+    [chunk] = readers.read_csv(path, layout, readers.Limits(), readers.Skips(), chunk_rows=10)
+    assert chunk.lines == [2]
+    assert chunk.row(0) == ["1-1", "Café", "3,50"]
