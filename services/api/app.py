@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from services.api.auth import provide_principal
 from services.api.problems import EXCEPTION_HANDLERS
-from services.api.routes import datasets, events, exports, health, jobs
+from services.api.routes import datasets, events, exports, health, imports, jobs
 from services.api.state import provide_deps, provide_queue
 from services.core.auth import TokenVerifier
 from services.core.deps import open_deps
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> Litestar:
         *health.routes,
         *datasets.routes,
         *exports.routes,
+        *imports.routes,
         *jobs.routes,
         *events.routes,
     ]

@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     import_max_bytes: Positive = 50 * 1024 * 1024
     rollback_window_hours: Positive = 24
     batch_retention_days: Positive = 90
+    import_max_rows: Positive = 2_000_000
+    import_max_columns: Positive = 500
+    import_max_field_chars: Positive = 65_536
+    import_max_unpacked_bytes: Positive = 512 * 1024 * 1024
+    import_keep_days: Positive = 7
 
     # Worker.
     worker_concurrency: Positive = 4
@@ -112,6 +117,11 @@ DESCRIPTIONS: dict[str, str] = {
     "import_max_bytes": "Largest accepted upload in bytes.",
     "rollback_window_hours": "Hours during which a committed import can be rolled back.",
     "batch_retention_days": "Days import batches are kept before they are purged.",
+    "import_max_rows": "Most records one import may have.",
+    "import_max_columns": "Most columns an imported file may have.",
+    "import_max_field_chars": "Most characters one value of an imported file may hold.",
+    "import_max_unpacked_bytes": "Most bytes an uploaded XLSX may unpack to (zip-bomb guard).",
+    "import_keep_days": "Days an import that was never committed keeps its upload and staged rows.",
     "worker_concurrency": "Jobs one worker runs at once.",
     "job_lease_seconds": "Lease a worker holds on a running job; renewed while it runs.",
     "job_timeout_seconds": "Longest a single job may run.",

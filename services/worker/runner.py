@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -62,6 +62,7 @@ class JobRun:
         self._published_at = 0.0
         self._task: asyncio.Task[Any] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._critical = False
         self.started = time.monotonic()
 
     async def __aenter__(self) -> JobRun:
@@ -80,13 +81,31 @@ class JobRun:
         """True once the job should stop (for loops running in threads)."""
         return self.cancel_requested or self.lease_lost
 
-    async def progress(self, done: int, total: int | None = None) -> None:
+    async def progress(self, done: int, total: int | None = None, **extra: Any) -> None:
         """Record progress; stored with the next heartbeat, published about twice a second."""
-        self._progress = {"done": done, "total": total}
+        self._progress = {"done": done, "total": total, **extra}
         now = time.monotonic()
         if now - self._published_at >= PROGRESS_SECONDS:
             self._published_at = now
             await self.publish("progress", self._progress)
+
+    @contextlib.asynccontextmanager
+    async def critical(self) -> AsyncIterator[None]:
+        """A step that must not be cut short by a cancel request (a COMMIT and its record).
+
+        A cancel request that arrives inside waits until the block ends; one that
+        arrived just before stops the job here, before the step starts.
+        """
+        task = asyncio.current_task()
+        if self.stopping or (task is not None and task.cancelling()):
+            raise asyncio.CancelledError
+        self._critical = True
+        try:
+            yield
+        finally:
+            self._critical = False
+        if self.cancel_requested and not self.job.final and task is not None:
+            task.cancel()
 
     async def publish(self, type: str, data: dict[str, Any]) -> None:
         """Best effort: the job row is the truth, events only tell about it."""
@@ -146,6 +165,9 @@ class JobRun:
                 )
             except TRANSIENT:
                 continue  # the lease outlives a short database hiccup
+            if cancel and ours and self._critical:
+                self.cancel_requested = True  # acted on when the critical step ends
+                continue
             if not ours or cancel:
                 self.lease_lost, self.cancel_requested = not ours, cancel
                 assert self._task is not None

@@ -13,6 +13,13 @@ from arq.worker import Worker, get_kwargs
 from services.core.deps import open_deps
 from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports, run_export
+from services.worker.jobs.imports import (
+    clean_imports,
+    close_rollback_windows,
+    commit_import,
+    purge_import_batches,
+    validate_import,
+)
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
 from services.worker.queue import deserialize, serialize
 
@@ -35,11 +42,14 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """What every Ferry worker runs; ``worker_kwargs`` adds the per-deployment parts."""
 
-    functions: ClassVar[list[Any]] = [run_export]
+    functions: ClassVar[list[Any]] = [run_export, validate_import, commit_import]
     cron_jobs: ClassVar[list[CronJob]] = [
         cron(reconcile_jobs, second={5, 35}, run_at_startup=True, timeout=60),
         cron(abort_stale_uploads, minute={17}, second=0, timeout=300),
         cron(expire_exports, minute={7, 37}, second=0, timeout=300),
+        cron(close_rollback_windows, minute=set(range(2, 60, 10)), second=0, timeout=300),
+        cron(clean_imports, minute={27}, second=0, timeout=600),
+        cron(purge_import_batches, hour={3}, minute={41}, second=0, timeout=1800),
     ]
     on_startup = startup
     on_shutdown = shutdown

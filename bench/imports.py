@@ -1,0 +1,344 @@
+"""Imports: a 1M-row CSV uploaded → validated → committed, against raw COPY FROM.
+
+`python -m bench imports` (part of `make bench`). For each size a child process
+runs the real api (uvicorn, streaming upload over HTTP) and a real in-process arq
+worker against a scratch database, so its peak RSS is the import's. In the same
+run and the same table, the baseline is PostgreSQL's own ``COPY … FROM`` of the
+same file. PostgreSQL 15 has no ``ON_ERROR ignore``, so the baseline loads the
+file's valid rows (99%); rows/s are compared. The XLSX figure validates a
+100k-row workbook, against python-calamine alone reading the same sheet.
+
+``BENCH_IMPORT_ROWS`` (default 1,000,000) sets the large size; the small one is a tenth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.common import Figure, Report, free_port, redis_url, run_measured, scratch_database
+
+COLUMNS = [
+    "ebay_order_id",
+    "sale_date",
+    "item_name",
+    "qty",
+    "sale_price_cents",
+    "fees_cents",
+    "shipping_cents",
+    "cost_cents",
+    "status",
+]
+ORG, ACCOUNT = "bench", "main"
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _spoil(row: list[Any], rng: random.Random, previous: list[Any]) -> None:
+    """Make a row invalid the ways real files are: one broken value per row."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        row[0] = ""  # no order id
+    elif kind == 1:
+        row[1] = "2026-02-30"
+    elif kind == 2:
+        row[3] = "two"
+    elif kind == 3:
+        row[4] = "free"
+    elif kind == 4:
+        row[8] = "lost-in-space"
+    else:
+        row[0] = previous[0]  # the order id of the row before
+
+
+def write_csv(path: Path, valid_path: Path, rows: int) -> int:
+    """``rows`` orders, 1% invalid; the valid ones also go to ``valid_path``; returns them."""
+    from services.core import demo
+
+    rng = random.Random(7)
+    valid = 0
+    with (
+        open(path, "w", newline="") as fh,
+        open(valid_path, "w", newline="") as good,
+    ):
+        out, ok = csv.writer(fh), csv.writer(good)
+        out.writerow(COLUMNS)
+        ok.writerow(COLUMNS)
+        previous: list[Any] = []
+        for index, record in enumerate(demo.records(ORG, ACCOUNT, rows)):
+            row = list(record[2:])
+            if index % 100 == 99:
+                _spoil(row, rng, previous)
+            else:
+                ok.writerow(row)
+                valid += 1
+            out.writerow(row)
+            previous = row
+    return valid
+
+
+def write_xlsx(path: Path, rows: int) -> None:
+    import xlsxwriter
+
+    from services.core import demo
+
+    book = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+    sheet = book.add_worksheet("Orders")
+    dates = book.add_format({"num_format": "yyyy-mm-dd"})
+    money = book.add_format({"num_format": "$#,##0.00"})
+    labels = ["Order Number", "Sale Date", "Item Title", "Quantity", "Sold For", "Fees"]
+    sheet.write_row(0, 0, [*labels, "Shipping", "Cost", "Status"])
+    for r, record in enumerate(demo.records(ORG, ACCOUNT, rows), start=1):
+        order, day, item, qty, price, fees, ship, cost, status = record[2:]
+        sheet.write_string(r, 0, str(order))
+        sheet.write_datetime(r, 1, day, dates)  # type: ignore[arg-type]
+        sheet.write_string(r, 2, str(item))
+        sheet.write_number(r, 3, qty)  # type: ignore[arg-type]
+        for c, cents in ((4, price), (5, fees), (6, ship), (7, cost)):
+            sheet.write_number(r, c, cents / 100, money)  # type: ignore[operator]
+        sheet.write_string(r, 8, str(status))
+    book.close()
+
+
+# --- baseline ---------------------------------------------------------------------------
+
+
+async def raw_copy(database_url: str, path: Path) -> float:
+    """PostgreSQL's COPY FROM of the file into the same (empty) table; seconds."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            f"ALTER TABLE bookkeeping_records ALTER org_id SET DEFAULT '{ORG}', "
+            f"ALTER account_id SET DEFAULT '{ACCOUNT}'"
+        )
+        started = time.perf_counter()
+        await conn.copy_to_table(
+            "bookkeeping_records", source=path, columns=COLUMNS, format="csv", header=True
+        )
+        seconds = time.perf_counter() - started
+        await conn.execute(
+            "ALTER TABLE bookkeeping_records ALTER org_id DROP DEFAULT, "
+            "ALTER account_id DROP DEFAULT"
+        )
+        await conn.execute("TRUNCATE bookkeeping_records RESTART IDENTITY CASCADE")
+        await conn.execute("VACUUM ANALYZE bookkeeping_records")
+        await conn.execute("CHECKPOINT")
+        return seconds
+    finally:
+        await conn.close()
+
+
+def calamine_read(path: Path) -> float:
+    import python_calamine
+
+    started = time.perf_counter()
+    book = python_calamine.CalamineWorkbook.from_path(str(path))
+    for _row in book.get_sheet_by_index(0).iter_rows():
+        pass
+    return time.perf_counter() - started
+
+
+# --- the child: api + worker in one process ---------------------------------------------
+
+
+async def _child(database_url: str, path: Path, kind: str, commit: bool) -> dict[str, float]:
+    import httpx
+    import redis
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.core.auth import mint_token
+    from services.core.deps import open_deps
+    from services.core.settings import Settings
+    from services.worker.settings import create_worker
+
+    redis.Redis.from_url(redis_url()).flushdb()
+    storage = tempfile.mkdtemp(prefix="ferry-bench-storage-")
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url(),
+        storage_dir=storage,
+        jwt_secret="bench-secret-" + "x" * 32,
+        import_max_bytes=1024 * 1024 * 1024,
+        log_level="WARNING",
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn has no started event
+        await asyncio.sleep(0.02)
+    token = mint_token(
+        settings, sub="bench", org=ORG, perms=["bookkeeping_records.write"], ttl=3600
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    times: dict[str, float] = {}
+    async with open_deps(settings) as deps, httpx.AsyncClient(timeout=3600) as http:
+
+        async def body() -> Any:
+            with open(path, "rb") as fh:  # noqa: ASYNC230 - a benchmark client
+                while block := fh.read(1024 * 1024):
+                    yield block
+
+        async def burst() -> None:
+            worker = create_worker(
+                settings,
+                burst=True,
+                handle_signals=False,
+                poll_delay=0.05,
+                cron_jobs=[],
+                ctx={"settings": settings, "deps": deps},
+            )
+            try:
+                await worker.main()
+            finally:
+                await worker.close()
+
+        base = f"http://127.0.0.1:{port}"
+        content_type = XLSX_TYPE if kind == "xlsx" else "text/csv"
+        started = time.perf_counter()
+        response = await http.post(
+            f"{base}/v1/imports?dataset=bookkeeping_records&account_id={ACCOUNT}"
+            f"&filename={path.name}",
+            headers={**auth, "Content-Type": content_type},
+            content=body(),
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        times["upload"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        await burst()
+        doc = (await http.get(f"{base}/v1/imports/{job_id}", headers=auth)).json()
+        assert doc["status"] == "validated", doc
+        times["validate"] = time.perf_counter() - mark
+        times["rows"] = doc["totals"]["rows"]
+        times["valid"] = doc["totals"]["valid"]
+        if commit:
+            mark = time.perf_counter()
+            answer = await http.post(
+                f"{base}/v1/imports/{job_id}/commit", headers=auth, json={"on_error": "skip"}
+            )
+            assert answer.status_code == 202, answer.text
+            await burst()
+            doc = (await http.get(f"{base}/v1/imports/{job_id}", headers=auth)).json()
+            assert doc["status"] == "committed", doc
+            times["commit"] = time.perf_counter() - mark
+            times["committed"] = doc["batch"]["rows"]
+        times["total"] = time.perf_counter() - started
+    server.should_exit = True
+    await serving
+    return times
+
+
+def child(args: list[str]) -> None:
+    database_url, path, kind, commit = args
+    times = asyncio.run(_child(database_url, Path(path), kind, commit == "commit"))
+    print(json.dumps(times))
+
+
+def measured_import(
+    database_url: str, path: Path, kind: str, commit: bool
+) -> tuple[dict[str, float], int]:
+    _, rss, out = run_measured(
+        ["-m", "bench.imports", database_url, str(path), kind, "commit" if commit else "validate"]
+    )
+    times: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return times, rss
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main() -> str:
+    big = int(os.environ.get("BENCH_IMPORT_ROWS", "1000000"))
+    small = max(big // 10, 1000)
+    report = Report(f"Imports ({big:,} and {small:,} rows)")
+    with tempfile.TemporaryDirectory(prefix="ferry-bench-imports-") as tmp:
+        work = Path(tmp)
+        results: dict[int, tuple[dict[str, float], int, float, int]] = {}
+        for rows in (small, big):
+            path, valid_path = work / f"orders-{rows}.csv", work / f"valid-{rows}.csv"
+            print(f"  writing {rows:,} rows …", flush=True)
+            valid = write_csv(path, valid_path, rows)
+            with scratch_database() as database_url:
+                copy_seconds = asyncio.run(raw_copy(database_url, valid_path))
+                times, rss = measured_import(database_url, path, "csv", commit=True)
+            results[rows] = (times, rss, copy_seconds, valid)
+            valid_path.unlink()
+            path.unlink()
+        for rows in (big, small):
+            times, rss, copy_seconds, valid = results[rows]
+            baseline = Figure(
+                f"raw COPY FROM, {rows:,}-row file",
+                valid,
+                copy_seconds,
+                note="valid rows only (PG 15)",
+            )
+            report.add(baseline)
+            # Compare rows/s: the import handles every row of the file, COPY only the valid ones.
+            equivalent = copy_seconds * rows / valid
+            report.add(
+                Figure(
+                    f"import CSV {rows:,}: upload → validate → commit",
+                    rows,
+                    times["total"],
+                    baseline="raw COPY FROM",
+                    baseline_seconds=equivalent,
+                    rss_mib=rss,
+                    note=(
+                        f"upload {times['upload']:.1f} s, validate {times['validate']:.1f} s, "
+                        f"commit {times['commit']:.1f} s; {int(times['committed']):,} committed, "
+                        f"{int(times['rows'] - times['valid']):,} invalid reported"
+                    ),
+                )
+            )
+        xlsx_rows = 100_000 if big >= 1_000_000 else small
+        xlsx = work / f"orders-{xlsx_rows}.xlsx"
+        print(f"  writing {xlsx_rows:,}-row XLSX …", flush=True)
+        write_xlsx(xlsx, xlsx_rows)
+        bare = calamine_read(xlsx)
+        report.add(Figure(f"python-calamine reading the {xlsx_rows:,}-row sheet", xlsx_rows, bare))
+        with scratch_database() as database_url:
+            times, rss = measured_import(database_url, xlsx, "xlsx", commit=False)
+        report.add(
+            Figure(
+                f"import XLSX {xlsx_rows:,}: upload → validate",
+                xlsx_rows,
+                times["total"],
+                baseline="calamine alone",
+                baseline_seconds=bare,
+                rss_mib=rss,
+                note=f"upload {times['upload']:.1f} s, validate {times['validate']:.1f} s",
+            )
+        )
+    text = report.render()
+    ratio_big = results[big][2] * big / results[big][3] / results[big][0]["total"]
+    rss_ratio = results[big][1] / results[small][1]
+    text += (
+        f"\nTargets: end-to-end >= 0.5x raw COPY FROM rows/s — got {ratio_big:.2f}x; "
+        f"peak RSS at {big:,} <= 1.2x at {small:,} — got {rss_ratio:.2f}x "
+        f"({results[big][1]} MiB vs {results[small][1]} MiB).\n"
+    )
+    return text
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5:
+        child(sys.argv[1:])
+    else:
+        print(main())

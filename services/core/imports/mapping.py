@@ -1,0 +1,189 @@
+"""Which source column feeds which field: remembered, alias, normalised name, fuzzy match.
+
+Every (column, field) pair gets its best evidence — an exact alias, label or field
+name (1.0), the same name once normalised (0.9: accents, case, punctuation, camelCase,
+units in brackets), or a fuzzy match of at least 0.7 (confidence 0.8 times the similarity) —
+and pairs are then taken best first, one column per field and one field per column.
+So "Sales Record Number" never becomes the order id while "Order Number" is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Any
+
+from services.core.datasets import Dataset
+from services.core.errors import InvalidInput
+
+FUZZY_THRESHOLD = 0.7
+# Columns of Ferry's own error report: a fixed file comes back with them.
+REPORT_COLUMNS = frozenset({"_row", "_errors"})
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_BRACKETS = re.compile(r"[(\[][^)\]]*[)\]]")
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Match:
+    field: str
+    confidence: float
+    reason: str
+    unit: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "field": self.field,
+            "confidence": self.confidence,
+            "reason": self.reason,
+        }
+        if self.unit:
+            doc["unit"] = self.unit
+        return doc
+
+
+Mapping = dict[str, Match | None]
+
+
+def normalise(name: str) -> str:
+    """``"Sale_Price (USD)"`` → ``"sale price"``; ``"OrderNo."`` → ``"order no"``."""
+    text = unicodedata.normalize("NFKD", name)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = _CAMEL.sub(" ", text).replace("#", " number ")
+    text = _BRACKETS.sub(" ", text).lower()
+    return " ".join(_NON_ALNUM.sub(" ", text).split())
+
+
+def header_key(dataset: str, headers: list[str]) -> str:
+    """The same set of headers (any order, any case) gives the same key."""
+    names = sorted({h.strip().casefold() for h in headers} - REPORT_COLUMNS)
+    return hashlib.sha256("\n".join([dataset, *names]).encode()).hexdigest()
+
+
+def _unit(header: str, field_type: str) -> str | None:
+    if field_type == "money" and normalise(header).split()[-1:] == ["cents"]:
+        return "cents"
+    return None
+
+
+def _evidence(header: str, names: list[tuple[str, str]]) -> tuple[float, str] | None:
+    exact = header.strip().casefold()
+    for name, kind in names:
+        if exact == name.casefold():
+            return 1.0, kind
+    norm = normalise(header)
+    if not norm:
+        return None
+    best = 0.0
+    like = ""
+    for name, _ in names:
+        other = normalise(name)
+        if norm == other:
+            return 0.9, "normalised name"
+        ratio = SequenceMatcher(None, norm, other).ratio()
+        if ratio > best:
+            best, like = ratio, name
+    if best >= FUZZY_THRESHOLD:
+        return round(0.8 * best, 2), f"fuzzy match with {like!r}"
+    return None
+
+
+def suggest(headers: list[str], ds: Dataset, remembered: dict[str, Any] | None = None) -> Mapping:
+    """The mapping Ferry proposes for these headers; a remembered one comes first."""
+    fields = ds.importable
+    mapping: Mapping = dict.fromkeys(headers)
+    if remembered:
+        known = {f.name: f for f in fields}
+        taken: set[str] = set()
+        for header in headers:
+            name = remembered.get(header)
+            if isinstance(name, str) and name in known and name not in taken:
+                taken.add(name)
+                mapping[header] = Match(name, 1.0, "remembered", _unit(header, known[name].type))
+        return mapping
+    pairs: list[tuple[float, int, str, str, str]] = []
+    for index, header in enumerate(headers):
+        if header.strip().casefold() in REPORT_COLUMNS:
+            continue
+        for f in fields:
+            names = [(a, "alias") for a in f.aliases]
+            names += [(f.label, "label"), (f.name, "field name"), (f.column, "field name")]
+            found = _evidence(header, names)
+            if found is not None:
+                pairs.append((found[0], -index, header, f.name, found[1]))
+    pairs.sort(reverse=True)
+    used: set[str] = set()
+    types = {f.name: f.type for f in fields}
+    for confidence, _, header, name, reason in pairs:
+        if mapping[header] is not None or name in used:
+            continue
+        used.add(name)
+        mapping[header] = Match(name, confidence, reason, _unit(header, types[name]))
+    return mapping
+
+
+def apply_choices(mapping: Mapping, choices: dict[str, str | None], ds: Dataset) -> Mapping:
+    """The suggestion with the caller's choices on top (a chosen field leaves other columns)."""
+    types = {f.name: f.type for f in ds.importable}
+    result = dict(mapping)
+    for header, name in choices.items():
+        if header not in result:
+            continue
+        if name is None:
+            result[header] = None
+            continue
+        for other, match in result.items():
+            if match is not None and match.field == name and other != header:
+                result[other] = None
+        result[header] = Match(name, 1.0, "chosen", _unit(header, types[name]))
+    return result
+
+
+def check_choices(choices: Any, headers: list[str], ds: Dataset) -> dict[str, str | None]:
+    """A mapping body of ``PUT /mapping``: known columns, importable fields, no field twice."""
+    if not isinstance(choices, dict) or not choices:
+        raise InvalidInput(
+            "send a JSON object of {source column: field or null}",
+            errors=[{"field": "body", "message": "expected an object"}],
+        )
+    fields = {f.name for f in ds.importable}
+    errors: list[dict[str, str]] = []
+    seen: dict[str, str] = {}
+    for header, name in choices.items():
+        if header not in headers:
+            errors.append({"field": header, "message": "no such column in the file"})
+        if name is None:
+            continue
+        if not isinstance(name, str) or name not in fields:
+            errors.append(
+                {"field": header, "message": f"{name!r} is not an importable field of {ds.name}"}
+            )
+            continue
+        if name in seen:
+            errors.append(
+                {"field": header, "message": f"{name} is already mapped from {seen[name]!r}"}
+            )
+        seen[name] = header
+    if errors:
+        raise InvalidInput(
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+        )
+    return dict(choices)
+
+
+def unmapped_required(mapping: Mapping, ds: Dataset) -> list[str]:
+    mapped = {m.field for m in mapping.values() if m is not None}
+    return [f.name for f in ds.importable if f.required and f.name not in mapped]
+
+
+def mapping_document(mapping: Mapping) -> dict[str, Any]:
+    return {h: (m.document() if m is not None else None) for h, m in mapping.items()}
+
+
+def mapping_choices(mapping: Mapping) -> dict[str, str | None]:
+    """The plain ``{column: field or null}`` form (what is remembered)."""
+    return {h: (m.field if m is not None else None) for h, m in mapping.items()}

@@ -1,0 +1,314 @@
+"""One validation run of an upload: read, map, check, stage, report — the import document.
+
+Parsing and checking run in a thread, a chunk at a time, while the event loop COPYs
+the previous chunk into the staging table; memory stays at about two chunks. The
+result is the import document of DESIGN.md (source, mapping, totals, preview,
+errors, skipped lines, inferred formats) that the job keeps as its ``result``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.core.datasets import Dataset
+from services.core.deps import Deps
+from services.core.errors import InvalidInput
+from services.core.imports import mapping as mappings
+from services.core.imports import readers, staging
+from services.core.imports.readers import Chunk, Layout, Limits, Skips, Workbook
+from services.core.imports.validate import Reread, Rows, Validator
+from services.core.jobs import Job
+from services.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 25_000
+REPORT_TYPE = "text/csv; charset=utf-8"
+
+# (done, total, records so far, unit of done/total: "bytes" of a CSV, "rows" of a sheet)
+Progress = Callable[[int, int | None, int, str], Awaitable[None]]
+
+
+def source_key(job: Job) -> str:
+    return f"{job.org_id}/imports/{job.id}/source"
+
+
+def report_key(job: Job) -> str:
+    return f"{job.org_id}/imports/{job.id}/errors.csv"
+
+
+def files_prefix(org_id: str, job_id: object) -> str:
+    return f"{org_id}/imports/{job_id}/"
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_columns=settings.import_max_columns,
+        max_field_chars=settings.import_max_field_chars,
+        max_rows=settings.import_max_rows,
+        max_unpacked_bytes=settings.import_max_unpacked_bytes,
+    )
+
+
+_relaxed = 0
+_thresholds: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def relaxed_gc() -> Iterator[None]:
+    """Fewer cyclic-GC passes while chunks of short-lived rows churn (about 30% faster).
+
+    Reference counting still frees every row; only the cycle detector runs less often.
+    """
+    global _relaxed, _thresholds
+    if _relaxed == 0:
+        _thresholds = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 100)
+    _relaxed += 1
+    try:
+        yield
+    finally:
+        _relaxed -= 1
+        if _relaxed == 0:
+            gc.set_threshold(*_thresholds)
+
+
+@dataclass
+class Source:
+    """The upload on local disk, its layout and a way to read its records again."""
+
+    path: Path
+    layout: Layout
+    limits: Limits
+    book: Workbook | None = None
+    careful: bool = False  # set once the fast CSV reader met a row it could not read
+
+    def chunks(self, skips: Skips) -> Iterator[Chunk]:
+        if self.book is not None:
+            return readers.read_xlsx(
+                self.book, self.layout, self.limits, skips, chunk_rows=CHUNK_ROWS
+            )
+        return readers.read_csv(
+            self.path,
+            self.layout,
+            self.limits,
+            skips,
+            chunk_rows=CHUNK_ROWS,
+            careful=self.careful,
+        )
+
+
+def open_source(path: Path, limits: Limits, sheet: str | None) -> Source:
+    """Sniff, check and lay out the file (blocking; run in a thread)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    kind = readers.sniff_kind(head)
+    if kind == "xlsx":
+        layout, book = readers.xlsx_layout(path, limits, sheet)
+        return Source(path, layout, limits, book)
+    if sheet is not None:
+        raise InvalidInput(
+            "sheet= only applies to XLSX files; this is a CSV file",
+            errors=[{"field": "sheet", "message": "not a workbook"}],
+        )
+    return Source(path, readers.csv_layout(path, limits), limits)
+
+
+async def download(deps: Deps, key: str, path: Path) -> int:
+    """Copy a stored upload to a local file in bounded chunks; returns its size."""
+    size = 0
+    with open(path, "wb") as fh:  # noqa: ASYNC230 - chunks are written in a thread
+        try:
+            async for block in deps.storage.read(key):
+                size += len(block)
+                await asyncio.to_thread(fh.write, block)
+        except FileNotFoundError:
+            raise InvalidInput(
+                "the uploaded file is no longer stored (uploads of abandoned imports are "
+                "deleted); upload it again",
+                errors=[{"field": "file", "message": "gone"}],
+            ) from None
+    return size
+
+
+async def remembered_mapping(
+    deps: Deps, org_id: str, dataset: str, headers: list[str]
+) -> dict[str, Any] | None:
+    value = await deps.db.fetchval(
+        "SELECT mapping FROM import_mappings WHERE org_id = $1 AND header_key = $2",
+        org_id,
+        mappings.header_key(dataset, headers),
+    )
+    return value if isinstance(value, dict) else None
+
+
+async def remember_mapping(
+    conn: Any, org_id: str, dataset: str, headers: list[str], choices: dict[str, str | None]
+) -> None:
+    """Accepted mappings are suggested first next time the same headers come."""
+    await conn.execute(
+        "INSERT INTO import_mappings (org_id, header_key, dataset, headers, mapping) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, header_key) DO UPDATE "
+        "SET mapping = excluded.mapping, updated_at = now()",
+        org_id,
+        mappings.header_key(dataset, headers),
+        dataset,
+        headers,
+        choices,
+    )
+
+
+def current_mapping(
+    ds: Dataset, headers: list[str], remembered: dict[str, Any] | None, chosen: Any
+) -> mappings.Mapping:
+    suggested = mappings.suggest(headers, ds, remembered)
+    if isinstance(chosen, dict) and chosen:
+        return mappings.apply_choices(suggested, chosen, ds)
+    return suggested
+
+
+class _Checked:
+    """The thread side: read chunks and check them, one ``next()`` at a time."""
+
+    def __init__(self, source: Source, validator: Validator, skips: Skips) -> None:
+        self._chunks = source.chunks(skips)
+        self.validator = validator
+        self.position = 0
+
+    def next(self) -> Rows | None:
+        with relaxed_gc():
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return None
+            self.position = chunk.bytes_read
+            return self.validator.check(chunk)
+
+
+async def validate_upload(
+    deps: Deps, job: Job, progress: Progress, *, workdir: Path | None = None
+) -> dict[str, Any]:
+    """Validate the stored upload of ``job`` into its staging table; the import document."""
+    ds = deps.registry.get(job.dataset)
+    bounds = limits(deps.settings)
+    with tempfile.TemporaryDirectory(prefix="ferry-import-", dir=workdir) as tmp:
+        path = Path(tmp) / "source"
+        size = await download(deps, source_key(job), path)
+        source = await asyncio.to_thread(open_source, path, bounds, job.params.get("sheet"))
+        layout = source.layout
+        headers = layout.headers
+        remembered = await remembered_mapping(deps, job.org_id, job.dataset, headers)
+        mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
+        source_of = {m.field: headers.index(h) for h, m in mapping.items() if m is not None}
+        date_orders: dict[str, tuple[str, str]] = {}
+        while True:
+            skips = Skips()
+            validator = Validator(
+                ds, mapping, headers, european=layout.delimiter == ";", date_orders=date_orders
+            )
+            try:
+                await _stage(deps, job, ds, source, validator, skips, size, progress)
+            except Reread as again:
+                # A later value decided a column's date order; read the file again with it.
+                date_orders[again.field] = (again.order, again.reason)
+                continue
+            except readers.ReadAgain:
+                source.careful = True
+                continue
+            break
+        async with deps.db.acquire() as conn, conn.transaction():
+            await staging.check_keys(
+                conn, ds, job.id, org_id=job.org_id, scope=job.params["account_id"]
+            )
+        rows, valid = await staging.totals(deps.db, job.id)
+        if rows == 0:
+            raise InvalidInput(
+                "the file has a header row but no records",
+                errors=[{"field": "file", "message": "no records"}],
+            )
+        if rows > valid:
+            await _write_report(deps, job, headers)
+        else:
+            await deps.storage.delete(report_key(job))
+    preview = await staging.preview(deps.db, ds, job.id, source_of)
+    errors = await staging.first_errors(deps.db, ds, job.id)
+    source_doc = {
+        "filename": job.params.get("filename", ""),
+        "bytes": size,
+        **layout.document(),
+    }
+    return {
+        "source": source_doc,
+        "mapping": mappings.mapping_document(mapping),
+        "unmapped_required": mappings.unmapped_required(mapping, ds),
+        "formats": validator.formats(),
+        "totals": {
+            "rows": rows,
+            "valid": valid,
+            "invalid": rows - valid,
+            "skipped_lines": skips.count,
+        },
+        "skipped": skips.document(),
+        "preview": preview,
+        "errors": errors,
+        "error_report": rows > valid,
+    }
+
+
+async def _stage(
+    deps: Deps,
+    job: Job,
+    ds: Dataset,
+    source: Source,
+    validator: Validator,
+    skips: Skips,
+    size: int,
+    progress: Progress,
+) -> None:
+    checked = _Checked(source, validator, skips)
+    xlsx = source.book is not None
+    total = (source.book.first_row + source.book.height) if source.book else size
+    done_rows = 0
+    await staging.create(deps.db, ds, job.id)
+    async with deps.db.acquire() as conn:
+        pending = asyncio.ensure_future(asyncio.to_thread(checked.next))
+        try:
+            while True:
+                rows = await pending
+                if rows is None:
+                    break
+                # Read and check the next chunk while this one is copied.
+                pending = asyncio.ensure_future(asyncio.to_thread(checked.next))
+                records = zip(rows.lines, *rows.columns, rows.errors, rows.raw, strict=True)
+                await staging.copy_rows(conn, ds, job.id, records)
+                done_rows += len(rows.lines)
+                unit = "rows" if xlsx else "bytes"
+                await progress(min(checked.position, total), total, done_rows, unit)
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+
+
+async def _write_report(deps: Deps, job: Job, headers: list[str]) -> None:
+    """Failed rows as a CSV to fix and upload again: original columns, ``_row``, ``_errors``."""
+    import csv
+    import io
+
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow([*headers, "_row", "_errors"])
+    async with (
+        deps.storage.writer(report_key(job), content_type=REPORT_TYPE) as upload,
+        deps.db.acquire() as conn,
+    ):
+        # A BOM, so that spreadsheet programs open the UTF-8 file with its accents intact.
+        await upload.write(b"\xef\xbb\xbf" + head.getvalue().encode())
+        await staging.write_report(conn, job.id, len(headers), upload.write)

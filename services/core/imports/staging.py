@@ -1,0 +1,213 @@
+"""The staging table of one import: every record of the file, typed, with its errors.
+
+``import_staging."<job id>"`` is an UNLOGGED copy of the dataset's importable columns
+plus ``line`` (as the user sees it), ``errors`` (``"field: message"``) and ``raw`` (the
+row's original values joined by U+001F, for the error report: a row found invalid in
+SQL — a duplicate, a key already imported — needs them as much as one found invalid
+while reading, and keeping them costs far less than reading the file again).
+
+Validation fills it with binary COPY; set-wide checks (duplicates inside the file,
+keys already in the table) run on it in SQL; the error report and the preview are
+read from it; the commit is one INSERT … SELECT from it. Unlogged, because it can be
+rebuilt from the stored upload: a commit that finds it gone (or its row count not
+matching the validation) refuses and asks for the file to be validated again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import date
+from typing import Any
+
+from services.core.datasets import Dataset
+from services.core.datasets.sql import ident, table
+from services.core.db.pool import Connection, Pool
+
+SCHEMA = "import_staging"
+PREVIEW_ROWS = 100
+RAW_SEPARATOR = "\x1f"
+FIRST_ERRORS = 100
+
+
+def staging_name(job_id: uuid.UUID | str) -> str:
+    return f"{ident(SCHEMA)}.{ident(str(job_id))}"
+
+
+def staged_columns(ds: Dataset) -> list[str]:
+    return [f.column for f in ds.importable]
+
+
+async def create(conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID) -> None:
+    """A fresh staging table (an older one of this import is dropped)."""
+    columns = ", ".join(ident(c) for c in staged_columns(ds))
+    name = staging_name(job_id)
+    await conn.execute(f"DROP TABLE IF EXISTS {name}")
+    await conn.execute(
+        f"CREATE UNLOGGED TABLE {name} AS SELECT 0::integer AS line, {columns}, "
+        f"NULL::text[] AS errors, NULL::text AS raw FROM {table(ds)} WITH NO DATA"
+    )
+
+
+async def drop(conn: Connection | Pool, job_id: uuid.UUID | str) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {staging_name(job_id)}")
+
+
+async def exists(conn: Connection | Pool, job_id: uuid.UUID | str) -> bool:
+    found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", staging_name(job_id))
+    return bool(found)
+
+
+async def copy_rows(
+    conn: Connection, ds: Dataset, job_id: uuid.UUID, records: Iterable[tuple[Any, ...]]
+) -> None:
+    """Binary COPY of checked rows: ``(line, *field values, errors, raw)``."""
+    await conn.copy_records_to_table(
+        str(job_id),
+        schema_name=SCHEMA,
+        records=records,
+        columns=["line", *staged_columns(ds), "errors", "raw"],
+    )
+
+
+async def check_keys(
+    conn: Connection, ds: Dataset, job_id: uuid.UUID, *, org_id: str, scope: str
+) -> int:
+    """Mark rows whose natural key repeats an earlier line, or exists already; returns how many.
+
+    The first occurrence of a repeated key stays valid; each later one names it
+    (``ebay_order_id: duplicate of line 25``). One statement, hash aggregates only.
+    """
+    if not ds.natural_key:
+        return 0
+    key_field = ds.field(ds.natural_key)
+    key = ident(key_field.column)
+    name = staging_name(job_id)
+    live = f"AND r.{ident(ds.soft_delete_column)} IS NULL" if ds.soft_delete_column else ""
+    exists_message = f"{key_field.name}: already exists for this account"
+    if ds.upsert:  # an upsert dataset updates existing records instead (not supported yet)
+        existing_sql = "SELECT NULL::integer, NULL::text WHERE false"
+    else:
+        existing_sql = (
+            f"SELECT s.line, $3::text FROM {name} s "
+            f"WHERE s.{key} IS NOT NULL AND EXISTS (SELECT 1 FROM {table(ds)} r "
+            f"WHERE r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
+            f"AND r.{key} = s.{key} {live})"
+        )
+    # A fresh staging table has no statistics; without sorting off the planner sorts a
+    # million text keys (collation-aware, slow) instead of hashing them.
+    await conn.execute("SET LOCAL work_mem = '256MB'")
+    await conn.execute("SET LOCAL enable_sort = off")
+    status = await conn.execute(
+        f"""
+        UPDATE {name} s SET errors = coalesce(s.errors, '{{}}') || m.messages
+        FROM (
+            SELECT line, array_agg(message) AS messages FROM (
+                SELECT later.line, $4::text || ': duplicate of line ' || repeated.first AS message
+                FROM (
+                    SELECT {key} AS key, min(line) AS first FROM {name}
+                    WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1
+                ) repeated
+                JOIN {name} later ON later.{key} = repeated.key AND later.line <> repeated.first
+                UNION ALL
+                {existing_sql}
+            ) found GROUP BY line
+        ) m
+        WHERE s.line = m.line
+        """,
+        org_id,
+        scope,
+        exists_message,
+        key_field.name,
+    )
+    return int(status.split()[-1])
+
+
+async def totals(conn: Connection | Pool, job_id: uuid.UUID | str) -> tuple[int, int]:
+    """``(rows, valid)`` of the staging table."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS rows, count(*) FILTER (WHERE errors IS NULL) AS valid "
+        f"FROM {staging_name(job_id)}"
+    )
+    assert row is not None
+    return int(row["rows"]), int(row["valid"])
+
+
+async def write_report(
+    conn: Connection,
+    job_id: uuid.UUID,
+    width: int,
+    write: Callable[[bytes], Coroutine[Any, Any, None]],
+) -> None:
+    """The failed rows as CSV (original values, ``_row``, ``_errors``), ordered by line."""
+    values = ", ".join(f"r[{i}]" for i in range(1, width + 1))
+    await conn.copy_from_query(
+        f"SELECT {values}, line, array_to_string(errors, '; ') FROM ("
+        f"SELECT line, errors, string_to_array(raw, E'\\x1f') AS r "
+        f"FROM {staging_name(job_id)} WHERE errors IS NOT NULL) failed ORDER BY line",
+        output=write,
+        format="csv",
+    )
+
+
+def _shown(value: Any, field_type: str) -> Any:
+    if value is None:
+        return None
+    if field_type == "money":
+        sign = "-" if value < 0 else ""
+        cents = abs(int(value))
+        return f"{sign}{cents // 100}.{cents % 100:02d}"
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def split_error(message: str, fields: set[str]) -> tuple[str | None, str]:
+    name, sep, rest = message.partition(": ")
+    if sep and name in fields:
+        return name, rest
+    return None, message
+
+
+async def preview(
+    conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID, source_of: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The first records as mapped: typed values, or the original text where a value failed."""
+    rows = await conn.fetch(
+        f"SELECT * FROM {staging_name(job_id)} ORDER BY line LIMIT {PREVIEW_ROWS}"
+    )
+    names = {f.name for f in ds.importable}
+    out = []
+    for row in rows:
+        errors: dict[str, str] = {}
+        for message in row["errors"] or ():
+            name, text = split_error(message, names)
+            key = name or "row"
+            errors[key] = f"{errors[key]}; {text}" if key in errors else text
+        values: dict[str, Any] = {}
+        raw = row["raw"].split(RAW_SEPARATOR) if row["raw"] is not None else None
+        for f in ds.importable:
+            if f.name in errors and raw is not None and f.name in source_of:
+                values[f.name] = raw[source_of[f.name]]
+            else:
+                values[f.name] = _shown(row[f.column], f.type)
+        out.append({"line": row["line"], "values": values, "errors": errors})
+    return out
+
+
+async def first_errors(
+    conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT line, errors FROM {staging_name(job_id)} WHERE errors IS NOT NULL "
+        f"ORDER BY line LIMIT {FIRST_ERRORS}"
+    )
+    names = {f.name for f in ds.importable}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        for message in row["errors"]:
+            name, text = split_error(message, names)
+            out.append({"line": row["line"], "field": name, "message": text})
+            if len(out) >= FIRST_ERRORS:
+                return out
+    return out

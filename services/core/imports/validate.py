@@ -1,0 +1,569 @@
+"""Checks of a chunk, column by column, driven by the dataset's field declarations.
+
+Each check takes one source column of a chunk (a tuple of strings) and returns the
+staged values plus the indices and messages of the bad ones — whole columns at a
+time, with numpy/pandas doing the bulk and Python only touching the odd values a
+fast path could not read. Messages name the problem as a person would fix it:
+``"not a whole number"``, ``"not one of paid, shipped, …"``; the caller prefixes
+the field name.
+
+Some columns need to know the whole column to read one value (is 03/04/2026 the
+3rd of April or the 4th of March?). Their checks keep state across chunks; when a
+later chunk proves an earlier assumption wrong they raise ``Reread`` and the caller
+reads the file again with the order fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from services.core.datasets import Dataset, Field
+from services.core.imports.mapping import Mapping
+from services.core.imports.readers import Chunk
+from services.core.imports.staging import RAW_SEPARATOR
+
+MAX_INT = 2**31 - 1
+MAX_CENTS = 2**53  # beyond this a float no longer holds every cent
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_NAMES = {"\x00": "NUL", "\x7f": "DEL"}
+_CURRENCY = re.compile(r"[$€£¥\s\u00a0']|USD|EUR|GBP|CAD|AUD|CHF", re.IGNORECASE)
+_DOT_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d*\.\d+|\d+\.?")
+_COMMA_NUMBER = re.compile(r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d*,\d+|\d+,?")
+_COMMA_DECIMAL = re.compile(r"^[^.]*\d,\d{1,2}\)?$")
+_DOT_DECIMAL = re.compile(r"\d\.\d{1,2}\)?$")
+_SLASH_DATE = r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})$"
+_ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
+# Named formats seen in marketplace and spreadsheet exports, tried in order.
+DATE_FORMATS: tuple[tuple[str, str], ...] = (
+    ("%b-%d-%y", "Mon-DD-YY"),
+    ("%b-%d-%Y", "Mon-DD-YYYY"),
+    ("%d-%b-%Y", "DD-Mon-YYYY"),
+    ("%d-%b-%y", "DD-Mon-YY"),
+    ("%d %b %Y", "DD Mon YYYY"),
+    ("%b %d, %Y", "Mon DD, YYYY"),
+    ("%B %d, %Y", "Month DD, YYYY"),
+    ("%d %B %Y", "DD Month YYYY"),
+    ("%Y/%m/%d", "YYYY/MM/DD"),
+)
+# Excel day numbers 1000-99999 are the years 1902-2173; 1899-12-30 is Excel's day zero.
+EXCEL_SERIALS = (1000, 100_000)
+EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
+_NO_POINT = operator.methodcaller("replace", ".", "", 1)
+TRUE = frozenset({"true", "yes", "y", "1", "t", "x"})
+FALSE = frozenset({"false", "no", "n", "0", "f", ""})
+
+Indices = npt.NDArray[np.intp]
+
+
+class Reread(Exception):
+    """A later chunk showed a column must be read differently; read the file again."""
+
+    def __init__(self, field: str, order: str, reason: str) -> None:
+        super().__init__(f"{field}: dates are {order}-first")
+        self.field = field
+        self.order = order
+        self.reason = reason
+
+
+@dataclass
+class Checked:
+    """One column of a chunk after its check."""
+
+    values: list[Any]
+    bad: list[int] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def fail(self, indices: Sequence[int] | Indices, message: str) -> None:
+        for i in indices:
+            self.bad.append(int(i))
+            self.messages.append(message)
+            self.values[int(i)] = None
+
+
+def _floats(values: npt.NDArray[np.object_], parse: Any = float) -> npt.NDArray[np.float64]:
+    """Numbers of a column; NaN where a value is not one. float() is the fast path.
+
+    When a chunk holds a bad value, only the values that are not plain digits (with at
+    most one point) go through the slower, forgiving ``parse``.
+    """
+    n = len(values)
+    try:
+        return np.fromiter(map(parse, values), dtype=np.float64, count=n)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    plain = np.fromiter(map(str.isdecimal, map(_NO_POINT, values)), dtype=bool, count=n)
+    out = np.empty(n, dtype=np.float64)
+    simple, other = np.flatnonzero(plain), np.flatnonzero(~plain)
+    out[simple] = np.fromiter(map(float, values[simple]), dtype=np.float64, count=len(simple))
+    out[other] = np.fromiter(map(_safe(parse), values[other]), dtype=np.float64, count=len(other))
+    return out
+
+
+def _safe(parse: Any) -> Any:
+    def convert(value: str) -> float:
+        try:
+            return float(parse(value))
+        except (ValueError, TypeError, OverflowError):
+            return math.nan
+
+    return convert
+
+
+def _grouped_number(value: str) -> float:
+    """``1,234`` or ``1234.5`` (thousands with commas), for whole numbers too."""
+    value = value.strip()
+    if not _DOT_NUMBER.fullmatch(value.lstrip("+-")):
+        raise ValueError(value)
+    return float(value.replace(",", ""))
+
+
+def parse_money(value: str, decimal: str = ".") -> float:
+    """``12.34``, ``$1,234.56``, ``1234``, ``(12.00)`` negative, ``39,05`` (decimal comma)."""
+    text = value.strip()
+    negative = False
+    if text.startswith("(") and text.endswith(")"):
+        negative, text = True, text[1:-1]
+    text = _CURRENCY.sub("", text.replace("\u2212", "-"))
+    if text.endswith("-"):
+        negative, text = not negative, text[:-1]
+    if text.startswith("-"):
+        negative, text = not negative, text[1:]
+    elif text.startswith("+"):
+        text = text[1:]
+    if text.startswith(("-", "(")):  # "$-5.00", "-(5)"
+        return -parse_money(text, decimal) if not negative else parse_money(text, decimal)
+    if decimal == ",":
+        if not _COMMA_NUMBER.fullmatch(text):
+            raise ValueError(value)
+        number = float(text.replace(".", "").replace(",", "."))
+    else:
+        if not _DOT_NUMBER.fullmatch(text):
+            raise ValueError(value)
+        number = float(text.replace(",", ""))
+    return -number if negative else number
+
+
+class Check:
+    """The check of one field; subclasses per type. ``state`` documents what was inferred."""
+
+    # Numbers parse with surrounding whitespace as they are; stripping them first would
+    # cost a fifth of a numeric column's time for nothing.
+    strips = True
+
+    def __init__(self, f: Field) -> None:
+        self.field = f
+        self.default: Any = None
+        if f.default is not None:
+            checked = self.check(np.array([f.default], dtype=object))
+            if checked.bad:
+                raise ValueError(f"default {f.default!r} of field {f.name} is not valid")
+            self.default = checked.values[0]
+
+    def state(self) -> dict[str, Any] | None:
+        return None
+
+    def run(self, raw: Sequence[str]) -> Checked:
+        items = list(map(str.strip, raw)) if self.strips else raw
+        values = np.empty(len(items), dtype=object)
+        values[:] = items
+        # ``in`` scans in C and stops early; most columns have no empty value at all.
+        blanks = values == "" if "" in items else None
+        empty = np.flatnonzero(blanks) if blanks is not None else np.empty(0, dtype=np.intp)
+        if len(empty) == len(values):
+            checked = Checked([None] * len(values))
+        elif len(empty):
+            assert blanks is not None
+            full = np.flatnonzero(~blanks)
+            inner = self.check(values[full])
+            out: list[Any] = [None] * len(values)
+            for i, v in zip(full.tolist(), inner.values, strict=True):
+                out[i] = v
+            checked = Checked(out, [int(full[i]) for i in inner.bad], inner.messages)
+        else:
+            checked = self.check(values)
+        if not self.strips and checked.bad:
+            # A value of spaces only is empty, not a bad number.
+            blank = {i for i in checked.bad if not str(values[i]).strip()}
+            empty = np.asarray(empty, dtype=np.intp)
+            if blank:
+                pairs = zip(checked.bad, checked.messages, strict=True)
+                keep = [(i, m) for i, m in pairs if i not in blank]
+                checked.bad, checked.messages = [i for i, _ in keep], [m for _, m in keep]
+                empty = np.sort(np.concatenate([empty, np.asarray(sorted(blank), dtype=np.intp)]))
+        if len(empty):
+            if self.field.required:
+                checked.fail(empty, "required")
+            elif self.default is not None:
+                for i in empty.tolist():
+                    checked.values[i] = self.default
+        return checked
+
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        """Read non-empty, stripped values."""
+        raise NotImplementedError
+
+
+class TextCheck(Check):
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        checked = Checked(values.tolist())
+        joined = " ".join(checked.values)
+        # isprintable() is one C pass; only text with tabs, newlines or odd characters
+        # needs the regular expression.
+        if not joined.isprintable() and _CONTROL.search(joined):
+            for i, value in enumerate(checked.values):
+                if found := _CONTROL.search(value):
+                    char = found.group()
+                    name = _CONTROL_NAMES.get(char, f"U+{ord(char):04X}")
+                    checked.fail([i], f"contains a control character ({name})")
+        return checked
+
+
+class IntCheck(Check):
+    message = "not a whole number"
+    strips = False
+
+    def __init__(self, f: Field, *, limit: float = MAX_INT) -> None:
+        self.limit = limit
+        super().__init__(f)
+
+    def numbers(self, values: npt.NDArray[np.object_]) -> npt.NDArray[np.float64]:
+        numbers = _floats(values)
+        if np.isnan(numbers).any():
+            slow = np.flatnonzero(np.isnan(numbers))
+            numbers[slow] = _floats(values[slow], _grouped_number)
+        return numbers
+
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        numbers = self.numbers(values)
+        whole = np.isfinite(numbers) & (numbers == np.floor(numbers))
+        ints = np.where(whole, numbers, 0).astype(np.int64)
+        checked = Checked(ints.tolist())
+        checked.fail(np.flatnonzero(~whole), self.message)
+        if self.field.min is not None:
+            checked.fail(
+                np.flatnonzero(whole & (numbers < self.field.min)),
+                f"must be at least {self.field.min}",
+            )
+        checked.fail(np.flatnonzero(whole & (np.abs(numbers) > self.limit)), "too large")
+        return checked
+
+
+class CentsCheck(IntCheck):
+    """Money given in whole cents (a column named ``… cents``)."""
+
+    message = "not a whole number of cents"
+
+    def __init__(self, f: Field) -> None:
+        super().__init__(f, limit=MAX_CENTS)
+
+
+class MoneyCheck(Check):
+    """Decimal currency → integer cents; the decimal mark is inferred per column."""
+
+    strips = False
+
+    def __init__(self, f: Field, *, decimal_comma: bool = False) -> None:
+        self.decimal: str | None = None
+        self.hinted = decimal_comma
+        super().__init__(f)
+        self.decimal = None  # reading the default must not decide the column
+
+    def state(self) -> dict[str, Any] | None:
+        if self.decimal is None:
+            return None
+        return {"decimal_mark": "comma" if self.decimal == "," else "point"}
+
+    def _infer(self, values: npt.NDArray[np.object_]) -> str:
+        sample = [str(v).strip() for v in values[:2000].tolist()]
+        comma = sum(1 for v in sample if _COMMA_DECIMAL.search(v))
+        dot = sum(1 for v in sample if _DOT_DECIMAL.search(v))
+        if comma > dot or (self.hinted and comma == dot == 0):
+            return ","
+        return "."
+
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        if self.decimal is None:
+            self.decimal = self._infer(values)
+        decimal = self.decimal
+        if decimal == ".":
+            numbers = _floats(values)
+            if np.isnan(numbers).any():
+                slow = np.flatnonzero(np.isnan(numbers))
+                numbers[slow] = _floats(values[slow], parse_money)
+        else:
+            numbers = _floats(values, lambda v: parse_money(v, ","))
+        cents = np.rint(numbers * 100)
+        finite = np.isfinite(cents)
+        exact = finite & (np.abs(numbers * 100 - cents) <= 1e-6 * np.maximum(1, np.abs(cents)))
+        safe = np.where(finite, cents, 0).astype(np.int64)
+        checked = Checked(safe.tolist())
+        checked.fail(np.flatnonzero(~finite), "not an amount")
+        checked.fail(np.flatnonzero(finite & ~exact), "more than two decimals")
+        checked.fail(np.flatnonzero(finite & (np.abs(cents) > MAX_CENTS)), "too large")
+        return checked
+
+
+class DateCheck(Check):
+    """ISO, MM/DD/YYYY or DD/MM/YYYY (order inferred per column), Mon-DD-YY, Excel serials."""
+
+    def __init__(
+        self, f: Field, *, day_first: bool = False, order: tuple[str, str] | None = None
+    ) -> None:
+        # ``order`` is fixed when the file is read again after a later chunk decided it.
+        self.order: str | None = order[0] if order else None
+        self.assumed = False
+        self.reason = order[1] if order else ""
+        self.day_first_hint = day_first
+        self.seen: dict[str, int] = {}
+        super().__init__(f)
+        self.seen.clear()
+
+    def state(self) -> dict[str, Any] | None:
+        if not self.seen:
+            return None
+        doc: dict[str, Any] = {"formats": dict(self.seen)}
+        if self.order:
+            doc["order"] = f"{self.order}-first"
+            doc["order_reason"] = self.reason
+        return doc
+
+    def _count(self, name: str, n: int) -> None:
+        if n:
+            self.seen[name] = self.seen.get(name, 0) + n
+
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        n = len(values)
+        days = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+        series = pd.Series(values, dtype=object)
+        iso = pd.to_datetime(series, format="%Y-%m-%d", errors="coerce").to_numpy("datetime64[D]")
+        days[:] = iso
+        self._count("YYYY-MM-DD", int((~np.isnat(iso)).sum()))
+        rest = np.flatnonzero(np.isnat(days))
+        if len(rest):
+            self._rest(values, days, rest)
+        bad = np.flatnonzero(np.isnat(days))
+        checked = Checked(days.astype(object).tolist())
+        checked.fail(bad, "not a date")
+        return checked
+
+    def _rest(
+        self, values: npt.NDArray[np.object_], days: npt.NDArray[np.datetime64], rest: Indices
+    ) -> None:
+        sub = pd.Series(values[rest], dtype=object)
+        # ISO with a time: the date part.
+        timed = sub.str.match(_ISO_PREFIX).to_numpy(bool)
+        if timed.any():
+            parsed = pd.to_datetime(
+                sub[timed].str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
+            ).to_numpy("datetime64[D]")
+            days[rest[timed]] = parsed
+            self._count("YYYY-MM-DD hh:mm", int((~np.isnat(parsed)).sum()))
+        rest = rest[np.isnat(days[rest])]
+        if len(rest):
+            self._slashed(values, days, rest)
+        for fmt, name in DATE_FORMATS:
+            rest = rest[np.isnat(days[rest])]
+            if not len(rest):
+                return
+            parsed = pd.to_datetime(
+                pd.Series(values[rest], dtype=object), format=fmt, errors="coerce"
+            ).to_numpy("datetime64[D]")
+            days[rest] = parsed
+            self._count(name, int((~np.isnat(parsed)).sum()))
+        rest = rest[np.isnat(days[rest])]
+        if len(rest):
+            numbers = _floats(values[rest])
+            serial = (numbers >= EXCEL_SERIALS[0]) & (numbers < EXCEL_SERIALS[1])
+            whole = np.where(serial, np.floor(numbers), 0).astype(np.int64)
+            days[rest[serial]] = EXCEL_EPOCH + whole[serial].astype("timedelta64[D]")
+            self._count("Excel serial number", int(serial.sum()))
+
+    def _slashed(
+        self, values: npt.NDArray[np.object_], days: npt.NDArray[np.datetime64], rest: Indices
+    ) -> None:
+        parts = pd.Series(values[rest], dtype=object).str.extract(_SLASH_DATE)
+        found = parts[0].notna().to_numpy(bool)
+        if not found.any():
+            return
+        first = parts[0][found].astype(np.int64).to_numpy(np.int64)
+        second = parts[2][found].astype(np.int64).to_numpy(np.int64)
+        year = parts[3][found].astype(int).to_numpy()
+        year = np.where(year < 100, np.where(year < 70, 2000 + year, 1900 + year), year)
+        self._decide(first, second, values[rest][found])
+        day, month = (first, second) if self.order == "day" else (second, first)
+        frame = pd.DataFrame({"year": year, "month": month, "day": day})
+        parsed = pd.to_datetime(frame, errors="coerce").to_numpy("datetime64[D]")
+        days[rest[found]] = parsed
+        sep = str(parts[1][found].iloc[0])
+        name = f"DD{sep}MM{sep}YYYY" if self.order == "day" else f"MM{sep}DD{sep}YYYY"
+        self._count(name, int((~np.isnat(parsed)).sum()))
+
+    def _decide(
+        self,
+        first: npt.NDArray[np.integer[Any]],
+        second: npt.NDArray[np.integer[Any]],
+        texts: npt.NDArray[np.object_],
+    ) -> None:
+        day_evidence = np.flatnonzero((first > 12) & (second <= 12))
+        month_evidence = np.flatnonzero((second > 12) & (first <= 12))
+        if self.order and not self.assumed:
+            return
+        if len(day_evidence) and len(day_evidence) >= len(month_evidence):
+            decided, example = "day", texts[day_evidence[0]]
+        elif len(month_evidence):
+            decided, example = "month", texts[month_evidence[0]]
+        else:
+            if self.order is None:
+                self.order = "day" if self.day_first_hint else "month"
+                self.assumed = True
+                self.reason = "assumed: no value has a day above 12" + (
+                    " (day-first, as usual in files with ; separators)"
+                    if self.day_first_hint
+                    else ""
+                )
+            return
+        part = "first" if decided == "day" else "second"
+        reason = f"{example} has a day above 12 in the {part} place"
+        if self.assumed and decided != self.order:
+            raise Reread(self.field.name, decided, reason)
+        self.order, self.assumed, self.reason = decided, False, reason
+
+
+class EnumCheck(Check):
+    def __init__(self, f: Field) -> None:
+        self.lookup: dict[str, str] = {}
+        for v in f.values:
+            for variant in (v, v.lower(), v.upper(), v.title(), v.capitalize()):
+                self.lookup[variant] = v
+        self.message = "not one of " + ", ".join(f.values)
+        self.folded = {v.casefold(): v for v in f.values}
+        super().__init__(f)
+
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        found = list(map(self.lookup.get, values.tolist()))
+        checked = Checked(found)
+        misses = [i for i, v in enumerate(found) if v is None]
+        bad = []
+        for i in misses:
+            value = self.folded.get(str(values[i]).casefold())
+            if value is None:
+                bad.append(i)
+            else:
+                checked.values[i] = value
+        checked.fail(bad, self.message)
+        return checked
+
+
+class BoolCheck(Check):
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        folded = [str(v).casefold() for v in values.tolist()]
+        out: list[Any] = [True if v in TRUE else False if v in FALSE else None for v in folded]
+        checked = Checked(out)
+        checked.fail([i for i, v in enumerate(out) if v is None], "not yes or no")
+        return checked
+
+
+class DatetimeCheck(Check):
+    def check(self, values: npt.NDArray[np.object_]) -> Checked:
+        parsed = pd.to_datetime(
+            pd.Series(values, dtype=object), format="ISO8601", utc=True, errors="coerce"
+        )
+        out = [None if pd.isna(v) else v.to_pydatetime() for v in parsed]
+        checked = Checked(out)
+        checked.fail([i for i, v in enumerate(out) if v is None], "not a date and time")
+        return checked
+
+
+def make_check(
+    f: Field, *, unit: str | None, decimal_comma: bool, date_order: tuple[str, str] | None
+) -> Check:
+    if f.type == "money":
+        if unit == "cents":
+            return CentsCheck(f)
+        return MoneyCheck(f, decimal_comma=decimal_comma)
+    if f.type == "int":
+        return IntCheck(f)
+    if f.type == "date":
+        return DateCheck(f, day_first=decimal_comma, order=date_order)
+    if f.type == "enum":
+        return EnumCheck(f)
+    if f.type == "bool":
+        return BoolCheck(f)
+    if f.type == "datetime":
+        return DatetimeCheck(f)
+    return TextCheck(f)
+
+
+@dataclass
+class Rows:
+    """A checked chunk, ready for the staging table."""
+
+    lines: list[int]
+    columns: list[list[Any]]  # one per importable field, in ``Validator.fields`` order
+    errors: list[list[str] | None]
+    raw: list[str]  # every row's original values, joined by U+001F
+    invalid: int
+
+
+class Validator:
+    """Checks chunks of one file under one mapping; keeps per-column inference across chunks."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        mapping: Mapping,
+        headers: list[str],
+        *,
+        european: bool = False,
+        date_orders: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        self.fields = ds.importable
+        by_field = {m.field: (headers.index(h), m) for h, m in mapping.items() if m is not None}
+        self.plans: list[tuple[Field, int | None, Check]] = []
+        for f in self.fields:
+            source, match = by_field.get(f.name, (None, None))
+            check = make_check(
+                f,
+                unit=match.unit if match else None,
+                decimal_comma=european,
+                date_order=(date_orders or {}).get(f.name),
+            )
+            self.plans.append((f, source, check))
+
+    def formats(self) -> dict[str, Any]:
+        """What was inferred per column (date order, decimal mark, formats seen)."""
+        out = {}
+        for f, source, check in self.plans:
+            if source is not None and (state := check.state()):
+                out[f.name] = state
+        return out
+
+    def check(self, chunk: Chunk) -> Rows:
+        n = len(chunk)
+        problems: dict[int, list[str]] = {i: [m] for i, m in chunk.row_errors.items()}
+        columns: list[list[Any]] = []
+        for f, source, check in self.plans:
+            if source is None:
+                columns.append([check.default] * n)
+                continue
+            checked = check.run(chunk.columns[source])
+            for i, message in zip(checked.bad, checked.messages, strict=True):
+                if i not in chunk.unreadable:
+                    problems.setdefault(i, []).append(f"{f.name}: {message}")
+            columns.append(checked.values)
+        errors: list[list[str] | None] = [None] * n
+        for i, messages in problems.items():
+            errors[i] = messages
+        raw = list(map(RAW_SEPARATOR.join, zip(*chunk.columns, strict=True)))
+        if "\x00" in "".join(raw):  # PostgreSQL text holds no NUL; show it as U+FFFD
+            raw = [r.replace("\x00", "\ufffd") for r in raw]
+        return Rows(chunk.lines, columns, errors, raw, len(problems))

@@ -1,0 +1,215 @@
+"""Import jobs: validate an upload, commit it, and the crons that tidy up after imports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from services.core import jobs
+from services.core.deps import Deps
+from services.core.errors import Conflict
+from services.core.imports import commit, pipeline, staging
+from services.worker.context import deps
+from services.worker.runner import JobRun, run_job
+
+log = logging.getLogger(__name__)
+
+
+async def validate_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
+    """Read the upload, check every row into the staging table; the job waits ``validated``."""
+
+    async def body(attempt: JobRun) -> None:
+        job = attempt.job
+
+        async def progress(done: int, total: int | None, rows: int, unit: str) -> None:
+            await attempt.progress(done, total, rows=rows, unit=unit)
+
+        try:
+            document = await pipeline.validate_upload(attempt.deps, job, progress)
+        except BaseException:
+            if not attempt.lease_lost:  # else the staging table is a newer attempt's
+                await asyncio.shield(_drop_staging(attempt.deps, job.id))
+            raise
+        await attempt.release("validated", result=document)
+        log.info(
+            "import validated",
+            extra={"action": "import_validated", "job_id": job_id, **document["totals"]},
+        )
+
+    await run_job(
+        ctx, job_id, run, waiting=["uploaded", "validating"], running="validating", body=body
+    )
+
+
+async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
+    """Insert the valid staged rows as one batch, exactly once; the job ends ``committed``."""
+
+    async def body(attempt: JobRun) -> None:
+        d, job = attempt.deps, attempt.job
+        ds = d.registry.get(job.dataset)
+        document = dict(job.result or {})
+        async with d.db.acquire() as conn:
+            done = await commit.find_batch(conn, job.id)
+            if done is not None:  # an earlier attempt committed and died before saying so
+                await attempt.finish(
+                    "committed", result={**document, "batch": commit.batch_document(done)}
+                )
+                await _drop_staging(d, job.id)
+                return
+            _check_committable(job, document)
+            if not await staging.exists(conn, job.id):
+                raise Conflict(
+                    "the validated rows of this import are gone (the database restarted?); "
+                    "change the mapping or upload the file again to validate it anew"
+                )
+            rows, valid = await staging.totals(conn, job.id)
+            if (rows, valid) != (document["totals"]["rows"], document["totals"]["valid"]):
+                raise Conflict("the staged rows do not match the validation; upload the file again")
+            await attempt.progress(0, valid, rows=0, unit="rows")
+            transaction = conn.transaction()
+            await transaction.start()
+            committed = False
+            try:
+                window = timedelta(hours=d.settings.rollback_window_hours)
+                batch = await commit.insert_batch(
+                    conn, ds, job, window=window, skipped=rows - valid
+                )
+                if batch is None:  # a concurrent attempt committed first
+                    await transaction.rollback()
+                    committed = True
+                    batch = await commit.find_batch(conn, job.id)
+                    await attempt.finish(
+                        "committed", result={**document, "batch": commit.batch_document(batch)}
+                    )
+                    return
+                inserted = await commit.insert_records(conn, ds, job, batch["id"])
+                batch = await conn.fetchrow(
+                    "UPDATE import_batches SET row_count = $2 WHERE id = $1 RETURNING *",
+                    batch["id"],
+                    inserted,
+                )
+                choices = job.params.get("accepted_mapping")
+                if isinstance(choices, dict):
+                    await pipeline.remember_mapping(
+                        conn, job.org_id, job.dataset, document["source"]["headers"], choices
+                    )
+                await attempt.progress(inserted, valid, rows=inserted, unit="rows")
+                # From here on the batch is in: a cancel request waits until the job says so.
+                async with attempt.critical():
+                    await transaction.commit()
+                    committed = True
+                    await attempt.finish(
+                        "committed", result={**document, "batch": commit.batch_document(batch)}
+                    )
+            finally:
+                if not committed:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(transaction.rollback())
+        log.info("import committed", extra={"action": "import_committed", "job_id": job_id})
+        await _drop_staging(d, job.id)
+
+    await run_job(
+        ctx,
+        job_id,
+        run,
+        waiting=["committing"],
+        running="committing",
+        body=body,
+        requeued="committing",
+    )
+
+
+def _check_committable(job: jobs.Job, document: dict[str, Any]) -> None:
+    totals = document.get("totals") or {}
+    if document.get("unmapped_required"):
+        raise Conflict(
+            "required fields are not mapped: " + ", ".join(document["unmapped_required"])
+        )
+    if totals.get("invalid") and job.params.get("on_error") != "skip":
+        raise Conflict(f"{totals['invalid']} row(s) are invalid and on_error is not 'skip'")
+
+
+async def _drop_staging(d: Deps, job_id: Any) -> None:
+    try:
+        await staging.drop(d.db, job_id)
+    except Exception:  # tidy-up only; the cron drops leftovers
+        log.warning("staging table not dropped", extra={"job_id": str(job_id)})
+
+
+# --- crons ------------------------------------------------------------------------------
+
+
+async def close_rollback_windows(ctx: dict[str, Any]) -> int:
+    """Batches past their window can no longer be rolled back; their upload is deleted."""
+    d = deps(ctx)
+    rows = await d.db.fetch(
+        "UPDATE import_batches SET closed_at = now() "
+        "WHERE rollback_until < now() AND closed_at IS NULL AND rolled_back_at IS NULL "
+        "RETURNING job_id, org_id"
+    )
+    for row in rows:
+        await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["job_id"]))
+    await d.db.execute(
+        "UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', "
+        "to_jsonb(now())) WHERE id = ANY($1::uuid[])",
+        [row["job_id"] for row in rows],
+    )
+    if rows:
+        log.info("rollback windows closed", extra={"action": "windows_closed", "count": len(rows)})
+    return len(rows)
+
+
+async def purge_import_batches(ctx: dict[str, Any]) -> int:
+    """Batch rows older than the retention are deleted (records keep their data)."""
+    d = deps(ctx)
+    status = await d.db.execute(
+        "DELETE FROM import_batches WHERE created_at < now() - make_interval(days => $1)",
+        d.settings.batch_retention_days,
+    )
+    purged = int(status.split()[-1])
+    if purged:
+        log.info("import batches purged", extra={"action": "batches_purged", "count": purged})
+    return purged
+
+
+async def clean_imports(ctx: dict[str, Any]) -> dict[str, int]:
+    """Abandoned imports: staging tables of finished jobs, and uploads nobody committed.
+
+    A ``validated`` import not committed within ``import_keep_days`` is cancelled; failed,
+    cancelled and rolled-back imports lose their upload and error report then too.
+    """
+    d = deps(ctx)
+    keep = d.settings.import_keep_days
+    expired = await d.db.fetch(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), "
+        "error = jsonb_build_object('type', 'expired', 'message', "
+        "'not committed within ' || $1 || ' days; upload the file again') "
+        "WHERE kind = 'import' AND status = 'validated' "
+        "AND updated_at < now() - make_interval(days => $1) RETURNING id",
+        keep,
+    )
+    stale = await d.db.fetch(
+        "UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', "
+        "to_jsonb(now())) WHERE kind = 'import' "
+        "AND status IN ('failed', 'cancelled', 'rolled_back') "
+        "AND (updated_at < now() - make_interval(days => $1) OR id = ANY($2::uuid[])) "
+        "AND (result IS NULL OR NOT result ? 'files_deleted_at') RETURNING id, org_id",
+        keep,
+        [row["id"] for row in expired],
+    )
+    for row in stale:
+        await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["id"]))
+    tables = await d.db.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN jobs j ON j.id::text = c.relname "
+        "WHERE n.nspname = $1 AND c.relkind = 'r' "
+        "AND (j.id IS NULL "
+        "OR j.status NOT IN ('uploaded', 'validating', 'validated', 'committing'))",
+        staging.SCHEMA,
+    )
+    for row in tables:
+        await staging.drop(d.db, row["relname"])
+    return {"expired": len(expired), "files": len(stale), "tables": len(tables)}
