@@ -1,3 +1,4 @@
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -101,5 +102,35 @@ async def test_a_dataset_with_a_wrong_type_fails_start_up_naming_it(
             SettingsError, match=r"bookkeeping_records\.qty is integer, but field qty is date"
         ):
             await load_registry(tmp_path).check_schema(conn)
+    finally:
+        await conn.close()
+
+
+async def test_a_record_can_only_point_at_an_existing_import_batch(database_url: str) -> None:
+    """0023 traded the foreign key for statement-level checks; they must hold like one."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO jobs (id, kind, org_id, user_id, dataset, status) "
+            "VALUES ('00000000-0000-0000-0000-000000000001', 'import', 'o', 'u', 'd', 'committed')"
+        )
+        await conn.execute(
+            "INSERT INTO import_batches (id, job_id, org_id, account_id, user_id, dataset, "
+            "rollback_until) VALUES ('00000000-0000-0000-0000-0000000000b1', "
+            "'00000000-0000-0000-0000-000000000001', 'o', 'a', 'u', 'd', now())"
+        )
+        insert = (
+            "INSERT INTO bookkeeping_records (org_id, account_id, ebay_order_id, sale_date, "
+            "item_name, sale_price_cents, import_batch_id) "
+            "VALUES ('o', 'a', $1, '2026-01-01', 'x', 100, $2)"
+        )
+        await conn.execute(insert, "1", uuid.UUID("00000000-0000-0000-0000-0000000000b1"))
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(insert, "2", uuid.uuid4())
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute("UPDATE bookkeeping_records SET import_batch_id = $1", uuid.uuid4())
+        # Deleting the batch releases its records, as ON DELETE SET NULL did.
+        await conn.execute("DELETE FROM import_batches")
+        assert await conn.fetchval("SELECT import_batch_id FROM bookkeeping_records") is None
     finally:
         await conn.close()
