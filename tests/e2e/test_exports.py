@@ -47,6 +47,7 @@ from tests.e2e.export_files import (
     seed_world,
     where,
 )
+from tests.e2e.sse import Sse
 
 pytestmark = pytest.mark.parametrize("storage_backend", ["local", "s3"], indirect=True)
 
@@ -183,44 +184,6 @@ async def test_a_background_export_runs_and_its_file_downloads(
 
 
 # --- progress over SSE -------------------------------------------------------------------
-
-
-class Sse:
-    """A tiny EventSource: events (id, event, data) and comments, as received."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.comments: list[str] = []
-        self.opened = asyncio.Event()
-        self.status = 0
-
-    async def read(self, url: str, headers: dict[str, str] | None = None) -> None:
-        async with (
-            httpx.AsyncClient(timeout=DEADLINE) as c,
-            c.stream("GET", url, headers=headers or {}) as r,
-        ):
-            self.status = r.status_code
-            self.opened.set()
-            if r.status_code != 200:
-                return
-            event: dict[str, Any] = {}
-            async for line in r.aiter_lines():
-                if line.startswith(":"):
-                    self.comments.append(line[1:].strip())
-                elif line:
-                    name, _, value = line.partition(":")
-                    event[name] = value.removeprefix(" ")
-                elif "event" in event:
-                    event["data"] = msgspec.json.decode(event["data"])
-                    self.events.append(event)
-                    event = {}
-                if line.startswith("retry:"):
-                    event = {}
-                    self.opened.set()
-
-    @property
-    def types(self) -> list[str]:
-        return [e["event"] for e in self.events]
 
 
 async def test_progress_streams_as_sse_from_snapshot_to_terminal_and_resumes(
