@@ -258,7 +258,7 @@ def main() -> str:
                 http_s,
                 "raw COPY",
                 copy_s,
-                note=f"{size / 2**20:.0f} MiB",
+                note=f"file of {size / 2**20:.0f} MiB",
             )
         )
         report.add(Figure("CSV: background job", rows, seconds, "raw COPY", copy_s, rss_csv))

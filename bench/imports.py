@@ -162,7 +162,7 @@ async def _child(database_url: str, path: Path, kind: str, commit: bool) -> dict
     from services.core.auth import mint_token
     from services.core.deps import open_deps
     from services.core.settings import Settings
-    from services.worker.settings import create_worker
+    from services.worker.settings import drain
 
     redis.Redis.from_url(redis_url()).flushdb()
     storage = tempfile.mkdtemp(prefix="ferry-bench-storage-")
@@ -196,18 +196,7 @@ async def _child(database_url: str, path: Path, kind: str, commit: bool) -> dict
                     yield block
 
         async def burst() -> None:
-            worker = create_worker(
-                settings,
-                burst=True,
-                handle_signals=False,
-                poll_delay=0.05,
-                cron_jobs=[],
-                ctx={"settings": settings, "deps": deps},
-            )
-            try:
-                await worker.main()
-            finally:
-                await worker.close()
+            await drain(settings, deps)
 
         base = f"http://127.0.0.1:{port}"
         content_type = XLSX_TYPE if kind == "xlsx" else "text/csv"

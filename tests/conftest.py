@@ -36,7 +36,7 @@ from services.core.deps import Deps, open_deps
 from services.core.embedded import embedded_postgres, embedded_valkey
 from services.core.settings import Settings
 from services.core.storage import S3Storage
-from services.worker.settings import create_worker
+from services.worker.settings import drain
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTO_SERVER = ROOT / ".venv-moto" / "bin" / "moto_server"
@@ -305,22 +305,13 @@ WorkerRun = Callable[..., Awaitable[None]]
 
 @pytest.fixture
 def run_worker(settings: Settings, deps: Deps) -> WorkerRun:
-    """Run a real arq worker in this process until the queue is empty (burst mode)."""
+    """Run a real arq worker in this process until the queue is empty (burst mode).
 
-    async def _run(**overrides: Any) -> None:
-        worker = create_worker(
-            settings,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.05,
-            cron_jobs=[],
-            ctx={"settings": settings, "deps": deps},
-            **overrides,
-        )
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+    ``run_worker(deps=other)`` runs it on other dependencies (e.g. a broken storage).
+    """
+
+    async def _run(deps: Deps = deps, **overrides: Any) -> None:
+        await drain(settings, deps, **overrides)
 
     return _run
 

@@ -10,7 +10,7 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Worker, get_kwargs
 
-from services.core.deps import open_deps
+from services.core.deps import Deps, open_deps
 from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports, run_export
 from services.worker.jobs.imports import (
@@ -75,3 +75,20 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     return Worker(**worker_kwargs(settings, **overrides))
+
+
+async def drain(settings: Settings, deps: Deps, **overrides: Any) -> None:
+    """Run a worker on ``deps`` in this process until the queue is empty (tests, benchmarks)."""
+    worker = create_worker(
+        settings,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.05,
+        cron_jobs=[],
+        ctx={"settings": settings, "deps": deps},
+        **overrides,
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()

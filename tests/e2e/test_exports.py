@@ -36,7 +36,7 @@ from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports
 from services.worker.jobs.maintenance import reconcile_jobs
 from services.worker.queue import arq_redis
-from services.worker.settings import create_worker
+from services.worker.settings import create_worker, drain
 from tests.conftest import SECRET, WorkerRun
 from tests.e2e.export_files import (
     LABELS,
@@ -342,18 +342,7 @@ class Gate:
 
 
 async def gated_worker(settings: Settings, deps: Deps, gate: Gate) -> None:
-    worker = create_worker(
-        settings,
-        burst=True,
-        handle_signals=False,
-        poll_delay=0.05,
-        cron_jobs=[],
-        ctx={"settings": settings, "deps": msgspec_replace(deps, storage=gate)},
-    )
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await drain(settings, msgspec_replace(deps, storage=gate))
 
 
 def msgspec_replace(deps: Deps, **changes: Any) -> Deps:
@@ -522,8 +511,8 @@ async def test_storage_refusing_writes_fails_the_job_with_a_message_to_act_on(
     client: AsyncTestClient[Litestar],
     auth: dict[str, str],
     deps: Deps,
-    settings: Settings,
     world: None,
+    run_worker: WorkerRun,
 ) -> None:
     storage: Any = deps.storage
     if storage.backend == "s3":
@@ -536,18 +525,7 @@ async def test_storage_refusing_writes_fails_the_job_with_a_message_to_act_on(
         broken, fix = deps, "FERRY_STORAGE_DIR"
     body = {"dataset": "bookkeeping_records", "format": "csv", "account_id": "main"}
     job = (await client.post("/v1/exports", json=body, headers=auth)).json()
-    worker = create_worker(
-        settings,
-        burst=True,
-        handle_signals=False,
-        poll_delay=0.05,
-        cron_jobs=[],
-        ctx={"settings": settings, "deps": broken},
-    )
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_worker(deps=broken)
     view = (await client.get(f"/v1/jobs/{job['id']}", headers=auth)).json()
     assert view["status"] == "failed"
     assert "storage refused" in view["error"]["message"]

@@ -23,21 +23,6 @@ from services.core.errors import Conflict, Forbidden, InvalidInput
 from services.core.jobs import Job
 from services.worker.jobs.exports import admit_next
 
-STATUSES = {
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "expired",
-    "uploaded",
-    "validating",
-    "validated",
-    "committing",
-    "committed",
-    "rolled_back",
-}
-
 
 def authorize_job(principal: Principal, job: Job) -> None:
     """A job may be seen by callers allowed to read or write its dataset."""
@@ -78,7 +63,7 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """Newest first, keyset-paginated: pass `next_cursor` back as `cursor`."""
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
-    unknown = sorted(set(statuses or ()) - STATUSES)
+    unknown = sorted(set(statuses or ()) - set(jobs.STATUSES))
     if unknown:
         raise InvalidInput(
             f"unknown status {', '.join(unknown)}",
