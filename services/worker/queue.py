@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import msgspec
 from arq.connections import ArqRedis
+from arq.constants import (
+    default_queue_name,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
 from redis.asyncio import Redis
 
 from services.core.jobs import Job
@@ -44,3 +50,21 @@ async def enqueue(redis: ArqRedis, job: Job) -> bool:
         function, str(job.id), job.run, _job_id=arq_job_id(function, job)
     )
     return queued is not None
+
+
+async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
+    """Remove arq's delivery of an older run of ``job`` (a dead worker's).
+
+    Left alone it would sit in the queue until arq's in-progress mark expires (the
+    job timeout), counting as queue depth, and then only find a newer run.
+    """
+    function = FUNCTIONS.get((job.kind, job.status))
+    if function is None:
+        return
+    stale = f"{function}:{job.id}:{run}"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(default_queue_name, stale)
+        pipe.delete(
+            job_key_prefix + stale, in_progress_key_prefix + stale, retry_key_prefix + stale
+        )
+        await pipe.execute()

@@ -51,9 +51,6 @@ async def recover(deps: Deps, job_id: str, run_worker: WorkerRun) -> None:
         "WHERE id = $1::uuid AND lease_until IS NOT NULL",
         job_id,
     )
-    # arq would hand the dead worker's delivery out again once its in-progress key expires.
-    for key in await deps.redis.keys("arq:in-progress:*"):
-        await deps.redis.delete(key)
     await reconcile_jobs({"deps": deps, "redis": arq_redis(deps.redis)})
     await run_worker()
 

@@ -9,7 +9,7 @@ from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
 from services.worker.jobs.maintenance import reconcile_jobs
-from services.worker.queue import arq_redis
+from services.worker.queue import arq_redis, enqueue
 
 
 async def new_job(deps: Deps, **kw: Any) -> jobs.Job:
@@ -110,11 +110,13 @@ async def test_a_claim_fences_out_the_previous_attempt(deps: Deps) -> None:
 
 async def test_reconciler_re_enqueues_a_job_whose_lease_expired(deps: Deps) -> None:
     job = await new_job(deps)
+    queue = arq_redis(deps.redis)
+    await enqueue(queue, job)  # the delivery a worker took and then died with
+    await deps.redis.set(f"arq:in-progress:run_export:{job.id}:0", b"1")
     claimed = await jobs.claim_job(
         deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
     )
     assert claimed is not None
-    queue = arq_redis(deps.redis)
     ctx = {"deps": deps, "redis": queue}
     assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # lease still live
 
@@ -122,8 +124,11 @@ async def test_reconciler_re_enqueues_a_job_whose_lease_expired(deps: Deps) -> N
         "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1", job.id
     )
     assert await reconcile_jobs(ctx) == {"revived": 1, "requeued": 0}
+    # Only the new run is queued: the dead worker's delivery is gone with its marks.
     queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
     assert queued == {f"run_export:{job.id}:1"}
+    assert await deps.redis.exists(f"arq:in-progress:run_export:{job.id}:0") == 0
+    assert await deps.redis.exists(f"arq:job:run_export:{job.id}:0") == 0
     assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # nothing more to do
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from services.core import jobs
 from services.worker.context import deps, queue
 from services.worker.jobs.exports import admit_next
-from services.worker.queue import enqueue
+from services.worker.queue import drop_delivery, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,15 @@ WAITING_GRACE_SECONDS = 30.0
 async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue jobs whose worker died (lease lapsed) or that Redis lost.
 
-    A lapsed lease bumps the job's run, so the new arq job id is free even while
-    arq still holds the dead worker's delivery; that stale delivery later finds a
-    run mismatch and does nothing. A waiting job is enqueued under its current
-    id, which arq refuses when it still holds it, so this is safe to repeat.
+    A lapsed lease bumps the job's run, so the new arq job id is free; the dead
+    worker's delivery is dropped (were it ever run, it would find a newer run and do
+    nothing). A waiting job is enqueued under its current id, which arq refuses
+    when it still holds it, so this is safe to repeat.
     """
     d, redis = deps(ctx), queue(ctx)
     revived = 0
     for job in await jobs.expired_leases(d.db):
+        await drop_delivery(redis, job, job.run - 1)
         await enqueue(redis, job)
         revived += 1
         log.warning(
