@@ -8,8 +8,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-# Attributes every LogRecord has; anything else came in through ``extra``.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# Attributes every LogRecord has; anything else came in through ``extra``
+# (uvicorn adds an ANSI-coloured copy of each message, which is no use here).
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
