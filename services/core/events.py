@@ -8,10 +8,16 @@ after the given id, in order.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
+import redis.exceptions
 from redis.asyncio import Redis
+
+from services.core.jobs import Job, job_document
+
+log = logging.getLogger(__name__)
 
 TERMINAL = frozenset(
     {"succeeded", "failed", "cancelled", "expired", "validated", "committed", "rolled_back"}
@@ -53,6 +59,23 @@ class EventBus:
             results = await pipe.execute()
         event_id = results[0]
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    async def announce(self, job: Job, type: str, data: dict[str, Any] | None = None) -> None:
+        """Publish an event of ``job`` (its document unless ``data`` is given).
+
+        Best effort: the job row is the truth and SSE clients re-read it, so a Redis
+        hiccup here must not fail the request or the job that changed the row.
+        """
+        try:
+            await self.publish(
+                job_id=job.id,
+                org_id=job.org_id,
+                user_id=job.user_id,
+                type=type,
+                data=job_document(job) if data is None else data,
+            )
+        except redis.exceptions.RedisError:
+            log.warning("event not published", extra={"job_id": str(job.id), "type": type})
 
     async def last_id(self, stream: str) -> str:
         """Id of the newest event, or ``0-0`` for an empty stream."""

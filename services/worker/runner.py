@@ -109,16 +109,7 @@ class JobRun:
 
     async def publish(self, type: str, data: dict[str, Any]) -> None:
         """Best effort: the job row is the truth, events only tell about it."""
-        try:
-            await self.deps.events.publish(
-                job_id=self.job.id,
-                org_id=self.job.org_id,
-                user_id=self.job.user_id,
-                type=type,
-                data=data,
-            )
-        except redis.exceptions.RedisError:
-            log.warning("event not published", extra={"job_id": str(self.job.id), "type": type})
+        await self.deps.events.announce(self.job, type, data)
 
     async def finish(
         self,

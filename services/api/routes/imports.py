@@ -504,7 +504,7 @@ async def put_mapping(
         await pipeline.remember_mapping(conn, job.org_id, job.dataset, headers, current)
     job = jobs.Job(**dict(row.items()))
     await enqueue(queue, job)
-    await _publish(deps, job, "status")
+    await deps.events.announce(job, "status")
     return await import_view(request, deps, principal, job)
 
 
@@ -597,7 +597,7 @@ async def commit_import(
         raise Conflict(f"the import is {job.status}; it cannot be committed", status=job.status)
     job = jobs.Job(**dict(row.items()))
     await enqueue(queue, job)
-    await _publish(deps, job, "status")
+    await deps.events.announce(job, "status")
     return _response(await import_view(request, deps, principal, job), 202)
 
 
@@ -693,7 +693,7 @@ async def rollback_import(
         )
     if row is not None:
         job = jobs.Job(**dict(row.items()))
-        await _publish(deps, job, "rolled_back")
+        await deps.events.announce(job, "rolled_back")
         log.info(
             "import rolled back",
             extra={"action": "import_rolled_back", "job_id": str(job.id), "rows": rows},
@@ -701,17 +701,6 @@ async def rollback_import(
     elif not already:
         job = await load_import(deps, principal, job_id, write=True)
     return await import_view(request, deps, principal, job)
-
-
-async def _publish(deps: Deps, job: Job, type: str) -> None:
-    with contextlib.suppress(Exception):  # events only tell; the job row is the truth
-        await deps.events.publish(
-            job_id=job.id,
-            org_id=job.org_id,
-            user_id=job.user_id,
-            type=type,
-            data=jobs.job_document(job),
-        )
 
 
 routes = [

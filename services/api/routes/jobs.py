@@ -125,13 +125,7 @@ async def cancel_job(
         current = await jobs.get_job(deps.db, job_id, principal.org)
         raise Conflict(f"the job already ended ({current.status}); nothing to cancel")
     if done.status == "cancelled":
-        await deps.events.publish(
-            job_id=done.id,
-            org_id=done.org_id,
-            user_id=done.user_id,
-            type="cancelled",
-            data=jobs.job_document(done),
-        )
+        await deps.events.announce(done, "cancelled")
         if done.kind == "export":
             # A job that waited ahead may have held others back.
             limit = deps.settings.max_exports_per_user

@@ -159,13 +159,7 @@ async def expire_exports(ctx: dict[str, Any]) -> int:
         if done is None:
             continue
         expired += 1
-        await d.events.publish(
-            job_id=done.id,
-            org_id=done.org_id,
-            user_id=done.user_id,
-            type="expired",
-            data=jobs.job_document(done),
-        )
+        await d.events.announce(done, "expired")
     if expired:
         log.info("exports expired", extra={"action": "exports_expired", "count": expired})
     return expired
