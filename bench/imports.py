@@ -27,18 +27,9 @@ from typing import Any
 import asyncpg
 
 from bench.common import Figure, Report, free_port, redis_url, run_measured, scratch_database
+from services.core import demo
 
-COLUMNS = [
-    "ebay_order_id",
-    "sale_date",
-    "item_name",
-    "qty",
-    "sale_price_cents",
-    "fees_cents",
-    "shipping_cents",
-    "cost_cents",
-    "status",
-]
+COLUMNS = list(demo.COLUMNS[2:])  # the record columns, without org and account
 ORG, ACCOUNT = "bench", "main"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -65,7 +56,6 @@ def _spoil(row: list[Any], rng: random.Random, previous: list[Any]) -> None:
 
 def write_csv(path: Path, valid_path: Path, rows: int) -> int:
     """``rows`` orders, 1% invalid; the valid ones also go to ``valid_path``; returns them."""
-    from services.core import demo
 
     rng = random.Random(7)
     valid = 0
@@ -91,8 +81,6 @@ def write_csv(path: Path, valid_path: Path, rows: int) -> int:
 
 def write_xlsx(path: Path, rows: int) -> None:
     import xlsxwriter
-
-    from services.core import demo
 
     book = xlsxwriter.Workbook(str(path), {"constant_memory": True})
     sheet = book.add_worksheet("Orders")
