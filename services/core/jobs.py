@@ -66,12 +66,13 @@ class Job(msgspec.Struct, kw_only=True):
         return self.status in FINAL
 
 
-def _job(record: Any) -> Job:
+def from_record(record: Any) -> Job:
+    """A Job from a ``jobs`` row."""
     return Job(**dict(record.items()))
 
 
 def _maybe(record: Any) -> Job | None:
-    return None if record is None else _job(record)
+    return None if record is None else from_record(record)
 
 
 def request_hash(body: Any) -> str:
@@ -110,8 +111,8 @@ async def create_job(
         digest if idempotency_key else None,
     )
     if row is not None:
-        return _job(row), True
-    existing = _job(await db.fetchrow(Q.get_job_by_key, org_id, user_id, idempotency_key))
+        return from_record(row), True
+    existing = from_record(await db.fetchrow(Q.get_job_by_key, org_id, user_id, idempotency_key))
     if existing.request_hash != digest:
         raise InvalidInput(
             "this Idempotency-Key was used with a different request",
@@ -150,7 +151,7 @@ async def list_jobs(
     """One caller's jobs, newest first, after the keyset cursor ``before``."""
     created, last_id = before if before else (None, None)
     rows = await db.fetch(Q.list_jobs, org_id, user_id, kind, statuses, created, last_id, limit)
-    return [_job(r) for r in rows]
+    return [from_record(r) for r in rows]
 
 
 async def claim_job(
@@ -186,7 +187,7 @@ async def admissible_jobs(
 ) -> list[Job]:
     """The oldest waiting jobs of one owner that fit under ``limit`` running at once."""
     rows = await db.fetch(Q.admissible_jobs, org_id, user_id, kind, statuses, limit)
-    return [_job(r) for r in rows]
+    return [from_record(r) for r in rows]
 
 
 async def cancel_job(db: Pool | Connection, job: Job) -> Job | None:
@@ -206,7 +207,7 @@ async def cancel_job(db: Pool | Connection, job: Job) -> Job | None:
 
 async def expirable_exports(db: Pool | Connection) -> list[Job]:
     """Succeeded exports whose file is past its ``expires_at``."""
-    return [_job(r) for r in await db.fetch(Q.expirable_exports)]
+    return [from_record(r) for r in await db.fetch(Q.expirable_exports)]
 
 
 async def expire_export(db: Pool | Connection, job: Job) -> Job | None:
@@ -266,12 +267,12 @@ async def release_job(
 
 async def expired_leases(db: Pool | Connection) -> list[Job]:
     """Bump the run of jobs whose worker died, so they can be enqueued afresh."""
-    return [_job(r) for r in await db.fetch(Q.expired_leases)]
+    return [from_record(r) for r in await db.fetch(Q.expired_leases)]
 
 
 async def waiting_jobs(db: Pool | Connection, *, older_than: float) -> list[Job]:
     """Jobs waiting for a worker for longer than ``older_than`` seconds."""
-    return [_job(r) for r in await db.fetch(Q.waiting_jobs, older_than)]
+    return [from_record(r) for r in await db.fetch(Q.waiting_jobs, older_than)]
 
 
 def job_document(job: Job) -> dict[str, Any]:

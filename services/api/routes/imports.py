@@ -28,6 +28,7 @@ from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
 from services.core.datasets import Dataset
+from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from services.core.imports import commit as commits
@@ -480,29 +481,17 @@ async def put_mapping(
     headers: list[str] = result.get("source", {}).get("headers", [])
     new = mappings.check_choices(data, headers, ds)
     chosen = {**(job.params.get("mapping") or {}), **new}
-    current = {
-        h: (m["field"] if isinstance(m, dict) else None)
-        for h, m in (result.get("mapping") or {}).items()
-    }
+    current = mappings.document_choices(result.get("mapping"))
     for header, name in new.items():
         if name is not None:
             current = {h: (None if f == name else f) for h, f in current.items()}
         current[header] = name
     async with deps.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE jobs SET status = 'validating', run = run + 1, "
-            "params = params || jsonb_build_object('mapping', $3::jsonb), "
-            "result = jsonb_build_object('source', result->'source'), progress = NULL, "
-            "error = NULL, updated_at = now() "
-            "WHERE id = $1 AND org_id = $2 AND status = 'validated' RETURNING *",
-            job.id,
-            principal.org,
-            chosen,
-        )
+        row = await conn.fetchrow(Q.revalidate_import, job.id, principal.org, chosen)
         if row is None:
             raise Conflict("the import changed meanwhile; read it again")
         await pipeline.remember_mapping(conn, job.org_id, job.dataset, headers, current)
-    job = jobs.Job(**dict(row.items()))
+    job = jobs.from_record(row)
     await enqueue(queue, job)
     await deps.events.announce(job, "status")
     return await import_view(request, deps, principal, job)
@@ -574,16 +563,9 @@ async def commit_import(
         return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
     _committable(job, body)
     result = job.result or {}
-    accepted = {
-        h: (m["field"] if isinstance(m, dict) else None)
-        for h, m in (result.get("mapping") or {}).items()
-    }
+    accepted = mappings.document_choices(result.get("mapping"))
     row = await deps.db.fetchrow(
-        "UPDATE jobs SET status = 'committing', "
-        "params = params || jsonb_build_object('on_error', $3::text, 'commit_key', $4::text, "
-        "'accepted_mapping', $5::jsonb), updated_at = now() "
-        "WHERE id = $1 AND org_id = $2 AND status = 'validated' AND cancel_requested_at IS NULL "
-        "RETURNING *",
+        Q.request_commit,
         job.id,
         principal.org,
         body.on_error,
@@ -595,7 +577,7 @@ async def commit_import(
         if job.status in ("committing", "committed", "rolled_back"):
             return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
         raise Conflict(f"the import is {job.status}; it cannot be committed", status=job.status)
-    job = jobs.Job(**dict(row.items()))
+    job = jobs.from_record(row)
     await enqueue(queue, job)
     await deps.events.announce(job, "status")
     return _response(await import_view(request, deps, principal, job), 202)
@@ -629,30 +611,7 @@ def _committable(job: Job, body: CommitBody) -> None:
         )
     if job.status != "validated":
         raise Conflict(f"the import is {job.status}; it cannot be committed", status=job.status)
-    result = job.result or {}
-    totals = result.get("totals") or {}
-    report = links(job)["error_report"]
-    if result.get("unmapped_required"):
-        missing = ", ".join(result["unmapped_required"])
-        raise Conflict(
-            f"required fields are not mapped: {missing}; map a column to each with "
-            f"PUT /v1/imports/{job.id}/mapping",
-            unmapped_required=result["unmapped_required"],
-        )
-    if not totals.get("valid"):
-        raise Conflict(
-            "no row of this file is valid; fix the file and upload it again",
-            totals=totals,
-            error_report=report,
-        )
-    if totals.get("invalid") and body.on_error != "skip":
-        raise Conflict(
-            f"{totals['invalid']} of {totals['rows']} rows are invalid, so nothing was "
-            'committed; fix them (see error_report) or send {"on_error": "skip"} to commit '
-            f"the {totals['valid']} valid rows only",
-            totals=totals,
-            error_report=report,
-        )
+    commits.check_committable(job, on_error=body.on_error, report=links(job)["error_report"])
 
 
 @post(
@@ -683,16 +642,13 @@ async def rollback_import(
     async with deps.db.acquire() as conn, conn.transaction():
         batch, rows, already = await commits.rollback(conn, ds, job, confirm=body.confirm)
         row = await conn.fetchrow(
-            "UPDATE jobs SET status = 'rolled_back', updated_at = now(), "
-            "result = result || "
-            "jsonb_build_object('batch', $2::jsonb, 'rolled_back_rows', $3::int) "
-            "WHERE id = $1 AND status = 'committed' RETURNING *",
+            Q.mark_rolled_back,
             job.id,
             commits.batch_document(batch),
             rows,
         )
     if row is not None:
-        job = jobs.Job(**dict(row.items()))
+        job = jobs.from_record(row)
         await deps.events.announce(job, "rolled_back")
         log.info(
             "import rolled back",

@@ -140,3 +140,97 @@ LIMIT 500;
 UPDATE jobs SET status = 'expired', updated_at = now()
 WHERE id = $1 AND status = 'succeeded'
 RETURNING *;
+
+-- --- imports ---------------------------------------------------------------------------
+
+-- name: find_batch
+SELECT * FROM import_batches WHERE job_id = $1;
+
+-- name: insert_batch
+-- job_id is UNIQUE: a second commit of the same import stops here.
+INSERT INTO import_batches (id, job_id, org_id, account_id, user_id, dataset,
+                            filename, skipped_count, rollback_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::interval)
+RETURNING *;
+
+-- name: count_batch_rows
+UPDATE import_batches SET row_count = $2 WHERE id = $1 RETURNING *;
+
+-- name: lock_batch
+-- Rollback takes the batch row first, so two rollbacks of one import queue up.
+SELECT *, now() > rollback_until AS closed FROM import_batches WHERE job_id = $1 FOR UPDATE;
+
+-- name: mark_batch_rolled_back
+UPDATE import_batches SET rolled_back_at = now() WHERE id = $1 RETURNING *;
+
+-- name: remembered_mapping
+SELECT mapping FROM import_mappings WHERE org_id = $1 AND header_key = $2;
+
+-- name: remember_mapping
+INSERT INTO import_mappings (org_id, header_key, dataset, headers, mapping)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (org_id, header_key) DO UPDATE SET mapping = excluded.mapping, updated_at = now();
+
+-- name: revalidate_import
+-- A new mapping: back to `validating` under a new run (arq refuses an id it still holds).
+UPDATE jobs
+SET status = 'validating', run = run + 1,
+    params = params || jsonb_build_object('mapping', $3::jsonb),
+    result = jsonb_build_object('source', result -> 'source'),
+    progress = NULL, error = NULL, updated_at = now()
+WHERE id = $1 AND org_id = $2 AND status = 'validated'
+RETURNING *;
+
+-- name: request_commit
+UPDATE jobs
+SET status = 'committing',
+    params = params || jsonb_build_object('on_error', $3::text, 'commit_key', $4::text,
+                                          'accepted_mapping', $5::jsonb),
+    updated_at = now()
+WHERE id = $1 AND org_id = $2 AND status = 'validated' AND cancel_requested_at IS NULL
+RETURNING *;
+
+-- name: mark_rolled_back
+UPDATE jobs
+SET status = 'rolled_back', updated_at = now(),
+    result = result || jsonb_build_object('batch', $2::jsonb, 'rolled_back_rows', $3::int)
+WHERE id = $1 AND status = 'committed'
+RETURNING *;
+
+-- name: close_rollback_windows
+UPDATE import_batches SET closed_at = now()
+WHERE rollback_until < now() AND closed_at IS NULL AND rolled_back_at IS NULL
+RETURNING job_id, org_id;
+
+-- name: mark_import_files_deleted
+UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', to_jsonb(now()))
+WHERE id = ANY($1::uuid[]);
+
+-- name: purge_import_batches
+DELETE FROM import_batches WHERE created_at < now() - make_interval(days => $1);
+
+-- name: expire_validated_imports
+-- Validated imports nobody committed within $1 days.
+UPDATE jobs
+SET status = 'cancelled', finished_at = now(), updated_at = now(),
+    error = jsonb_build_object('type', 'expired', 'message',
+                               'not committed within ' || $1 || ' days; upload the file again')
+WHERE kind = 'import' AND status = 'validated'
+  AND updated_at < now() - make_interval(days => $1)
+RETURNING id;
+
+-- name: delete_stale_import_files
+-- Ended imports whose upload and report are kept no longer (older than $1 days, or in $2).
+UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', to_jsonb(now()))
+WHERE kind = 'import' AND status IN ('failed', 'cancelled', 'rolled_back')
+  AND (updated_at < now() - make_interval(days => $1) OR id = ANY($2::uuid[]))
+  AND (result IS NULL OR NOT result ? 'files_deleted_at')
+RETURNING id, org_id;
+
+-- name: leftover_staging_tables
+-- Staging tables of imports that no longer need them (or of jobs that are gone).
+SELECT c.relname FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN jobs j ON j.id::text = c.relname
+WHERE n.nspname = $1 AND c.relkind = 'r'
+  AND (j.id IS NULL OR j.status NOT IN ('uploaded', 'validating', 'validated', 'committing'));

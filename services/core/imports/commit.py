@@ -21,6 +21,7 @@ import asyncpg
 from services.core.datasets import Dataset
 from services.core.datasets.sql import ident, table
 from services.core.db.pool import Connection
+from services.core.db.queries import Q
 from services.core.errors import Conflict
 from services.core.imports import staging
 from services.core.jobs import Job
@@ -39,8 +40,36 @@ def batch_document(row: Any) -> dict[str, Any]:
     }
 
 
+def check_committable(job: Job, *, on_error: str, report: str | None = None) -> None:
+    """Refuse (409) to commit a validated import that is not ready: the api answers
+    with it, and the worker checks again before it writes anything."""
+    result = job.result or {}
+    totals = result.get("totals") or {}
+    if result.get("unmapped_required"):
+        missing = ", ".join(result["unmapped_required"])
+        raise Conflict(
+            f"required fields are not mapped: {missing}; map a column to each with "
+            f"PUT /v1/imports/{job.id}/mapping",
+            unmapped_required=result["unmapped_required"],
+        )
+    if not totals.get("valid"):
+        raise Conflict(
+            "no row of this file is valid; fix the file and upload it again",
+            totals=totals,
+            error_report=report,
+        )
+    if totals.get("invalid") and on_error != "skip":
+        raise Conflict(
+            f"{totals['invalid']} of {totals['rows']} rows are invalid, so nothing was "
+            'committed; fix them (see error_report) or send {"on_error": "skip"} to commit '
+            f"the {totals['valid']} valid rows only",
+            totals=totals,
+            error_report=report,
+        )
+
+
 async def find_batch(conn: Any, job_id: uuid.UUID) -> Any:
-    return await conn.fetchrow("SELECT * FROM import_batches WHERE job_id = $1", job_id)
+    return await conn.fetchrow(Q.find_batch, job_id)
 
 
 async def insert_batch(
@@ -49,9 +78,7 @@ async def insert_batch(
     """The batch row of this import, or None when the import was committed already."""
     try:
         return await conn.fetchrow(
-            "INSERT INTO import_batches (id, job_id, org_id, account_id, user_id, dataset, "
-            "filename, skipped_count, rollback_until) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::interval) RETURNING *",
+            Q.insert_batch,
             uuid.uuid4(),
             job.id,
             job.org_id,
@@ -103,11 +130,7 @@ async def rollback(
     Runs inside the caller's transaction. Raises Conflict when the window closed, or
     when records were edited since the import and ``confirm`` is false.
     """
-    batch = await conn.fetchrow(
-        "SELECT *, now() > rollback_until AS closed FROM import_batches WHERE job_id = $1 "
-        "FOR UPDATE",
-        job.id,
-    )
+    batch = await conn.fetchrow(Q.lock_batch, job.id)
     if batch is None:
         raise Conflict("this import has no committed batch to roll back")
     if batch["rolled_back_at"] is not None:
@@ -142,7 +165,5 @@ async def rollback(
         f"UPDATE {records} SET {deleted} = now() WHERE {batch_col} = $1 AND {deleted} IS NULL",
         batch["id"],
     )
-    batch = await conn.fetchrow(
-        "UPDATE import_batches SET rolled_back_at = now() WHERE id = $1 RETURNING *", batch["id"]
-    )
+    batch = await conn.fetchrow(Q.mark_batch_rolled_back, batch["id"])
     return batch, int(status.split()[-1]), False

@@ -187,3 +187,8 @@ def mapping_document(mapping: Mapping) -> dict[str, Any]:
 def mapping_choices(mapping: Mapping) -> dict[str, str | None]:
     """The plain ``{column: field or null}`` form (what is remembered)."""
     return {h: (m.field if m is not None else None) for h, m in mapping.items()}
+
+
+def document_choices(document: dict[str, Any] | None) -> dict[str, str | None]:
+    """``mapping_choices`` of a mapping as stored in an import's result."""
+    return {h: (m["field"] if isinstance(m, dict) else None) for h, m in (document or {}).items()}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core.datasets import Dataset
+from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
 from services.core.imports import mapping as mappings
@@ -143,7 +144,7 @@ async def remembered_mapping(
     deps: Deps, org_id: str, dataset: str, headers: list[str]
 ) -> dict[str, Any] | None:
     value = await deps.db.fetchval(
-        "SELECT mapping FROM import_mappings WHERE org_id = $1 AND header_key = $2",
+        Q.remembered_mapping,
         org_id,
         mappings.header_key(dataset, headers),
     )
@@ -155,9 +156,7 @@ async def remember_mapping(
 ) -> None:
     """Accepted mappings are suggested first next time the same headers come."""
     await conn.execute(
-        "INSERT INTO import_mappings (org_id, header_key, dataset, headers, mapping) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, header_key) DO UPDATE "
-        "SET mapping = excluded.mapping, updated_at = now()",
+        Q.remember_mapping,
         org_id,
         mappings.header_key(dataset, headers),
         dataset,

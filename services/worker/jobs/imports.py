@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from services.core import jobs
+from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict
 from services.core.imports import commit, pipeline, staging
@@ -59,7 +59,7 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                 )
                 await _drop_staging(d, job.id)
                 return
-            _check_committable(job, document)
+            commit.check_committable(job, on_error=job.params.get("on_error", "abort"))
             if not await staging.exists(conn, job.id):
                 raise Conflict(
                     "the validated rows of this import are gone (the database restarted?); "
@@ -86,11 +86,7 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                     )
                     return
                 inserted = await commit.insert_records(conn, ds, job, batch["id"])
-                batch = await conn.fetchrow(
-                    "UPDATE import_batches SET row_count = $2 WHERE id = $1 RETURNING *",
-                    batch["id"],
-                    inserted,
-                )
+                batch = await conn.fetchrow(Q.count_batch_rows, batch["id"], inserted)
                 choices = job.params.get("accepted_mapping")
                 if isinstance(choices, dict):
                     await pipeline.remember_mapping(
@@ -122,16 +118,6 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
     )
 
 
-def _check_committable(job: jobs.Job, document: dict[str, Any]) -> None:
-    totals = document.get("totals") or {}
-    if document.get("unmapped_required"):
-        raise Conflict(
-            "required fields are not mapped: " + ", ".join(document["unmapped_required"])
-        )
-    if totals.get("invalid") and job.params.get("on_error") != "skip":
-        raise Conflict(f"{totals['invalid']} row(s) are invalid and on_error is not 'skip'")
-
-
 async def _drop_staging(d: Deps, job_id: Any) -> None:
     try:
         await staging.drop(d.db, job_id)
@@ -145,18 +131,10 @@ async def _drop_staging(d: Deps, job_id: Any) -> None:
 async def close_rollback_windows(ctx: dict[str, Any]) -> int:
     """Batches past their window can no longer be rolled back; their upload is deleted."""
     d = deps(ctx)
-    rows = await d.db.fetch(
-        "UPDATE import_batches SET closed_at = now() "
-        "WHERE rollback_until < now() AND closed_at IS NULL AND rolled_back_at IS NULL "
-        "RETURNING job_id, org_id"
-    )
+    rows = await d.db.fetch(Q.close_rollback_windows)
     for row in rows:
         await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["job_id"]))
-    await d.db.execute(
-        "UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', "
-        "to_jsonb(now())) WHERE id = ANY($1::uuid[])",
-        [row["job_id"] for row in rows],
-    )
+    await d.db.execute(Q.mark_import_files_deleted, [row["job_id"] for row in rows])
     if rows:
         log.info("rollback windows closed", extra={"action": "windows_closed", "count": len(rows)})
     return len(rows)
@@ -165,10 +143,7 @@ async def close_rollback_windows(ctx: dict[str, Any]) -> int:
 async def purge_import_batches(ctx: dict[str, Any]) -> int:
     """Batch rows older than the retention are deleted (records keep their data)."""
     d = deps(ctx)
-    status = await d.db.execute(
-        "DELETE FROM import_batches WHERE created_at < now() - make_interval(days => $1)",
-        d.settings.batch_retention_days,
-    )
+    status = await d.db.execute(Q.purge_import_batches, d.settings.batch_retention_days)
     purged = int(status.split()[-1])
     if purged:
         log.info("import batches purged", extra={"action": "batches_purged", "count": purged})
@@ -183,33 +158,11 @@ async def clean_imports(ctx: dict[str, Any]) -> dict[str, int]:
     """
     d = deps(ctx)
     keep = d.settings.import_keep_days
-    expired = await d.db.fetch(
-        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), "
-        "error = jsonb_build_object('type', 'expired', 'message', "
-        "'not committed within ' || $1 || ' days; upload the file again') "
-        "WHERE kind = 'import' AND status = 'validated' "
-        "AND updated_at < now() - make_interval(days => $1) RETURNING id",
-        keep,
-    )
-    stale = await d.db.fetch(
-        "UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', "
-        "to_jsonb(now())) WHERE kind = 'import' "
-        "AND status IN ('failed', 'cancelled', 'rolled_back') "
-        "AND (updated_at < now() - make_interval(days => $1) OR id = ANY($2::uuid[])) "
-        "AND (result IS NULL OR NOT result ? 'files_deleted_at') RETURNING id, org_id",
-        keep,
-        [row["id"] for row in expired],
-    )
+    expired = await d.db.fetch(Q.expire_validated_imports, keep)
+    stale = await d.db.fetch(Q.delete_stale_import_files, keep, [row["id"] for row in expired])
     for row in stale:
         await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["id"]))
-    tables = await d.db.fetch(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "LEFT JOIN jobs j ON j.id::text = c.relname "
-        "WHERE n.nspname = $1 AND c.relkind = 'r' "
-        "AND (j.id IS NULL "
-        "OR j.status NOT IN ('uploaded', 'validating', 'validated', 'committing'))",
-        staging.SCHEMA,
-    )
+    tables = await d.db.fetch(Q.leftover_staging_tables, staging.SCHEMA)
     for row in tables:
         await staging.drop(d.db, row["relname"])
     return {"expired": len(expired), "files": len(stale), "tables": len(tables)}
