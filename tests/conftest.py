@@ -277,6 +277,18 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
         yield c
 
 
+def ferry_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a ``ferry`` process on these settings (and no other FERRY_*)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    for name in (
+        "database_url", "redis_url", "jwt_secret", "storage_dir",
+        "s3_bucket", "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key",
+    ):  # fmt: skip
+        if value := getattr(settings, name):
+            env[f"FERRY_{name.upper()}"] = str(value)
+    return env | {f"FERRY_{name.upper()}": value for name, value in overrides.items()}
+
+
 TokenFactory = Callable[..., str]
 
 

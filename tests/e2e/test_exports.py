@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from services.worker.jobs.exports import expire_exports
 from services.worker.jobs.maintenance import reconcile_jobs
 from services.worker.queue import arq_redis
 from services.worker.settings import drain
-from tests.conftest import SECRET, WorkerRun
+from tests.conftest import SECRET, WorkerRun, ferry_env
 from tests.e2e.export_files import (
     LABELS,
     PRESETS,
@@ -536,23 +535,6 @@ async def test_storage_refusing_writes_fails_the_job_with_a_message_to_act_on(
 # --- crash recovery ---------------------------------------------------------------------
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-    env |= {
-        "FERRY_DATABASE_URL": settings.database_url,
-        "FERRY_REDIS_URL": settings.redis_url,
-        "FERRY_JWT_SECRET": settings.jwt_secret,
-        "FERRY_STORAGE_DIR": settings.storage_dir,
-        "FERRY_JOB_LEASE_SECONDS": "2",
-        "FERRY_XLSX_ENGINE": "xlsxwriter",  # the slow engine: time to kill it mid-file
-        "FERRY_LOG_LEVEL": "WARNING",
-    }
-    for name in ("s3_bucket", "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key"):
-        if value := getattr(settings, name):
-            env[f"FERRY_{name.upper()}"] = value
-    return env
-
-
 async def test_a_worker_killed_mid_export_leaves_exactly_one_file_after_recovery(
     client: AsyncTestClient[Litestar],
     auth: dict[str, str],
@@ -566,7 +548,15 @@ async def test_a_worker_killed_mid_export_leaves_exactly_one_file_after_recovery
     job = (await client.post("/v1/exports", json=body, headers=auth)).json()
     with open(tmp_path / "worker.log", "wb") as log:  # noqa: ASYNC230 - a log file
         proc = subprocess.Popen(  # noqa: ASYNC220 - a real worker process, to SIGKILL
-            [str(FERRY), "worker"], env=worker_env(settings), stdout=log, stderr=log
+            [str(FERRY), "worker"],
+            env=ferry_env(
+                settings,
+                job_lease_seconds="2",
+                xlsx_engine="xlsxwriter",  # the slow engine: time to kill it mid-file
+                log_level="WARNING",
+            ),
+            stdout=log,
+            stderr=log,
         )
     try:
 

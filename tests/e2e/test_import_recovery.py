@@ -3,38 +3,51 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from services.core.deps import Deps
 from services.core.settings import Settings
 from services.worker.jobs.maintenance import reconcile_jobs
 from services.worker.queue import arq_redis
-from tests.conftest import ROOT, WorkerRun
+from tests.conftest import ROOT, WorkerRun, ferry_env
 from tests.e2e.imports_helpers import Client, imported, job_row, orders_csv, records
 
 ROWS = 3000
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FERRY_")},
-        "FERRY_DATABASE_URL": settings.database_url,
-        "FERRY_REDIS_URL": settings.redis_url,
-        "FERRY_STORAGE_DIR": settings.storage_dir,
-        "FERRY_LOG_LEVEL": "WARNING",
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "worker"],
-        env=env,
+        env=ferry_env(settings, log_level="WARNING"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@contextlib.asynccontextmanager
+async def holding_the_last_order(deps: Deps) -> AsyncIterator[None]:
+    """An uncommitted row with the file's last order id: a commit's INSERT … SELECT
+    inserts the rows before it and then waits on it — mid-transaction, half done."""
+    last = f"10-{ROWS - 1:05d}-{(ROWS - 1) * 7 % 100000:05d}"
+    async with deps.db.acquire() as blocker:
+        hold = blocker.transaction()
+        await hold.start()
+        await blocker.execute(
+            "INSERT INTO bookkeeping_records (org_id, account_id, ebay_order_id, sale_date, "
+            "item_name, sale_price_cents) VALUES ('acme', 'main', $1, '2026-01-01', 'x', 1)",
+            last,
+        )
+        try:
+            yield
+        finally:
+            await hold.rollback()
 
 
 async def wait_for(deps: Deps, sql: str, *args: Any) -> None:
@@ -63,17 +76,7 @@ async def test_a_worker_killed_mid_insert_commits_exactly_once_after_recovery(
     settings: Settings,
 ) -> None:
     doc = await imported(client, auth, run_worker, orders_csv(ROWS))
-    last = f"10-{ROWS - 1:05d}-{(ROWS - 1) * 7 % 100000:05d}"
-    async with deps.db.acquire() as blocker:
-        # An uncommitted row with the file's last order id: the worker's INSERT … SELECT
-        # inserts the rows before it and then waits on it — mid-transaction, half done.
-        hold = blocker.transaction()
-        await hold.start()
-        await blocker.execute(
-            "INSERT INTO bookkeeping_records (org_id, account_id, ebay_order_id, sale_date, "
-            "item_name, sale_price_cents) VALUES ('acme', 'main', $1, '2026-01-01', 'x', 1)",
-            last,
-        )
+    async with holding_the_last_order(deps):
         accepted = await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)
         assert accepted.status_code == 202
         worker = start_worker(settings)
@@ -90,7 +93,6 @@ async def test_a_worker_killed_mid_insert_commits_exactly_once_after_recovery(
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-        await hold.rollback()
     # The dead worker's backend finishes its statement, finds its client gone, rolls back.
     await wait_for(
         deps,
@@ -137,15 +139,7 @@ async def test_a_cancel_during_the_commit_leaves_nothing_half_committed(
     client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
 ) -> None:
     doc = await imported(client, auth, run_worker, orders_csv(ROWS))
-    last = f"10-{ROWS - 1:05d}-{(ROWS - 1) * 7 % 100000:05d}"
-    async with deps.db.acquire() as blocker:
-        hold = blocker.transaction()
-        await hold.start()
-        await blocker.execute(
-            "INSERT INTO bookkeeping_records (org_id, account_id, ebay_order_id, sale_date, "
-            "item_name, sale_price_cents) VALUES ('acme', 'main', $1, '2026-01-01', 'x', 1)",
-            last,
-        )
+    async with holding_the_last_order(deps):
         await client.post(f"/v1/imports/{doc['id']}/commit", headers=auth)
 
         async def cancel_when_blocked() -> None:
@@ -160,7 +154,6 @@ async def test_a_cancel_during_the_commit_leaves_nothing_half_committed(
             )
 
         await asyncio.gather(run_worker(), cancel_when_blocked())
-        await hold.rollback()
     job = await job_row(deps, doc["id"])
     assert job["status"] == "cancelled"
     assert await records(deps) == []
