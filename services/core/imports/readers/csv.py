@@ -1,0 +1,316 @@
+"""CSV: the encoding, the delimiter and the header row of a file, then its records.
+
+The encoding is a byte order mark, else UTF-8 if the whole file decodes as such, else
+a guess among the code pages spreadsheet programs write. The delimiter is the one
+that cuts a sample into the most regular columns. Line numbers are the physical
+lines a person sees in an editor (quoted line breaks counted). Memory is bounded by
+one chunk: the file is read as a stream.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import charset_normalizer
+
+from services.core.errors import InvalidInput
+from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips
+from services.core.imports.readers.layout import (
+    BOMS,
+    SAMPLE_ROWS,
+    Layout,
+    Limits,
+    clean_headers,
+    find_header,
+    preamble,
+    trimmed,
+)
+
+# Where a file is not UTF-8, these are the encodings spreadsheet users really produce;
+# charset-normalizer chooses among them only (left free it guesses exotic code pages).
+FALLBACK_ENCODINGS = ["cp1252", "cp1250", "iso8859_15", "mac_roman"]
+ENCODING_LABELS = {
+    "cp1252": "windows-1252",
+    "cp1250": "windows-1250",
+    "iso8859_15": "iso-8859-15",
+    "mac_roman": "mac-roman",
+}
+DELIMITERS = (",", ";", "\t", "|")
+SAMPLE_CHARS = 64 * 1024
+
+
+def detect_encoding(path: Path) -> tuple[str, str, str]:
+    """``(codec, label, reason)``: BOM, else strict UTF-8 over the whole file, else a guess.
+
+    The UTF-8 check reads the whole file (C speed, ~1 GB/s), so a stray Windows-1252
+    byte on the last line is caught before parsing, not after half the rows.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        for bom, codec, label in BOMS:
+            if head.startswith(bom):
+                return codec, label, "byte order mark"
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        try:
+            while block := fh.read(1024 * 1024):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "utf-8", "utf-8", "valid UTF-8"
+        fh.seek(0)
+        sample = fh.read(1024 * 1024)
+    matches = charset_normalizer.from_bytes(
+        sample, cp_isolation=FALLBACK_ENCODINGS, preemptive_behaviour=False
+    )
+    best = matches.best()
+    candidates = {m.encoding: m for m in matches}
+    codec = "cp1252"
+    if best is not None and best.encoding in ENCODING_LABELS:
+        codec = best.encoding
+        # Where Windows-1252 reads the text as well as the winner, it is far likelier.
+        ours = candidates.get("cp1252")
+        if ours is not None and ours.chaos <= best.chaos + 0.01:
+            codec = "cp1252"
+    label = ENCODING_LABELS[codec]
+    return codec, label, f"not UTF-8; reads best as {label}"
+
+
+def _sample_text(path: Path, codec: str) -> str:
+    with open(path, encoding=codec, errors="replace", newline="") as fh:
+        text = fh.read(SAMPLE_CHARS)
+        if len(text) == SAMPLE_CHARS:
+            # Finish the line so the last sampled record is whole (bounded: a line of a
+            # huge field is cut, which only makes it look irregular).
+            text += fh.readline(SAMPLE_CHARS)
+    return text
+
+
+def _sample_rows(
+    text: str, delimiter: str, limit: int = SAMPLE_ROWS
+) -> list[tuple[int, list[str]]]:
+    """(line, row) of the first records of the sample; stops at a row it cannot read."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows: list[tuple[int, list[str]]] = []
+    prev = 0
+    try:
+        for row in reader:
+            rows.append((prev + 1, row))
+            prev = reader.line_num
+            if len(rows) >= limit:
+                break
+    except csv.Error:
+        pass
+    return rows
+
+
+def detect_delimiter(text: str) -> str:
+    """The delimiter that splits the sample into the most consistent number of columns."""
+    best: tuple[float, int, int, str] = (0.0, 1, 0, ",")
+    for rank, delimiter in enumerate(DELIMITERS):
+        counts = [trimmed(row) for _, row in _sample_rows(text, delimiter)]
+        counts = [c for c in counts if c]
+        if not counts:
+            continue
+        modal, freq = Counter(counts).most_common(1)[0]
+        if modal < 2:
+            continue
+        score = (round(freq / len(counts), 2), modal, -rank, delimiter)
+        if score > best:
+            best = score
+    return best[3]
+
+
+def csv_layout(path: Path, limits: Limits) -> Layout:
+    """Encoding, delimiter, header row and headers of a CSV file."""
+    codec, label, reason = detect_encoding(path)
+    text = _sample_text(path, codec)
+    if not text.strip():
+        raise InvalidInput(
+            "the file has no header row (it is empty or blank)",
+            errors=[{"field": "file", "message": "no header row"}],
+        )
+    delimiter = detect_delimiter(text)
+    csv.field_size_limit(limits.max_field_chars)
+    rows = _sample_rows(text, delimiter)
+    index = find_header(rows)
+    if index < 0:
+        raise InvalidInput(
+            "the file has no header row", errors=[{"field": "file", "message": "no header row"}]
+        )
+    line, cells = rows[index]
+    return Layout(
+        kind="csv",
+        headers=clean_headers(cells, limits),
+        header_line=line,
+        encoding=codec,
+        encoding_label=label,
+        encoding_reason=reason,
+        delimiter=delimiter,
+        preamble=preamble(rows, index, "line"),
+    )
+
+
+class _Counted(io.RawIOBase):
+    """A raw file that counts the bytes read, for progress."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._fh.readinto(buffer)
+        self.read_bytes += n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+class ReadAgain(Exception):
+    """The fast reader met a row it cannot read; read the file again, carefully."""
+
+
+def read_csv(
+    path: Path,
+    layout: Layout,
+    limits: Limits,
+    skips: Skips,
+    *,
+    chunk_rows: int,
+    careful: bool = False,
+) -> Iterator[Chunk]:
+    """The records of a CSV file after its header, ``chunk_rows`` at a time.
+
+    The fast way takes ``chunk_rows`` rows from the csv module at once (no Python per
+    row) and works out their lines from the reader's line count; only a chunk with
+    odd rows is looked at row by row. A row the csv module cannot read (a value over
+    the size limit) raises ``ReadAgain``: the careful way reads row by row and turns
+    such a row into a row error.
+    """
+    assert layout.encoding is not None
+    assert layout.delimiter is not None
+    skips.add_preamble(layout)
+    width = len(layout.headers)
+    errors = "strict" if layout.encoding.startswith("utf") else "replace"
+    csv.field_size_limit(limits.max_field_chars)
+    raw = _Counted(path)
+    with io.TextIOWrapper(
+        io.BufferedReader(raw), encoding=layout.encoding, errors=errors, newline=""
+    ) as fh:
+        reader = csv.reader(fh, delimiter=layout.delimiter)
+        builder = ChunkBuilder(width, limits, skips, chunk_rows)
+        prev = 0
+        header = layout.header_line
+        chunk: Chunk | None
+        if not careful:
+            try:
+                for fast in _read_fast(reader, builder, header, chunk_rows):
+                    fast.bytes_read = raw.read_bytes
+                    yield fast
+            except csv.Error:
+                raise ReadAgain from None
+        while careful:
+            try:
+                # The hot loop: a regular row is two appends; anything else goes to the builder.
+                lines, rows = builder.lines, builder.rows
+                for row in reader:
+                    start = prev + 1
+                    prev = reader.line_num
+                    n = len(row)
+                    if n == width and not builder.pending and start > header:
+                        lines.append(start)
+                        rows.append(row)
+                        if len(rows) < chunk_rows:
+                            continue
+                        chunk = builder.take()
+                    elif start <= header:
+                        continue
+                    elif n == width:
+                        chunk = builder.add(start, row)
+                    elif n > width:
+                        chunk = builder.add_long(start, row)
+                    else:
+                        chunk = builder.add_short(start, row)
+                    if chunk is not None:
+                        chunk.bytes_read = raw.read_bytes
+                        yield chunk
+                        lines, rows = builder.lines, builder.rows
+                break
+            except csv.Error as exc:
+                start = prev + 1
+                prev = reader.line_num
+                chunk = builder.add_unreadable(start, _csv_error(exc, limits))
+                if chunk is not None:
+                    chunk.bytes_read = raw.read_bytes
+                    yield chunk
+        last = builder.finish()
+        if last is not None:
+            last.bytes_read = raw.read_bytes
+            yield last
+
+
+def _line_breaks(row: list[str]) -> int:
+    return sum(f.count("\n") + f.count("\r") - f.count("\r\n") for f in row)
+
+
+def _read_fast(reader: Any, builder: ChunkBuilder, header: int, chunk_rows: int) -> Iterator[Chunk]:
+    """Rows in batches; a batch of regular one-line rows costs no Python per row."""
+    width = builder.width
+    while reader.line_num < header:  # the preamble and the header itself
+        if next(reader, None) is None:
+            return
+    while True:
+        before = reader.line_num
+        batch = list(itertools.islice(reader, chunk_rows))
+        if not batch:
+            return
+        after = reader.line_num
+        one_line_each = after - before == len(batch)
+        widths = set(map(len, batch))
+        if one_line_each and widths == {width} and not builder.pending:
+            builder.lines.extend(range(before + 1, after + 1))
+            builder.rows.extend(batch)
+            if len(builder.rows) >= chunk_rows:
+                yield builder.take()
+            continue
+        # Quoted line breaks, blank lines, short or long rows: look at each row.
+        starts: list[int] = []
+        line = before + 1
+        for row in batch:
+            starts.append(line)
+            line += 1 + (0 if one_line_each else _line_breaks(row))
+        if line - 1 != after:
+            raise csv.Error("line count mismatch")  # never expected; read carefully then
+        for start, row in zip(starts, batch, strict=True):
+            n = len(row)
+            if n == width:
+                chunk = builder.add(start, row)
+            elif n > width:
+                chunk = builder.add_long(start, row)
+            else:
+                chunk = builder.add_short(start, row)
+            if chunk is not None:
+                yield chunk
+
+
+def _csv_error(exc: csv.Error, limits: Limits) -> str:
+    if "field larger than field limit" in str(exc):
+        return (
+            f"a value is longer than {limits.max_field_chars:,} characters (the limit); "
+            "the row was not read"
+        )
+    return f"the row could not be read: {exc}"
