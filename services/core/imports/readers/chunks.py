@@ -126,6 +126,15 @@ class ChunkBuilder:
         self.lines, self.rows, self.row_errors, self.unreadable = [], [], {}, set()
         return chunk
 
+    def add_row(self, line: int, row: Row) -> Chunk | None:
+        """A record of any width: as it is, cut to the header's width, or held back if short."""
+        n = len(row)
+        if n == self.width:
+            return self.add(line, row)
+        if n > self.width:
+            return self.add_long(line, row)
+        return self.add_short(line, row)
+
     def add(self, line: int, row: Row) -> Chunk | None:
         if self.pending:
             self._flush_pending()

@@ -204,7 +204,6 @@ def read_csv(
     assert layout.encoding is not None
     assert layout.delimiter is not None
     skips.add_preamble(layout)
-    width = len(layout.headers)
     errors = "strict" if layout.encoding.startswith("utf") else "replace"
     csv.field_size_limit(limits.max_field_chars)
     raw = _Counted(path)
@@ -212,99 +211,92 @@ def read_csv(
         io.BufferedReader(raw), encoding=layout.encoding, errors=errors, newline=""
     ) as fh:
         reader = csv.reader(fh, delimiter=layout.delimiter)
-        builder = ChunkBuilder(width, limits, skips, chunk_rows)
-        prev = 0
-        header = layout.header_line
-        chunk: Chunk | None
-        if not careful:
-            try:
-                for fast in _read_fast(reader, builder, header, chunk_rows):
-                    fast.bytes_read = raw.read_bytes
-                    yield fast
-            except csv.Error:
-                raise ReadAgain from None
-        while careful:
-            try:
-                # The hot loop: a regular row is two appends; anything else goes to the builder.
-                lines, rows = builder.lines, builder.rows
-                for row in reader:
-                    start = prev + 1
-                    prev = reader.line_num
-                    n = len(row)
-                    if n == width and not builder.pending and start > header:
-                        lines.append(start)
-                        rows.append(row)
-                        if len(rows) < chunk_rows:
-                            continue
-                        chunk = builder.take()
-                    elif start <= header:
-                        continue
-                    elif n == width:
-                        chunk = builder.add(start, row)
-                    elif n > width:
-                        chunk = builder.add_long(start, row)
-                    else:
-                        chunk = builder.add_short(start, row)
-                    if chunk is not None:
-                        chunk.bytes_read = raw.read_bytes
-                        yield chunk
-                        lines, rows = builder.lines, builder.rows
-                break
-            except csv.Error as exc:
-                start = prev + 1
-                prev = reader.line_num
-                chunk = builder.add_unreadable(start, _csv_error(exc, limits))
-                if chunk is not None:
-                    chunk.bytes_read = raw.read_bytes
-                    yield chunk
-        last = builder.finish()
-        if last is not None:
-            last.bytes_read = raw.read_bytes
-            yield last
+        builder = ChunkBuilder(len(layout.headers), limits, skips, chunk_rows)
+        read = _read_careful if careful else _read_fast
+        try:
+            for chunk in read(reader, builder, layout.header_line):
+                chunk.bytes_read = raw.read_bytes
+                yield chunk
+        except csv.Error:
+            raise ReadAgain from None  # only the fast way lets one through
 
 
 def _line_breaks(row: list[str]) -> int:
     return sum(f.count("\n") + f.count("\r") - f.count("\r\n") for f in row)
 
 
-def _read_fast(reader: Any, builder: ChunkBuilder, header: int, chunk_rows: int) -> Iterator[Chunk]:
+def _read_fast(reader: Any, builder: ChunkBuilder, header: int) -> Iterator[Chunk]:
     """Rows in batches; a batch of regular one-line rows costs no Python per row."""
-    width = builder.width
+    width, chunk_rows = builder.width, builder.chunk_rows
     while reader.line_num < header:  # the preamble and the header itself
         if next(reader, None) is None:
             return
-    while True:
-        before = reader.line_num
-        batch = list(itertools.islice(reader, chunk_rows))
-        if not batch:
-            return
+    before = reader.line_num
+    while batch := list(itertools.islice(reader, chunk_rows)):
         after = reader.line_num
-        one_line_each = after - before == len(batch)
-        widths = set(map(len, batch))
-        if one_line_each and widths == {width} and not builder.pending:
+        if after - before == len(batch) and set(map(len, batch)) == {width} and not builder.pending:
             builder.lines.extend(range(before + 1, after + 1))
             builder.rows.extend(batch)
             if len(builder.rows) >= chunk_rows:
                 yield builder.take()
-            continue
-        # Quoted line breaks, blank lines, short or long rows: look at each row.
-        starts: list[int] = []
-        line = before + 1
-        for row in batch:
-            starts.append(line)
-            line += 1 + (0 if one_line_each else _line_breaks(row))
-        if line - 1 != after:
-            raise csv.Error("line count mismatch")  # never expected; read carefully then
-        for start, row in zip(starts, batch, strict=True):
-            n = len(row)
-            if n == width:
-                chunk = builder.add(start, row)
-            elif n > width:
-                chunk = builder.add_long(start, row)
-            else:
-                chunk = builder.add_short(start, row)
+        else:
+            yield from _row_by_row(builder, batch, before, after)
+        before = after
+    if (last := builder.finish()) is not None:
+        yield last
+
+
+def _row_by_row(
+    builder: ChunkBuilder, batch: list[list[str]], before: int, after: int
+) -> Iterator[Chunk]:
+    """A batch with quoted line breaks, blank lines, short or long rows: each row in turn."""
+    one_line_each = after - before == len(batch)
+    starts: list[int] = []
+    line = before + 1
+    for row in batch:
+        starts.append(line)
+        line += 1 + (0 if one_line_each else _line_breaks(row))
+    if line - 1 != after:
+        raise csv.Error("line count mismatch")  # never expected; read carefully then
+    for start, row in zip(starts, batch, strict=True):
+        if (chunk := builder.add_row(start, row)) is not None:
+            yield chunk
+
+
+def _read_careful(reader: Any, builder: ChunkBuilder, header: int) -> Iterator[Chunk]:
+    """Row by row; a row the csv module cannot read becomes a row error, and reading goes on."""
+    width, chunk_rows = builder.width, builder.chunk_rows
+    prev = 0
+    chunk: Chunk | None
+    while True:
+        try:
+            # The hot loop: a regular row is two appends; anything else goes to the builder.
+            lines, rows = builder.lines, builder.rows
+            for row in reader:
+                start = prev + 1
+                prev = reader.line_num
+                if len(row) == width and not builder.pending and start > header:
+                    lines.append(start)
+                    rows.append(row)
+                    if len(rows) < chunk_rows:
+                        continue
+                    chunk = builder.take()
+                elif start <= header:
+                    continue
+                else:
+                    chunk = builder.add_row(start, row)
+                if chunk is not None:
+                    yield chunk
+                    lines, rows = builder.lines, builder.rows
+            break
+        except csv.Error as exc:
+            start = prev + 1
+            prev = reader.line_num
+            chunk = builder.add_unreadable(start, _csv_error(exc, builder.limits))
             if chunk is not None:
                 yield chunk
+    if (last := builder.finish()) is not None:
+        yield last
 
 
 def _csv_error(exc: csv.Error, limits: Limits) -> str:

@@ -25,7 +25,6 @@ from services.core.imports.readers.layout import (
     find_header,
     not_tabular,
     preamble,
-    trimmed,
 )
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -203,13 +202,12 @@ def read_xlsx(
         if line <= layout.header_line:
             continue
         filled = sum(1 for c in cells if c.strip())
-        row = cells[:width] + [""] * (width - len(cells)) if len(cells) != width else cells
         if filled == 0 or (filled <= sparse and width > 2):
-            chunk = builder.add_short(line, row if filled else [])
-        elif trimmed(cells) > width:
-            chunk = builder.add_long(line, cells)
+            # Held back like a short CSV line: a footer unless records follow it.
+            chunk = builder.add_short(line, _fit(cells, width) if filled else [])
         else:
-            chunk = builder.add(line, row)
+            # Blank cells right of the header are cut like a CSV line's trailing delimiters.
+            chunk = builder.add_row(line, cells if len(cells) >= width else _fit(cells, width))
         if chunk is not None:
             chunk.bytes_read = line
             yield chunk
@@ -217,3 +215,7 @@ def read_xlsx(
     if last is not None:
         last.bytes_read = book.first_row + book.height
         yield last
+
+
+def _fit(cells: list[str], width: int) -> list[str]:
+    return cells[:width] + [""] * (width - len(cells))
