@@ -187,7 +187,7 @@ class _Checked:
             chunk = next(self._chunks, None)
             if chunk is None:
                 return None
-            self.position = chunk.bytes_read
+            self.position = chunk.position
             return self.validator.check(chunk)
 
 

@@ -60,7 +60,9 @@ class Chunk:
     row_errors: dict[int, str] = field(default_factory=dict)
     # Rows that could not be read at all: only their row error is reported.
     unreadable: set[int] = field(default_factory=set)
-    bytes_read: int = 0
+    # How far the reader had got when the chunk was cut, for progress: bytes of a CSV
+    # file, spreadsheet rows of a sheet (the unit pipeline reports beside it).
+    position: int = 0
 
     def __len__(self) -> int:
         return len(self.lines)

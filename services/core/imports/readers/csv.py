@@ -215,7 +215,7 @@ def read_csv(
         read = _read_careful if careful else _read_fast
         try:
             for chunk in read(reader, builder, layout.header_line):
-                chunk.bytes_read = raw.read_bytes
+                chunk.position = raw.read_bytes
                 yield chunk
         except csv.Error:
             raise ReadAgain from None  # only the fast way lets one through

@@ -209,11 +209,11 @@ def read_xlsx(
             # Blank cells right of the header are cut like a CSV line's trailing delimiters.
             chunk = builder.add_row(line, cells if len(cells) >= width else _fit(cells, width))
         if chunk is not None:
-            chunk.bytes_read = line
+            chunk.position = line
             yield chunk
     last = builder.finish()
     if last is not None:
-        last.bytes_read = book.first_row + book.height
+        last.position = book.first_row + book.height
         yield last
 
 
