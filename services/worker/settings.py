@@ -11,6 +11,7 @@ from arq.cron import CronJob
 from arq.worker import Worker, get_kwargs
 
 from services.core.deps import Deps, open_deps
+from services.core.imports import tune_process
 from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports, run_export
 from services.worker.jobs.imports import (
@@ -25,7 +26,8 @@ from services.worker.queue import deserialize, serialize
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Open Ferry's dependencies unless a test handed them in."""
+    """Tune the process for imports; open Ferry's dependencies unless a test handed them in."""
+    tune_process(ctx["settings"])
     if "deps" in ctx:
         return
     stack = contextlib.AsyncExitStack()

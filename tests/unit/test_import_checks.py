@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -282,10 +284,19 @@ def test_the_fast_and_the_careful_csv_readers_agree(tmp_path: Path, chunk_rows: 
     assert [s["line"] for s in skipped] == [1, 2, 10, 16, 17, 18]  # type: ignore[index]
 
 
+@pytest.fixture
+def field_limit_100() -> Iterator[None]:
+    """The csv module's process-wide value limit at 100 (tune_process sets it in a worker)."""
+    before = csv.field_size_limit(100)
+    yield
+    csv.field_size_limit(before)
+
+
+@pytest.mark.usefixtures("field_limit_100")
 def test_a_value_over_the_limit_makes_the_fast_reader_hand_over(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     path.write_text("a,b\n1,2\n" + "x" * 200 + ",3\n4,5\n")
-    limits = readers.Limits(max_field_chars=100)
+    limits = readers.Limits()
     layout = readers.csv_layout(path, limits)
     with pytest.raises(readers.ReadAgain):
         list(readers.read_csv(path, layout, limits, readers.Skips(), chunk_rows=10))

@@ -6,4 +6,34 @@
 - ``staging``  — the per-import staging table, duplicate checks, error report, preview
 - ``commit``   — one INSERT … SELECT guarded by the batch row; rollback of a batch
 - ``pipeline`` — the validation run that ties them together (called by the worker)
+
+A process that validates imports calls ``tune_process`` once when it starts.
 """
+
+from __future__ import annotations
+
+import csv
+import gc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.core.settings import Settings
+
+# Cyclic-GC thresholds while validating (defaults 700, 10, 10): see tune_process.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_process(settings: Settings) -> None:
+    """Set the interpreter-wide knobs the import readers rely on; once, at start-up.
+
+    Both are globals of the process, shared by every thread that reads an upload, so
+    they are set once here rather than by each read:
+
+    - ``csv.field_size_limit``: the longest value a CSV record may hold
+      (``import_max_field_chars``); a row with a longer one becomes a row error.
+    - the cyclic GC's thresholds: reading and checking churn millions of short-lived
+      rows, and the cycle detector running every 700 allocations cost about 30% of
+      the time. Reference counting still frees every row; only cycles wait longer.
+    """
+    csv.field_size_limit(settings.import_max_field_chars)
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -140,7 +140,6 @@ def csv_layout(path: Path, limits: Limits) -> Layout:
             errors=[{"field": "file", "message": "no header row"}],
         )
     delimiter = detect_delimiter(text)
-    csv.field_size_limit(limits.max_field_chars)
     rows = _sample_rows(text, delimiter)
     index = find_header(rows)
     if index < 0:
@@ -205,7 +204,6 @@ def read_csv(
     assert layout.delimiter is not None
     skips.add_preamble(layout)
     errors = "strict" if layout.encoding.startswith("utf") else "replace"
-    csv.field_size_limit(limits.max_field_chars)
     raw = _Counted(path)
     with io.TextIOWrapper(
         io.BufferedReader(raw), encoding=layout.encoding, errors=errors, newline=""
@@ -292,17 +290,17 @@ def _read_careful(reader: Any, builder: ChunkBuilder, header: int) -> Iterator[C
         except csv.Error as exc:
             start = prev + 1
             prev = reader.line_num
-            chunk = builder.add_unreadable(start, _csv_error(exc, builder.limits))
+            chunk = builder.add_unreadable(start, _csv_error(exc))
             if chunk is not None:
                 yield chunk
     if (last := builder.finish()) is not None:
         yield last
 
 
-def _csv_error(exc: csv.Error, limits: Limits) -> str:
+def _csv_error(exc: csv.Error) -> str:
     if "field larger than field limit" in str(exc):
         return (
-            f"a value is longer than {limits.max_field_chars:,} characters (the limit); "
+            f"a value is longer than {csv.field_size_limit():,} characters (the limit); "
             "the row was not read"
         )
     return f"the row could not be read: {exc}"

@@ -50,10 +50,12 @@ _SPACES = re.compile(r"\s+")
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one upload may contain (from Settings)."""
+    """Bounds on what one upload may contain (from Settings).
+
+    The longest value is the csv module's process-wide limit (see ``tune_process``).
+    """
 
     max_columns: int = 500
-    max_field_chars: int = 65_536
     max_rows: int = 2_000_000
     max_unpacked_bytes: int = 512 * 1024 * 1024
 
