@@ -245,7 +245,9 @@ class IntCheck(Check):
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         numbers = self.numbers(values)
         whole = np.isfinite(numbers) & (numbers == np.floor(numbers))
-        ints = np.where(whole, numbers, 0).astype(np.int64)
+        large = whole & (np.abs(numbers) > self.limit)
+        # Only numbers in range are cast: a larger one would not fit an int64.
+        ints = np.where(whole & ~large, numbers, 0).astype(np.int64)
         checked = Checked(ints.tolist())
         checked.fail(np.flatnonzero(~whole), self.message)
         if self.field.min is not None:
@@ -253,7 +255,7 @@ class IntCheck(Check):
                 np.flatnonzero(whole & (numbers < self.field.min)),
                 f"must be at least {self.field.min}",
             )
-        checked.fail(np.flatnonzero(whole & (np.abs(numbers) > self.limit)), "too large")
+        checked.fail(np.flatnonzero(large), "too large")
         return checked
 
 
@@ -304,11 +306,13 @@ class MoneyCheck(Check):
         cents = np.rint(numbers * 100)
         finite = np.isfinite(cents)
         exact = finite & (np.abs(numbers * 100 - cents) <= 1e-6 * np.maximum(1, np.abs(cents)))
-        safe = np.where(finite, cents, 0).astype(np.int64)
+        large = finite & (np.abs(cents) > MAX_CENTS)
+        # Only amounts in range are cast: a larger one would not fit an int64.
+        safe = np.where(finite & ~large, cents, 0).astype(np.int64)
         checked = Checked(safe.tolist())
         checked.fail(np.flatnonzero(~finite), "not an amount")
         checked.fail(np.flatnonzero(finite & ~exact), "more than two decimals")
-        checked.fail(np.flatnonzero(finite & (np.abs(cents) > MAX_CENTS)), "too large")
+        checked.fail(np.flatnonzero(large), "too large")
         return checked
 
 
