@@ -38,8 +38,8 @@ from services.core.db.pool import connect, create_pool
 from services.core.exports.run import snapshot
 from services.core.exports.spec import build_spec
 from services.core.exports.xlsx import CURRENCY_FORMATS, DATE_FORMAT
+from services.core.queue import arq_redis, enqueue
 from services.core.settings import Settings, load_settings
-from services.worker.queue import arq_redis, enqueue
 
 REDIS_DB = 13
 ORG, USER = "bench", "bench-user"

@@ -20,8 +20,8 @@ from services.api.routes import datasets, events, exports, health, imports, jobs
 from services.api.state import provide_deps, provide_queue
 from services.core.auth import TokenVerifier
 from services.core.deps import open_deps
+from services.core.queue import arq_redis
 from services.core.settings import Settings
-from services.worker.queue import arq_redis
 
 VERSION = "0.1.0"
 

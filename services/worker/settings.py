@@ -12,6 +12,7 @@ from arq.worker import Worker, get_kwargs
 
 from services.core.deps import Deps, open_deps
 from services.core.imports import tune_process
+from services.core.queue import deserialize, serialize
 from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports, run_export
 from services.worker.jobs.imports import (
@@ -22,7 +23,6 @@ from services.worker.jobs.imports import (
     validate_import,
 )
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
-from services.worker.queue import deserialize, serialize
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -31,10 +31,10 @@ from python_calamine import CalamineWorkbook
 from services.core import jobs
 from services.core.deps import Deps
 from services.core.events import TERMINAL, job_stream
+from services.core.queue import arq_redis
 from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports
 from services.worker.jobs.maintenance import reconcile_jobs
-from services.worker.queue import arq_redis
 from services.worker.settings import drain
 from tests.conftest import SECRET, WorkerRun, ferry_env
 from tests.e2e.export_files import (

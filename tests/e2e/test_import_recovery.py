@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.core.deps import Deps
+from services.core.queue import arq_redis
 from services.core.settings import Settings
 from services.worker.jobs.maintenance import reconcile_jobs
-from services.worker.queue import arq_redis
 from tests.conftest import ROOT, WorkerRun, ferry_env
 from tests.e2e.imports_helpers import Client, imported, job_row, orders_csv, records
 

@@ -12,7 +12,7 @@ from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import Conflict
 from services.core.imports import commit as commits
-from services.core.imports import pipeline
+from services.core.storage import keys
 from services.worker.jobs.imports import clean_imports, close_rollback_windows, purge_import_batches
 from tests.conftest import WorkerRun
 from tests.e2e.imports_helpers import Client, event_types, imported, orders_csv, records
@@ -144,11 +144,11 @@ async def test_crons_close_windows_purge_batches_and_tidy_abandoned_imports(
     ctx = {"deps": deps}
     doc = await committed(client, auth, run_worker)
     job = await jobs.get_job(deps.db, doc["id"], "acme")
-    assert await deps.storage.stat(pipeline.source_key(job)) is not None
+    assert await deps.storage.stat(keys.import_source(job.org_id, job.id)) is not None
     assert await close_rollback_windows(ctx) == 0
     await deps.db.execute("UPDATE import_batches SET rollback_until = now() - interval '1 second'")
     assert await close_rollback_windows(ctx) == 1
-    assert await deps.storage.stat(pipeline.source_key(job)) is None
+    assert await deps.storage.stat(keys.import_source(job.org_id, job.id)) is None
     closed = await deps.db.fetchval("SELECT closed_at IS NOT NULL FROM import_batches")
     assert closed
     after = (await client.get(f"/v1/imports/{doc['id']}", headers=auth)).json()
@@ -176,7 +176,7 @@ async def test_crons_close_windows_purge_batches_and_tidy_abandoned_imports(
     after = (await client.get(f"/v1/imports/{waiting['id']}", headers=auth)).json()
     assert after["status"] == "cancelled"
     assert "not committed within 7 days" in after["error"]["message"]
-    assert await deps.storage.stat(pipeline.source_key(waiting_job)) is None
+    assert await deps.storage.stat(keys.import_source(waiting_job.org_id, waiting_job.id)) is None
     assert not await deps.db.fetchval(
         "SELECT to_regclass($1) IS NOT NULL", f'import_staging."{waiting["id"]}"'
     )

@@ -8,8 +8,8 @@ import pytest
 from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
+from services.core.queue import arq_redis, enqueue
 from services.worker.jobs.maintenance import reconcile_jobs
-from services.worker.queue import arq_redis, enqueue
 
 
 async def new_job(deps: Deps, **kw: Any) -> jobs.Job:

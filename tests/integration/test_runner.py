@@ -9,7 +9,7 @@ from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import InvalidInput, Transient
 from services.core.events import job_stream
-from services.worker.queue import arq_redis, enqueue
+from services.core.queue import arq_redis, enqueue
 from services.worker.runner import JobRun, run_job
 from tests.conftest import WorkerRun
 

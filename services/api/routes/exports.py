@@ -25,9 +25,8 @@ from services.core.deps import Deps
 from services.core.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
 from services.core.exports.run import count_rows, snapshot, write_export
 from services.core.exports.spec import ExportSpec, build_spec
-from services.core.storage import content_disposition
-from services.worker.jobs.exports import export_key
-from services.worker.queue import enqueue
+from services.core.queue import enqueue
+from services.core.storage import content_disposition, keys
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +280,7 @@ async def download_export(
         raise Conflict(f"the export is {job.status}; its file can be downloaded once it succeeded")
     spec = ExportSpec.from_params(job.dataset, job.params)
     filename = job.result["filename"]
-    key = export_key(job, filename)
+    key = keys.export_file(job.org_id, job.id, filename)
     url = await deps.storage.presigned_url(
         key,
         expires_in=deps.settings.download_url_ttl,

@@ -35,8 +35,8 @@ from services.core.imports import commit as commits
 from services.core.imports import mapping as mappings
 from services.core.imports import pipeline, readers
 from services.core.jobs import Job
-from services.core.storage import Upload, content_disposition
-from services.worker.queue import enqueue
+from services.core.queue import enqueue
+from services.core.storage import Upload, content_disposition, keys
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ async def create_import(
             "text/csv or " + readers.XLSX_TYPE,
         )
     job_id = uuid.uuid4()
-    key = f"{principal.org}/imports/{job_id}/source"
+    key = keys.import_source(principal.org, job_id)
     stored = False
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -512,7 +512,7 @@ async def get_error_report(
     job = await load_import(deps, principal, job_id, write=False)
     if links(job)["error_report"] is None:
         raise NotFound("this import has no error report (no row failed, or it was deleted)")
-    key = pipeline.report_key(job)
+    key = keys.import_report(job.org_id, job.id)
     base = (job.params.get("filename") or "import").rsplit(".", 1)[0]
     name = f"{base}-errors.csv"
     url = await deps.storage.presigned_url(

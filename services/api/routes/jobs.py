@@ -21,7 +21,7 @@ from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput
 from services.core.jobs import Job
-from services.worker.jobs.exports import admit_next
+from services.core.queue import admit_next
 
 
 def authorize_job(principal: Principal, job: Job) -> None:

@@ -27,6 +27,7 @@ from services.core.imports.readers import Chunk, Layout, Limits, Skips, Workbook
 from services.core.imports.validate import Reread, Rows, Validator
 from services.core.jobs import Job
 from services.core.settings import Settings
+from services.core.storage import keys
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,6 @@ REPORT_TYPE = "text/csv; charset=utf-8"
 
 # (done, total, records so far, unit of done/total: "bytes" of a CSV, "rows" of a sheet)
 Progress = Callable[[int, int | None, int, str], Awaitable[None]]
-
-
-def source_key(job: Job) -> str:
-    return f"{job.org_id}/imports/{job.id}/source"
-
-
-def report_key(job: Job) -> str:
-    return f"{job.org_id}/imports/{job.id}/errors.csv"
-
-
-def files_prefix(org_id: str, job_id: object) -> str:
-    return f"{org_id}/imports/{job_id}/"
 
 
 def limits(settings: Settings) -> Limits:
@@ -173,7 +162,7 @@ async def validate_upload(
     bounds = limits(deps.settings)
     with tempfile.TemporaryDirectory(prefix="ferry-import-", dir=workdir) as tmp:
         path = Path(tmp) / "source"
-        size = await download(deps, source_key(job), path)
+        size = await download(deps, keys.import_source(job.org_id, job.id), path)
         source = await asyncio.to_thread(open_source, path, bounds, job.params.get("sheet"))
         layout = source.layout
         headers = layout.headers
@@ -209,7 +198,7 @@ async def validate_upload(
         if rows > valid:
             await _write_report(deps, job, headers)
         else:
-            await deps.storage.delete(report_key(job))
+            await deps.storage.delete(keys.import_report(job.org_id, job.id))
     preview = await staging.preview(deps.db, ds, job.id, source_of)
     errors = await staging.first_errors(deps.db, ds, job.id)
     source_doc = {
@@ -278,8 +267,9 @@ async def _write_report(deps: Deps, job: Job, headers: list[str]) -> None:
 
     head = io.StringIO()
     csv.writer(head, lineterminator="\n").writerow([*headers, "_row", "_errors"])
+    key = keys.import_report(job.org_id, job.id)
     async with (
-        deps.storage.writer(report_key(job), content_type=REPORT_TYPE) as upload,
+        deps.storage.writer(key, content_type=REPORT_TYPE) as upload,
         deps.db.acquire() as conn,
     ):
         # A BOM, so that spreadsheet programs open the UTF-8 file with its accents intact.

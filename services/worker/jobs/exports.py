@@ -14,31 +14,21 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from arq.connections import ArqRedis
-
 from services.core import jobs
 from services.core.datasets import Dataset
-from services.core.db.pool import Pool
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
 from services.core.exports.run import count_rows, export_snapshot, snapshot, write_export
 from services.core.exports.spec import ExportSpec
+from services.core.queue import admit_next
+from services.core.storage import keys
 from services.worker.context import deps, queue
-from services.worker.queue import enqueue
 from services.worker.runner import JobRun, run_job
 
 log = logging.getLogger(__name__)
 
 WAITING = ["queued"]
 RUNNING = "running"
-
-
-def export_key(job: jobs.Job, filename: str) -> str:
-    return f"{job.org_id}/exports/{job.id}/{filename}"
-
-
-def export_prefix(job: jobs.Job) -> str:
-    return f"{job.org_id}/exports/{job.id}/"
 
 
 async def run_export(ctx: dict[str, Any], job_id: str, run: int) -> None:
@@ -66,7 +56,7 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     ds = d.registry.get(job.dataset)
     spec = ExportSpec.from_params(job.dataset, job.params)
     filename = spec.filename(at=job.created_at)
-    key = export_key(job, filename)
+    key = keys.export_file(job.org_id, job.id, filename)
     async with d.db.acquire() as conn, snapshot(conn):
         # The total for progress is counted on a second connection in the same snapshot
         # while the rows already stream, so the count costs no time of its own.
@@ -129,32 +119,12 @@ async def _count(d: Deps, ds: Dataset, spec: ExportSpec, org_id: str, snapshot_i
         return await count_rows(conn, ds, spec, org_id)
 
 
-async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, limit: int) -> int:
-    """Enqueue the owner's oldest waiting exports that fit under the per-user limit.
-
-    Enqueuing is idempotent (arq refuses an id it holds), so racing with the api or
-    the reconciler is harmless.
-    """
-    ready = await jobs.admissible_jobs(
-        db,
-        org_id=org_id,
-        user_id=user_id,
-        kind="export",
-        statuses=[*WAITING, RUNNING],
-        limit=limit,
-    )
-    started = 0
-    for job in ready:
-        started += await enqueue(redis, job)
-    return started
-
-
 async def expire_exports(ctx: dict[str, Any]) -> int:
     """Delete export files past their ``expires_at``; their jobs read ``expired``."""
     d = deps(ctx)
     expired = 0
     for job in await jobs.expirable_exports(d.db):
-        await d.storage.delete_prefix(export_prefix(job))
+        await d.storage.delete_prefix(keys.export_prefix(job.org_id, job.id))
         done = await jobs.expire_export(d.db, job)
         if done is None:
             continue

@@ -12,6 +12,7 @@ from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict
 from services.core.imports import commit, pipeline, staging
+from services.core.storage import keys
 from services.worker.context import deps
 from services.worker.runner import JobRun, run_job
 
@@ -133,7 +134,7 @@ async def close_rollback_windows(ctx: dict[str, Any]) -> int:
     d = deps(ctx)
     rows = await d.db.fetch(Q.close_rollback_windows)
     for row in rows:
-        await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["job_id"]))
+        await d.storage.delete_prefix(keys.import_prefix(row["org_id"], row["job_id"]))
     await d.db.execute(Q.mark_import_files_deleted, [row["job_id"] for row in rows])
     if rows:
         log.info("rollback windows closed", extra={"action": "windows_closed", "count": len(rows)})
@@ -161,7 +162,7 @@ async def clean_imports(ctx: dict[str, Any]) -> dict[str, int]:
     expired = await d.db.fetch(Q.expire_validated_imports, keep)
     stale = await d.db.fetch(Q.delete_stale_import_files, keep, [row["id"] for row in expired])
     for row in stale:
-        await d.storage.delete_prefix(pipeline.files_prefix(row["org_id"], row["id"]))
+        await d.storage.delete_prefix(keys.import_prefix(row["org_id"], row["id"]))
     tables = await d.db.fetch(Q.leftover_staging_tables, staging.SCHEMA)
     for row in tables:
         await staging.drop(d.db, row["relname"])

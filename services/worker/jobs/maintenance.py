@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from services.core import jobs
+from services.core.queue import admit_next, drop_delivery, enqueue
 from services.worker.context import deps, queue
-from services.worker.jobs.exports import admit_next
-from services.worker.queue import drop_delivery, enqueue
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """How Ferry jobs travel through arq: function names, job ids, the serializer.
 
+This module is the one place in core that knows arq: the api enqueues through it
+and the worker runs what it enqueued, so neither needs the other.
+
 The arq job id is ``<function>:<job id>:<run>``. arq refuses an id it already
 holds, so enqueuing the same run twice is harmless; a job that must run again
 (re-validation, recovery from a dead worker) gets a new run number first.
@@ -17,6 +20,8 @@ from arq.constants import (
 )
 from redis.asyncio import Redis
 
+from services.core import jobs
+from services.core.db.pool import Pool
 from services.core.jobs import Job
 
 serialize = msgspec.msgpack.encode
@@ -68,3 +73,23 @@ async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
             job_key_prefix + stale, in_progress_key_prefix + stale, retry_key_prefix + stale
         )
         await pipe.execute()
+
+
+async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, limit: int) -> int:
+    """Enqueue the owner's oldest waiting exports that fit under the per-user limit.
+
+    Enqueuing is idempotent (arq refuses an id it holds), so racing with the api or
+    the reconciler is harmless.
+    """
+    ready = await jobs.admissible_jobs(
+        db,
+        org_id=org_id,
+        user_id=user_id,
+        kind="export",
+        statuses=["queued", "running"],
+        limit=limit,
+    )
+    started = 0
+    for job in ready:
+        started += await enqueue(redis, job)
+    return started
