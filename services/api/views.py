@@ -23,7 +23,7 @@ async def job_view(
         "events": f"/v1/jobs/{job.id}/events?token={events_token}",
         "download": (
             f"/v1/exports/{job.id}/download"
-            if job.kind == "export" and job.status == "succeeded"
+            if job.kind == "export" and job.status == jobs.JobStatus.SUCCEEDED
             else None
         ),
     }

@@ -19,10 +19,6 @@ from services.core.jobs import Job, job_document
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset(
-    {"succeeded", "failed", "cancelled", "expired", "validated", "committed", "rolled_back"}
-)
-
 
 class Event(msgspec.Struct, frozen=True):
     id: str

@@ -1,4 +1,8 @@
-"""The job repository: the ``jobs`` row is the truth, arq only carries it.
+"""The job repository and the job lifecycle: the ``jobs`` row is the truth, arq only carries it.
+
+Every change of a job row goes through a function of this module, and every change
+of its status is declared (``Move``, ``Stage``) against ``TRANSITIONS``, the table
+DESIGN.md draws; the SQL takes the statuses from those declarations, never literals.
 
 Every write of a running job is fenced by its ``attempt``: a worker that lost its
 lease (it stalled, a newer attempt claimed the job) finds its writes refused and
@@ -10,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 import msgspec
@@ -22,21 +28,144 @@ from services.core.db.queries import Q
 from services.core.errors import InvalidInput, NotFound
 
 Kind = Literal["export", "import"]
-STATUSES = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "expired",
-    "uploaded",
-    "validating",
-    "validated",
-    "committing",
-    "committed",
-    "rolled_back",
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    UPLOADED = "uploaded"
+    VALIDATING = "validating"
+    VALIDATED = "validated"
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+
+
+S = JobStatus
+
+# Which status may become which (DESIGN.md, Jobs). ``x → x`` in a working status is a
+# new attempt after a dead worker or a transient failure; ``→ queued``/``→ uploaded`` hands
+# a job back after a transient failure, to be retried with backoff.
+TRANSITIONS: dict[Kind, dict[JobStatus, frozenset[JobStatus]]] = {
+    "export": {
+        S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
+        S.RUNNING: frozenset({S.RUNNING, S.QUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+        S.SUCCEEDED: frozenset({S.EXPIRED}),
+    },
+    "import": {
+        S.UPLOADED: frozenset({S.VALIDATING, S.CANCELLED}),
+        S.VALIDATING: frozenset({S.VALIDATING, S.UPLOADED, S.VALIDATED, S.FAILED, S.CANCELLED}),
+        S.VALIDATED: frozenset({S.VALIDATING, S.COMMITTING, S.CANCELLED}),
+        S.COMMITTING: frozenset({S.COMMITTING, S.COMMITTED, S.FAILED, S.CANCELLED}),
+        S.COMMITTED: frozenset({S.ROLLED_BACK}),
+    },
+}
+INITIAL: dict[Kind, JobStatus] = {"export": S.QUEUED, "import": S.UPLOADED}
+
+# The status sets, each defined once; together they partition JobStatus.
+WAITING = frozenset({S.QUEUED, S.UPLOADED})  # no worker has started it yet
+RUNNING = frozenset({S.RUNNING, S.VALIDATING, S.COMMITTING})  # a worker holds it (or will)
+AWAITING_USER = frozenset({S.VALIDATED})  # the next step is a person's
+TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED, S.COMMITTED, S.ROLLED_BACK})
+ACTIVE = WAITING | RUNNING  # a worker will move it on: the reconciler's and the metrics' set
+CANCELLABLE = frozenset(JobStatus) - TERMINAL
+# A job's event stream ends once no worker will move the job on by itself.
+STREAM_ENDS = frozenset(JobStatus) - ACTIVE
+
+
+def statuses(kind: Kind) -> frozenset[JobStatus]:
+    """Every status a job of ``kind`` can be in."""
+    table = TRANSITIONS[kind]
+    return frozenset(table).union(*table.values())
+
+
+def sources(kind: Kind, target: JobStatus) -> frozenset[JobStatus]:
+    """The statuses a job of ``kind`` may move to ``target`` from."""
+    return frozenset(s for s, ends in TRANSITIONS[kind].items() if target in ends)
+
+
+class Move(NamedTuple):
+    """A status write: a job of ``kind`` in one of ``sources`` becomes ``target``."""
+
+    kind: Kind
+    sources: frozenset[JobStatus]
+    target: JobStatus
+
+    @property
+    def allowed(self) -> bool:
+        return all(self.target in TRANSITIONS[self.kind].get(s, ()) for s in self.sources)
+
+    @property
+    def params(self) -> tuple[list[str], str]:
+        """``(sources, target)`` as SQL parameters."""
+        return values(self.sources), self.target.value
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What one worker function does to a job: claims it from ``waiting`` (or from
+    ``running`` after a dead worker), works in ``running``, ends the attempt in one of
+    ``ends``, or hands it back in ``retry`` after a transient failure."""
+
+    kind: Kind
+    waiting: frozenset[JobStatus]
+    running: JobStatus
+    retry: JobStatus
+    ends: frozenset[JobStatus]
+
+    @property
+    def claimable(self) -> frozenset[JobStatus]:
+        return self.waiting | {self.running}
+
+    def moves(self) -> Iterator[Move]:
+        yield Move(self.kind, self.claimable, self.running)
+        for end in self.ends | {self.retry}:
+            yield Move(self.kind, frozenset({self.running}), end)
+
+
+RUN_EXPORT = Stage(
+    "export",
+    waiting=frozenset({S.QUEUED}),
+    running=S.RUNNING,
+    retry=S.QUEUED,
+    ends=frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
 )
-FINAL = frozenset({"succeeded", "failed", "cancelled", "expired", "committed", "rolled_back"})
+VALIDATE_IMPORT = Stage(
+    "import",
+    waiting=frozenset({S.UPLOADED}),
+    running=S.VALIDATING,
+    retry=S.UPLOADED,
+    ends=frozenset({S.VALIDATED, S.FAILED, S.CANCELLED}),
+)
+COMMIT_IMPORT = Stage(
+    "import",
+    waiting=frozenset(),  # a commit is requested in its working status
+    running=S.COMMITTING,
+    retry=S.COMMITTING,
+    ends=frozenset({S.COMMITTED, S.FAILED, S.CANCELLED}),
+)
+STAGES = (RUN_EXPORT, VALIDATE_IMPORT, COMMIT_IMPORT)
+
+# The status writes of this module besides the stages' (each used by its function below).
+CANCEL = {k: Move(k, CANCELLABLE & statuses(k), S.CANCELLED) for k in TRANSITIONS}
+EXPIRE_EXPORT = Move("export", frozenset({S.SUCCEEDED}), S.EXPIRED)
+REVALIDATE_IMPORT = Move("import", frozenset({S.VALIDATED}), S.VALIDATING)
+REQUEST_COMMIT = Move("import", frozenset({S.VALIDATED}), S.COMMITTING)
+ROLL_BACK_IMPORT = Move("import", frozenset({S.COMMITTED}), S.ROLLED_BACK)
+EXPIRE_VALIDATED = Move("import", frozenset({S.VALIDATED}), S.CANCELLED)
+
+
+def moves() -> Iterator[Move]:
+    """Every status change the code makes (``create_job`` aside, which starts at INITIAL)."""
+    for stage in STAGES:
+        yield from stage.moves()
+    yield from CANCEL.values()
+    yield from (EXPIRE_EXPORT, EXPIRE_VALIDATED)
+    yield from (REVALIDATE_IMPORT, REQUEST_COMMIT, ROLL_BACK_IMPORT)
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -45,7 +174,7 @@ class Job(msgspec.Struct, kw_only=True):
     org_id: str
     user_id: str
     dataset: str
-    status: str
+    status: JobStatus
     params: dict[str, Any]
     progress: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
@@ -63,12 +192,14 @@ class Job(msgspec.Struct, kw_only=True):
 
     @property
     def final(self) -> bool:
-        return self.status in FINAL
+        return self.status in TERMINAL
 
 
 def from_record(record: Any) -> Job:
     """A Job from a ``jobs`` row."""
-    return Job(**dict(record.items()))
+    row = dict(record.items())
+    row["status"] = JobStatus(row["status"])
+    return Job(**row)
 
 
 def _maybe(record: Any) -> Job | None:
@@ -87,12 +218,13 @@ async def create_job(
     org_id: str,
     user_id: str,
     dataset: str,
-    status: str,
     params: dict[str, Any],
     idempotency_key: str | None = None,
     job_id: uuid.UUID | None = None,
+    status: JobStatus | None = None,
 ) -> tuple[Job, bool]:
-    """Insert a job; with an idempotency key, a replay returns the first job.
+    """Insert a job in its kind's first status; with an idempotency key, a replay
+    returns the first job. (``status`` lets tests start a job further along.)
 
     Returns ``(job, created)``. The same key with a different body is refused,
     also when twenty requests race: the unique constraint decides the winner.
@@ -105,7 +237,7 @@ async def create_job(
         org_id,
         user_id,
         dataset,
-        status,
+        status or INITIAL[kind],
         params,
         idempotency_key,
         digest if idempotency_key else None,
@@ -159,8 +291,7 @@ async def claim_job(
     job_id: uuid.UUID | str,
     *,
     run: int,
-    waiting: list[str],
-    running: str,
+    stage: Stage,
     lease_seconds: int,
     limit: int | None = None,
 ) -> Job | None:
@@ -171,22 +302,24 @@ async def claim_job(
     (``admissible_jobs``). An advisory lock per owner makes the count exact.
     """
     key = uuid.UUID(str(job_id))
-    statuses = [*waiting, running]
+    claimable, running = Move(stage.kind, stage.claimable, stage.running).params
     if limit is None:
-        return _maybe(await db.fetchrow(Q.claim_job, key, run, statuses, running, lease_seconds))
+        row = await db.fetchrow(Q.claim_job, key, run, claimable, running, lease_seconds)
+        return _maybe(row)
     async with _connection(db) as conn, conn.transaction():
         await conn.execute(Q.lock_owner, key)
         row = await conn.fetchrow(
-            Q.claim_job_limited, key, run, statuses, running, lease_seconds, limit
+            Q.claim_job_limited, key, run, claimable, running, lease_seconds, limit
         )
     return _maybe(row)
 
 
 async def admissible_jobs(
-    db: Pool | Connection, *, org_id: str, user_id: str, kind: Kind, statuses: list[str], limit: int
+    db: Pool | Connection, *, org_id: str, user_id: str, stage: Stage, limit: int
 ) -> list[Job]:
     """The oldest waiting jobs of one owner that fit under ``limit`` running at once."""
-    rows = await db.fetch(Q.admissible_jobs, org_id, user_id, kind, statuses, limit)
+    claimable = values(stage.claimable)
+    rows = await db.fetch(Q.admissible_jobs, org_id, user_id, stage.kind, claimable, limit)
     return [from_record(r) for r in rows]
 
 
@@ -197,9 +330,9 @@ async def cancel_job(db: Pool | Connection, job: Job) -> Job | None:
     that a worker claims in the same instant is asked to stop instead (the row lock
     orders the two updates).
     """
-    active = [s for s in STATUSES if s not in FINAL]
+    active, cancelled = CANCEL[job.kind].params
     error = {"type": "cancelled", "message": "cancelled on request"}
-    row = await db.fetchrow(Q.cancel_waiting_job, job.id, job.org_id, error, active)
+    row = await db.fetchrow(Q.cancel_waiting_job, job.id, job.org_id, error, active, cancelled)
     if row is None:
         row = await db.fetchrow(Q.request_cancel, job.id, job.org_id, active)
     return _maybe(row)
@@ -207,11 +340,13 @@ async def cancel_job(db: Pool | Connection, job: Job) -> Job | None:
 
 async def expirable_exports(db: Pool | Connection) -> list[Job]:
     """Succeeded exports whose file is past its ``expires_at``."""
-    return [from_record(r) for r in await db.fetch(Q.expirable_exports)]
+    succeeded, _expired = EXPIRE_EXPORT.params
+    return [from_record(r) for r in await db.fetch(Q.expirable_exports, succeeded)]
 
 
 async def expire_export(db: Pool | Connection, job: Job) -> Job | None:
-    return _maybe(await db.fetchrow(Q.expire_export, job.id))
+    """The export's file is deleted: it reads ``expired`` (None if it was not succeeded)."""
+    return _maybe(await db.fetchrow(Q.expire_export, job.id, *EXPIRE_EXPORT.params))
 
 
 @contextlib.asynccontextmanager
@@ -240,39 +375,50 @@ async def renew_lease(
 async def finish_job(
     db: Pool | Connection,
     job: Job,
-    status: str,
+    status: JobStatus,
     *,
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
 ) -> Job | None:
-    """Write the final state of this attempt; None when a newer attempt owns the job."""
-    row = await db.fetchrow(Q.finish_job, job.id, job.attempt, status, result, error, progress)
-    return _maybe(row)
+    """End this attempt in ``status``; a terminal one also sets ``finished_at``.
 
-
-async def release_job(
-    db: Pool | Connection,
-    job: Job,
-    status: str,
-    *,
-    result: dict[str, Any] | None = None,
-    error: dict[str, Any] | None = None,
-    progress: dict[str, Any] | None = None,
-) -> Job | None:
-    """End this attempt in a waiting state (e.g. ``validated``); fenced like finish_job."""
-    row = await db.fetchrow(Q.release_job, job.id, job.attempt, status, result, error, progress)
+    Ends in a waiting status too (``validated``, or back to be retried). None when a
+    newer attempt owns the job, or it moved meanwhile where ``status`` cannot follow.
+    """
+    status = JobStatus(status)
+    allowed = sources(job.kind, status)
+    if not allowed:
+        raise ValueError(f"a {job.kind} job never becomes {status}")
+    row = await db.fetchrow(
+        Q.finish_attempt,
+        job.id,
+        job.attempt,
+        status.value,
+        result,
+        error,
+        progress,
+        values(TERMINAL),
+        values(allowed),
+    )
     return _maybe(row)
 
 
 async def expired_leases(db: Pool | Connection) -> list[Job]:
     """Bump the run of jobs whose worker died, so they can be enqueued afresh."""
-    return [from_record(r) for r in await db.fetch(Q.expired_leases)]
+    return [from_record(r) for r in await db.fetch(Q.expired_leases, values(RUNNING))]
 
 
 async def waiting_jobs(db: Pool | Connection, *, older_than: float) -> list[Job]:
     """Jobs waiting for a worker for longer than ``older_than`` seconds."""
-    return [from_record(r) for r in await db.fetch(Q.waiting_jobs, older_than)]
+    rows = await db.fetch(Q.waiting_jobs, older_than, values(ACTIVE))
+    return [from_record(r) for r in rows]
+
+
+async def active_counts(db: Pool | Connection) -> list[tuple[str, str, int]]:
+    """``(kind, status, jobs)`` of the jobs a worker has yet to move on."""
+    rows = await db.fetch(Q.count_jobs, values(ACTIVE))
+    return [(r["kind"], r["status"], r["n"]) for r in rows]
 
 
 def job_document(job: Job) -> dict[str, Any]:
@@ -297,9 +443,90 @@ def job_document(job: Job) -> dict[str, Any]:
 
 async def queue_position(db: Pool | Connection, job: Job) -> int | None:
     """1 for the next job of this caller and kind to start; None unless waiting."""
-    if job.status not in ("queued", "uploaded") or job.lease_until is not None:
+    if job.status not in WAITING or job.lease_until is not None:
         return None
     position: int = await db.fetchval(
-        Q.queue_position, job.org_id, job.user_id, job.kind, job.status, job.created_at, job.id
+        Q.queue_position,
+        job.org_id,
+        job.user_id,
+        job.kind,
+        job.status.value,
+        job.created_at,
+        job.id,
     )
     return position
+
+
+def values(statuses: Iterable[JobStatus]) -> list[str]:
+    """Statuses as an SQL parameter (``status = ANY($n)``)."""
+    return sorted(s.value for s in statuses)
+
+
+# --- imports: the writes a person's request makes ----------------------------------------
+
+
+async def revalidate_import(
+    db: Pool | Connection, job: Job, mapping: dict[str, str | None]
+) -> Job | None:
+    """A new mapping: back to ``validating`` under a new run (arq refuses an id it still
+    holds). None when the import is no longer ``validated``."""
+    validated, validating = REVALIDATE_IMPORT.params
+    row = await db.fetchrow(Q.revalidate_import, job.id, job.org_id, mapping, validated, validating)
+    return _maybe(row)
+
+
+async def request_commit(
+    db: Pool | Connection,
+    job: Job,
+    *,
+    on_error: str,
+    commit_key: str | None,
+    accepted_mapping: dict[str, str | None],
+) -> Job | None:
+    """Hand a validated import to a worker to commit; None when a commit or a cancel won."""
+    validated, committing = REQUEST_COMMIT.params
+    row = await db.fetchrow(
+        Q.request_commit,
+        job.id,
+        job.org_id,
+        on_error,
+        commit_key,
+        accepted_mapping,
+        validated,
+        committing,
+    )
+    return _maybe(row)
+
+
+async def mark_rolled_back(
+    db: Pool | Connection, job: Job, batch: dict[str, Any], rows: int
+) -> Job | None:
+    """A committed import whose batch was rolled back; None if it was not committed."""
+    committed, rolled_back = ROLL_BACK_IMPORT.params
+    row = await db.fetchrow(Q.mark_rolled_back, job.id, batch, rows, committed, rolled_back)
+    return _maybe(row)
+
+
+async def expire_validated_imports(db: Pool | Connection, *, days: int) -> list[uuid.UUID]:
+    """Cancel the validated imports nobody committed within ``days``; their ids."""
+    validated, cancelled = EXPIRE_VALIDATED.params
+    rows = await db.fetch(Q.expire_validated_imports, days, validated, cancelled)
+    return [row["id"] for row in rows]
+
+
+async def mark_files_deleted(db: Pool | Connection, job_ids: list[uuid.UUID]) -> None:
+    """Record that these imports' upload and error report were deleted."""
+    await db.execute(Q.mark_import_files_deleted, job_ids)
+
+
+async def mark_stale_files_deleted(
+    db: Pool | Connection, *, days: int, also: list[uuid.UUID]
+) -> list[tuple[str, uuid.UUID]]:
+    """Mark the files of ended imports kept no longer (older than ``days``, or in
+    ``also``) as deleted; ``(org, job id)`` of each, whose files the caller deletes.
+
+    A committed import keeps its files until its rollback window closes.
+    """
+    ended = values(TERMINAL - {S.COMMITTED})
+    rows = await db.fetch(Q.delete_stale_import_files, days, also, ended)
+    return [(row["org_id"], row["id"]) for row in rows]

@@ -22,18 +22,16 @@ from redis.asyncio import Redis
 
 from services.core import jobs
 from services.core.db.pool import Pool
-from services.core.jobs import Job
+from services.core.jobs import Job, Stage
 
 serialize = msgspec.msgpack.encode
 deserialize = msgspec.msgpack.decode
 
-# Which function moves a job on from a given status. Renaming one is a wire change.
-FUNCTIONS: dict[tuple[str, str], str] = {
-    ("export", "queued"): "run_export",
-    ("export", "running"): "run_export",
-    ("import", "uploaded"): "validate_import",
-    ("import", "validating"): "validate_import",
-    ("import", "committing"): "commit_import",
+# The worker function of each stage of a job. Renaming one is a wire change.
+FUNCTIONS: dict[str, Stage] = {
+    "run_export": jobs.RUN_EXPORT,
+    "validate_import": jobs.VALIDATE_IMPORT,
+    "commit_import": jobs.COMMIT_IMPORT,
 }
 
 
@@ -46,9 +44,17 @@ def arq_job_id(function: str, job: Job) -> str:
     return f"{function}:{job.id}:{job.run}"
 
 
+def function_for(job: Job) -> str | None:
+    """The worker function that moves ``job`` on from its status, if any."""
+    for function, stage in FUNCTIONS.items():
+        if stage.kind == job.kind and job.status in stage.claimable:
+            return function
+    return None
+
+
 async def enqueue(redis: ArqRedis, job: Job) -> bool:
     """Hand a job to the workers; False when arq already holds this run."""
-    function = FUNCTIONS.get((job.kind, job.status))
+    function = function_for(job)
     if function is None:
         raise ValueError(f"a {job.kind} job in status {job.status} is not run by a worker")
     queued = await redis.enqueue_job(
@@ -63,7 +69,7 @@ async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
     Left alone it would sit in the queue until arq's in-progress mark expires (the
     job timeout), counting as queue depth, and then only find a newer run.
     """
-    function = FUNCTIONS.get((job.kind, job.status))
+    function = function_for(job)
     if function is None:
         return
     stale = f"{function}:{job.id}:{run}"
@@ -82,12 +88,7 @@ async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, li
     the reconciler is harmless.
     """
     ready = await jobs.admissible_jobs(
-        db,
-        org_id=org_id,
-        user_id=user_id,
-        kind="export",
-        statuses=["queued", "running"],
-        limit=limit,
+        db, org_id=org_id, user_id=user_id, stage=jobs.RUN_EXPORT, limit=limit
     )
     started = 0
     for job in ready:

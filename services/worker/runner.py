@@ -27,11 +27,12 @@ from arq import Retry
 from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
-from services.core.jobs import Job
+from services.core.jobs import Job, JobStatus, Stage
 from services.worker.context import deps, job_try
 
 log = logging.getLogger(__name__)
 
+# Deliveries of one job run, also arq's ``max_tries``: the last transient failure fails it.
 MAX_TRIES = 5
 HEARTBEAT_SECONDS = 1.0
 PROGRESS_SECONDS = 0.5
@@ -53,9 +54,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 class JobRun:
     """The attempt a job function works in; see the module docstring."""
 
-    def __init__(self, deps: Deps, job: Job) -> None:
+    def __init__(self, deps: Deps, job: Job, stage: Stage) -> None:
         self.deps = deps
         self.job = job
+        self.stage = stage
         self.cancel_requested = False
         self.lease_lost = False
         self._progress: dict[str, Any] | None = None
@@ -113,27 +115,15 @@ class JobRun:
 
     async def finish(
         self,
-        status: str,
+        status: JobStatus,
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
     ) -> Job | None:
-        """Write the final state (fenced by the attempt) and publish it."""
+        """End the attempt in one of its stage's ends (fenced by the attempt); publish it."""
+        if status not in self.stage.ends:
+            raise ValueError(f"{self.stage.running} does not end in {status}")
         done = await jobs.finish_job(
-            self.deps.db, self.job, status, result=result, error=error, progress=self._progress
-        )
-        await self._announce(done, status)
-        return done
-
-    async def release(
-        self,
-        status: str,
-        *,
-        result: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> Job | None:
-        """End the attempt in a waiting state (``validated``) and publish it."""
-        done = await jobs.release_job(
             self.deps.db, self.job, status, result=result, error=error, progress=self._progress
         )
         await self._announce(done, status)
@@ -141,7 +131,10 @@ class JobRun:
 
     async def _announce(self, job: Job | None, status: str) -> None:
         if job is None:
-            log.warning("a newer attempt owns the job", extra={"job_id": str(self.job.id)})
+            log.warning(
+                "a newer attempt owns the job, or it ended meanwhile",
+                extra={"job_id": str(self.job.id)},
+            )
             return
         self.job = job
         await self.publish(status, jobs.job_document(job))
@@ -171,15 +164,13 @@ async def run_job(
     job_id: str,
     run: int,
     *,
-    waiting: list[str],
-    running: str,
+    stage: Stage,
     body: Callable[[JobRun], Awaitable[None]],
-    requeued: str | None = None,
     limit: int | None = None,
 ) -> None:
     """Claim the job and run ``body`` in a ``JobRun``; see the module docstring.
 
-    ``body`` ends the attempt itself with ``run.finish`` or ``run.release``. With
+    ``body`` ends the attempt itself with ``run.finish``. With
     ``limit``, the job is claimed only while fewer than ``limit`` jobs of its owner
     and kind run (see ``jobs.claim_job``); otherwise it stays waiting.
     """
@@ -188,8 +179,7 @@ async def run_job(
         d.db,
         job_id,
         run=run,
-        waiting=waiting,
-        running=running,
+        stage=stage,
         lease_seconds=d.settings.job_lease_seconds,
         limit=limit,
     )
@@ -198,7 +188,7 @@ async def run_job(
         return
     extra = {"job_id": job_id, "kind": job.kind, "attempt": job.attempt}
     log.info("job started", extra={"action": "job_started", **extra})
-    attempt = JobRun(d, job)
+    attempt = JobRun(d, job, stage)
     await attempt.publish("status", jobs.job_document(job))
     try:
         async with attempt:
@@ -213,12 +203,12 @@ async def run_job(
         if attempt.cancel_requested:
             assert task is not None
             task.uncancel()
-            await attempt.finish("cancelled", error={"message": "cancelled on request"})
+            await attempt.finish(JobStatus.CANCELLED, error={"message": "cancelled on request"})
             log.info("job cancelled", extra={"action": "job_cancelled", **extra})
             return
         if time.monotonic() - attempt.started >= d.settings.job_timeout_seconds - 1:
             message = f"the job ran longer than {d.settings.job_timeout_seconds} s and was stopped"
-            await asyncio.shield(attempt.finish("failed", error={"message": message}))
+            await asyncio.shield(attempt.finish(JobStatus.FAILED, error={"message": message}))
         raise  # worker shutdown: the lease lapses and the reconciler runs it again
     except TRANSIENT as exc:
         tries = job_try(ctx)
@@ -227,14 +217,16 @@ async def run_job(
                 "transient failure; retrying",
                 extra={"action": "job_retry", "error": str(exc), "try": tries, **extra},
             )
-            await jobs.release_job(d.db, attempt.job, requeued or waiting[0])
+            await jobs.finish_job(d.db, attempt.job, stage.retry)
             raise Retry(defer=2**tries) from exc
-        await attempt.finish("failed", error=_error(exc, "storage or database kept failing"))
+        failed = _error(exc, "storage or database kept failing")
+        await attempt.finish(JobStatus.FAILED, error=failed)
     except FerryError as exc:
-        await attempt.finish("failed", error=_error(exc))
+        await attempt.finish(JobStatus.FAILED, error=_error(exc))
     except Exception as exc:
         log.exception("job crashed", extra={"action": "job_crashed", **extra})
-        await attempt.finish("failed", error=_error(exc, "internal error; the job did not finish"))
+        failed = _error(exc, "internal error; the job did not finish")
+        await attempt.finish(JobStatus.FAILED, error=failed)
     else:
         log.info("job ended", extra={"action": "job_ended", "status": attempt.job.status, **extra})
 

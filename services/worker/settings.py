@@ -23,6 +23,7 @@ from services.worker.jobs.imports import (
     validate_import,
 )
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
+from services.worker.runner import MAX_TRIES
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -60,7 +61,7 @@ class WorkerSettings:
     health_check_interval = 15
     keep_result = 0  # the job row keeps results; a kept arq result would block re-runs
     allow_abort_jobs = True
-    max_tries = 5
+    max_tries = MAX_TRIES
 
 
 def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:

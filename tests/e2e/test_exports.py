@@ -30,7 +30,7 @@ from python_calamine import CalamineWorkbook
 
 from services.core import jobs
 from services.core.deps import Deps
-from services.core.events import TERMINAL, job_stream
+from services.core.events import job_stream
 from services.core.queue import arq_redis
 from services.core.settings import Settings
 from services.worker.jobs.exports import expire_exports
@@ -604,6 +604,3 @@ async def test_a_worker_killed_mid_export_leaves_exactly_one_file_after_recovery
     assert table[0] == [LABELS[c] for c in PRESETS["all"]]
     assert len(table) - 1 == len(expected) == 30_000
     assert [row[0] for row in table[1:]] == [r["ebay_order_id"] for r in expected]
-
-
-assert TERMINAL

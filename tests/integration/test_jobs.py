@@ -68,17 +68,13 @@ async def test_a_job_of_another_org_is_not_found(deps: Deps) -> None:
 
 async def test_a_claim_fences_out_the_previous_attempt(deps: Deps) -> None:
     job = await new_job(deps)
-    first = await jobs.claim_job(
-        deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
-    )
+    first = await jobs.claim_job(deps.db, job.id, run=0, stage=jobs.RUN_EXPORT, lease_seconds=60)
     assert first is not None
     assert first.attempt == 1
     assert first.status == "running"
     # While the lease is live nobody else gets the job.
     assert (
-        await jobs.claim_job(
-            deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
-        )
+        await jobs.claim_job(deps.db, job.id, run=0, stage=jobs.RUN_EXPORT, lease_seconds=60)
         is None
     )
     # The worker dies: its lease lapses, the reconciler bumps the run, a new attempt claims.
@@ -89,14 +85,10 @@ async def test_a_claim_fences_out_the_previous_attempt(deps: Deps) -> None:
     assert revived.run == 1
     # The dead worker's arq delivery (run 0) is now stale and claims nothing.
     assert (
-        await jobs.claim_job(
-            deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
-        )
+        await jobs.claim_job(deps.db, job.id, run=0, stage=jobs.RUN_EXPORT, lease_seconds=60)
         is None
     )
-    second = await jobs.claim_job(
-        deps.db, job.id, run=1, waiting=["queued"], running="running", lease_seconds=60
-    )
+    second = await jobs.claim_job(deps.db, job.id, run=1, stage=jobs.RUN_EXPORT, lease_seconds=60)
     assert second is not None
     assert second.attempt == 2
     # The first attempt wakes up and tries to publish: refused.
@@ -113,9 +105,7 @@ async def test_reconciler_re_enqueues_a_job_whose_lease_expired(deps: Deps) -> N
     queue = arq_redis(deps.redis)
     await enqueue(queue, job)  # the delivery a worker took and then died with
     await deps.redis.set(f"arq:in-progress:run_export:{job.id}:0", b"1")
-    claimed = await jobs.claim_job(
-        deps.db, job.id, run=0, waiting=["queued"], running="running", lease_seconds=60
-    )
+    claimed = await jobs.claim_job(deps.db, job.id, run=0, stage=jobs.RUN_EXPORT, lease_seconds=60)
     assert claimed is not None
     ctx = {"deps": deps, "redis": queue}
     assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # lease still live

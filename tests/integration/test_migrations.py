@@ -1,9 +1,11 @@
+import re
 import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from services.core import jobs
 from services.core.datasets import load_registry
 from services.core.db.migrate import MIGRATIONS_DIR, migrate
 from services.core.errors import SettingsError
@@ -73,6 +75,24 @@ async def test_registry_matches_the_migrated_schema(database_url: str) -> None:
         await load_registry(Settings().datasets_dir).check_schema(conn)
     finally:
         await conn.close()
+
+
+async def test_job_statuses_match_the_jobs_table(database_url: str) -> None:
+    """The enum, the table's CHECK and the reconciler's partial index name the same sets."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        check = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'jobs'::regclass AND pg_get_constraintdef(oid) LIKE '%status%'"
+        )
+        index = await conn.fetchval(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
+            "WHERE indexrelid = 'jobs_active'::regclass"
+        )
+    finally:
+        await conn.close()
+    assert set(re.findall(r"'(\w+)'", check)) == set(jobs.JobStatus)
+    assert set(re.findall(r"'(\w+)'", index)) == jobs.ACTIVE
 
 
 async def test_a_dataset_naming_a_missing_column_fails_start_up_naming_it(

@@ -23,7 +23,7 @@ def job_function(body: Any) -> Any:
         async def _body(attempt: JobRun) -> None:
             await body(ctx, attempt)
 
-        await run_job(ctx, job_id, run, waiting=["queued"], running="running", body=_body)
+        await run_job(ctx, job_id, run, stage=jobs.RUN_EXPORT, body=_body)
 
     return func(run_export, name="run_export")
 

@@ -26,7 +26,8 @@ from services.core import jobs
 from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
-from services.core.events import TERMINAL, Event, job_stream, user_stream
+from services.core.events import Event, job_stream, user_stream
+from services.core.jobs import STREAM_ENDS, JobStatus
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 RETRY_MS = 2000
@@ -56,7 +57,7 @@ def with_links(event: Event) -> dict[str, Any]:
     data = dict(event.data)
     if "status" in data and "id" in data:
         job_id = data["id"]
-        succeeded = data.get("kind") == "export" and data["status"] == "succeeded"
+        succeeded = data.get("kind") == "export" and data["status"] == JobStatus.SUCCEEDED
         data["links"] = {
             "self": f"/v1/jobs/{job_id}",
             "download": f"/v1/exports/{job_id}/download" if succeeded else None,
@@ -110,7 +111,11 @@ async def job_events(
     tokens = verifier(request)
     stream = job_stream(job.id)
     heartbeat_ms = max(int(deps.settings.sse_heartbeat_seconds * 1000), 1)
-    if after is not None and job.status in TERMINAL and not await deps.events.read(stream, after):
+    if (
+        after is not None
+        and job.status in STREAM_ENDS
+        and not await deps.events.read(stream, after)
+    ):
         # The client saw the end already: 204 tells EventSource to stop reconnecting.
         return Response(b"", status_code=204, headers=SSE_HEADERS)
 
@@ -126,7 +131,7 @@ async def job_events(
             # follows it, so nothing is missed (at worst a state is told twice).
             cursor = await deps.events.last_id(stream)
             status, doc = await view()
-            if status in TERMINAL:
+            if status in STREAM_ENDS:
                 yield frame(cursor, status, doc)
                 return
             yield frame(cursor, "status", doc)
@@ -136,14 +141,14 @@ async def job_events(
             for event in found:
                 cursor = event.id
                 yield frame(event.id, event.type, with_links(event))
-                if event.type in TERMINAL:
+                if event.type in STREAM_ENDS:
                     return
             if found:
                 continue
             # Nothing new: the job may have ended without its event reaching Redis
             # (events are best effort; the row is the truth).
             status, doc = await view()
-            if status in TERMINAL:
+            if status in STREAM_ENDS:
                 yield frame(cursor, status, doc)
                 return
             if block is not None:

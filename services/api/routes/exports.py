@@ -25,6 +25,7 @@ from services.core.deps import Deps
 from services.core.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
 from services.core.exports.run import count_rows, snapshot, write_export
 from services.core.exports.spec import ExportSpec, build_spec
+from services.core.jobs import JobStatus
 from services.core.queue import enqueue
 from services.core.storage import content_disposition, keys
 
@@ -241,11 +242,10 @@ async def create_export(
         org_id=principal.org,
         user_id=principal.sub,
         dataset=ds.name,
-        status="queued",
         params=spec.to_params(),
         idempotency_key=idempotency_key,
     )
-    if job.status == "queued":
+    if job.status == JobStatus.QUEUED:
         # Also on a replay: a request that died between insert and enqueue recovers.
         await enqueue(queue, job)
     headers = {"Location": f"/v1/jobs/{job.id}"}
@@ -274,9 +274,9 @@ async def download_export(
     if job.kind != "export":
         raise NotFound("no such export")
     authorize_job(principal, job)
-    if job.status == "expired":
+    if job.status == JobStatus.EXPIRED:
         raise Gone("this export's file expired and was deleted; export again")
-    if job.status != "succeeded" or not job.result:
+    if job.status != JobStatus.SUCCEEDED or not job.result:
         raise Conflict(f"the export is {job.status}; its file can be downloaded once it succeeded")
     spec = ExportSpec.from_params(job.dataset, job.params)
     filename = job.result["filename"]

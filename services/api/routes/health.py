@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
+from services.core import jobs
 from services.core.deps import Deps
 
 CHECK_TIMEOUT = 3.0
@@ -69,14 +70,10 @@ async def readyz(deps: NamedDependency[Deps]) -> Response[dict[str, Any]]:
 )
 async def metrics(deps: NamedDependency[Deps]) -> Response[bytes]:
     """Request metrics plus job counts and queue depth, read at scrape time."""
-    rows = await deps.db.fetch(
-        "SELECT kind, status, count(*) AS n FROM jobs "
-        "WHERE status IN ('queued', 'running', 'uploaded', 'validating', 'committing') "
-        "GROUP BY kind, status"
-    )
+    counts = await jobs.active_counts(deps.db)
     JOBS.clear()
-    for row in rows:
-        JOBS.labels(row["kind"], row["status"]).set(row["n"])
+    for kind, status, n in counts:
+        JOBS.labels(kind, status).set(n)
     QUEUE_DEPTH.set(await deps.redis.zcard("arq:queue"))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

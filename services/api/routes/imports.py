@@ -28,13 +28,12 @@ from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
 from services.core.datasets import Dataset
-from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from services.core.imports import commit as commits
 from services.core.imports import mapping as mappings
 from services.core.imports import pipeline, readers
-from services.core.jobs import Job
+from services.core.jobs import Job, JobStatus
 from services.core.queue import enqueue
 from services.core.storage import Upload, content_disposition, keys
 
@@ -120,6 +119,10 @@ IdempotencyKey = Annotated[
 ]
 
 
+# A commit was asked for already: committing again answers with the import as it is.
+COMMIT_REQUESTED = frozenset({JobStatus.COMMITTING, JobStatus.COMMITTED, JobStatus.ROLLED_BACK})
+
+
 class CommitBody(msgspec.Struct, forbid_unknown_fields=True):
     on_error: Literal["abort", "skip"] = "abort"
 
@@ -135,9 +138,10 @@ def links(job: Job) -> dict[str, Any]:
     result = job.result or {}
     base = f"/v1/imports/{job.id}"
     report = result.get("error_report") and not result.get("files_deleted_at")
+    report = report and job.status != JobStatus.VALIDATING  # the old one is being replaced
     return {
         "import": base,
-        "error_report": f"{base}/errors.csv" if report and job.status != "validating" else None,
+        "error_report": f"{base}/errors.csv" if report else None,
         "mapping": f"{base}/mapping",
         "commit": f"{base}/commit",
         "rollback": f"{base}/rollback",
@@ -412,7 +416,6 @@ async def create_import(
             org_id=principal.org,
             user_id=principal.sub,
             dataset=ds.name,
-            status="uploaded",
             params=params,
             idempotency_key=idempotency_key,
             job_id=job_id,
@@ -471,7 +474,7 @@ async def put_mapping(
 ) -> dict[str, Any]:
     """See ``PUT_MAPPING_DOC`` (the OpenAPI description)."""
     job = await load_import(deps, principal, job_id, write=True)
-    if job.status != "validated":
+    if job.status != JobStatus.VALIDATED:
         raise Conflict(
             f"the mapping can be changed once the import is validated; it is {job.status}",
             status=job.status,
@@ -487,11 +490,11 @@ async def put_mapping(
             current = {h: (None if f == name else f) for h, f in current.items()}
         current[header] = name
     async with deps.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(Q.revalidate_import, job.id, principal.org, chosen)
-        if row is None:
+        changed = await jobs.revalidate_import(conn, job, chosen)
+        if changed is None:
             raise Conflict("the import changed meanwhile; read it again")
         await pipeline.remember_mapping(conn, job.org_id, job.dataset, headers, current)
-    job = jobs.from_record(row)
+    job = changed
     await enqueue(queue, job)
     await deps.events.announce(job, "status")
     return await import_view(request, deps, principal, job)
@@ -559,25 +562,20 @@ async def commit_import(
     """See ``COMMIT_IMPORT_DOC`` (the OpenAPI description)."""
     body = data or CommitBody()
     job = await load_import(deps, principal, job_id, write=True)
-    if job.status in ("committing", "committed", "rolled_back"):
+    if job.status in COMMIT_REQUESTED:
         return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
     _committable(job, body)
     result = job.result or {}
     accepted = mappings.document_choices(result.get("mapping"))
-    row = await deps.db.fetchrow(
-        Q.request_commit,
-        job.id,
-        principal.org,
-        body.on_error,
-        idempotency_key,
-        accepted,
+    requested = await jobs.request_commit(
+        deps.db, job, on_error=body.on_error, commit_key=idempotency_key, accepted_mapping=accepted
     )
-    if row is None:  # a concurrent commit (or cancel) won
+    if requested is None:  # a concurrent commit (or cancel) won
         job = await load_import(deps, principal, job_id, write=True)
-        if job.status in ("committing", "committed", "rolled_back"):
+        if job.status in COMMIT_REQUESTED:
             return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
         raise Conflict(f"the import is {job.status}; it cannot be committed", status=job.status)
-    job = jobs.from_record(row)
+    job = requested
     await enqueue(queue, job)
     await deps.events.announce(job, "status")
     return _response(await import_view(request, deps, principal, job), 202)
@@ -604,12 +602,12 @@ async def _replayed(
 
 
 def _committable(job: Job, body: CommitBody) -> None:
-    if job.status in ("uploaded", "validating"):
+    if job.status in {JobStatus.UPLOADED, JobStatus.VALIDATING}:
         raise Conflict(
             "the import is still being validated; commit once it is validated",
             status=job.status,
         )
-    if job.status != "validated":
+    if job.status != JobStatus.VALIDATED:
         raise Conflict(f"the import is {job.status}; it cannot be committed", status=job.status)
     commits.check_committable(job, on_error=body.on_error, report=links(job)["error_report"])
 
@@ -631,9 +629,9 @@ async def rollback_import(
     """See ``ROLLBACK_IMPORT_DOC`` (the OpenAPI description)."""
     body = data or RollbackBody()
     job = await load_import(deps, principal, job_id, write=True)
-    if job.status == "rolled_back":
+    if job.status == JobStatus.ROLLED_BACK:
         return await import_view(request, deps, principal, job)
-    if job.status != "committed":
+    if job.status != JobStatus.COMMITTED:
         raise Conflict(
             f"only a committed import can be rolled back; this one is {job.status}",
             status=job.status,
@@ -641,15 +639,10 @@ async def rollback_import(
     ds = deps.registry.get(job.dataset)
     async with deps.db.acquire() as conn, conn.transaction():
         batch, rows, already = await commits.rollback(conn, ds, job, confirm=body.confirm)
-        row = await conn.fetchrow(
-            Q.mark_rolled_back,
-            job.id,
-            commits.batch_document(batch),
-            rows,
-        )
-    if row is not None:
-        job = jobs.from_record(row)
-        await deps.events.announce(job, "rolled_back")
+        rolled_back = await jobs.mark_rolled_back(conn, job, commits.batch_document(batch), rows)
+    if rolled_back is not None:
+        job = rolled_back
+        await deps.events.announce(job, job.status)
         log.info(
             "import rolled back",
             extra={"action": "import_rolled_back", "job_id": str(job.id), "rows": rows},

@@ -20,7 +20,7 @@ from services.core import jobs
 from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput
-from services.core.jobs import Job
+from services.core.jobs import Job, JobStatus
 from services.core.queue import admit_next
 
 
@@ -63,7 +63,7 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """Newest first, keyset-paginated: pass `next_cursor` back as `cursor`."""
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
-    unknown = sorted(set(statuses or ()) - set(jobs.STATUSES))
+    unknown = sorted(set(statuses or ()) - set(JobStatus))
     if unknown:
         raise InvalidInput(
             f"unknown status {', '.join(unknown)}",
@@ -124,14 +124,14 @@ async def cancel_job(
     if done is None:
         current = await jobs.get_job(deps.db, job_id, principal.org)
         raise Conflict(f"the job already ended ({current.status}); nothing to cancel")
-    if done.status == "cancelled":
-        await deps.events.announce(done, "cancelled")
+    if done.status == JobStatus.CANCELLED:
+        await deps.events.announce(done, done.status)
         if done.kind == "export":
             # A job that waited ahead may have held others back.
             limit = deps.settings.max_exports_per_user
             await admit_next(deps.db, queue, done.org_id, done.user_id, limit=limit)
     view = await job_view(deps.db, verifier(request), principal, done)
-    return Response(view, status_code=200 if done.status == "cancelled" else 202)
+    return Response(view, status_code=200 if done.status == JobStatus.CANCELLED else 202)
 
 
 routes = [list_jobs, get_job, cancel_job]

@@ -1,4 +1,5 @@
 -- Static SQL of Ferry. Dataset SQL (exports, imports) is built in services/core/datasets/sql.py.
+-- Job statuses arrive as parameters from services/core/jobs.py, never as literals here.
 
 -- name: insert_job
 -- Idempotent create: a repeated (org, user, key) returns nothing and the caller reads the row.
@@ -46,37 +47,36 @@ SET lease_until = now() + make_interval(secs => $3),
 WHERE id = $1 AND attempt = $2
 RETURNING status, cancel_requested_at;
 
--- name: finish_job
--- Final write of an attempt, fenced by the attempt number.
+-- name: finish_attempt
+-- Last write of an attempt, fenced by the attempt number; from one of $8 to $3, which
+-- sets finished_at when it is one of the terminal statuses $7.
 UPDATE jobs
 SET status = $3, result = coalesce($4, result), error = $5, progress = coalesce($6, progress),
-    lease_until = NULL, finished_at = now(), updated_at = now()
-WHERE id = $1 AND attempt = $2
-RETURNING *;
-
--- name: release_job
--- End an attempt without finishing the job (it moves to a waiting state such as `validated`).
-UPDATE jobs
-SET status = $3, result = coalesce($4, result), error = $5, progress = coalesce($6, progress),
-    lease_until = NULL, updated_at = now()
-WHERE id = $1 AND attempt = $2
+    lease_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN $3 = ANY($7::text[]) THEN now() ELSE finished_at END
+WHERE id = $1 AND attempt = $2 AND status = ANY($8::text[])
 RETURNING *;
 
 -- name: expired_leases
 -- Jobs whose worker stopped renewing its lease; a new run gets them going again.
--- Clearing the lease marks the job as waiting for that run.
+-- Clearing the lease marks the job as waiting for that run. $1: the working statuses.
 UPDATE jobs SET run = run + 1, lease_until = NULL, updated_at = now()
-WHERE status IN ('running', 'validating', 'committing') AND lease_until < now()
+WHERE status = ANY($1::text[]) AND lease_until < now()
 RETURNING *;
 
 -- name: waiting_jobs
 -- Jobs waiting for a worker for a while; the reconciler makes sure arq knows them.
+-- $2: the statuses a worker moves on.
 SELECT * FROM jobs
 WHERE lease_until IS NULL AND updated_at < now() - make_interval(secs => $1)
   AND cancel_requested_at IS NULL
-  AND status IN ('queued', 'running', 'uploaded', 'validating', 'committing')
+  AND status = ANY($2::text[])
 ORDER BY created_at
 LIMIT 500;
+
+-- name: count_jobs
+SELECT kind, status, count(*) AS n FROM jobs WHERE status = ANY($1::text[])
+GROUP BY kind, status;
 
 -- name: queue_position
 SELECT count(*) + 1 FROM jobs
@@ -114,9 +114,9 @@ LIMIT greatest($5 - (
       AND cancel_requested_at IS NULL AND lease_until > now()), 0);
 
 -- name: cancel_waiting_job
--- A job no worker holds is cancelled at once; the claim skips cancelled jobs.
+-- A job no worker holds is cancelled at once (from one of $4 to $5); the claim skips it.
 UPDATE jobs
-SET status = 'cancelled', cancel_requested_at = coalesce(cancel_requested_at, now()),
+SET status = $5, cancel_requested_at = coalesce(cancel_requested_at, now()),
     error = $3, lease_until = NULL, finished_at = now(), updated_at = now()
 WHERE id = $1 AND org_id = $2 AND status = ANY($4)
   AND (lease_until IS NULL OR lease_until < now())
@@ -131,14 +131,14 @@ RETURNING *;
 
 -- name: expirable_exports
 SELECT * FROM jobs
-WHERE kind = 'export' AND status = 'succeeded'
+WHERE kind = 'export' AND status = ANY($1::text[])
   AND (result ->> 'expires_at')::timestamptz <= now()
 ORDER BY finished_at
 LIMIT 500;
 
 -- name: expire_export
-UPDATE jobs SET status = 'expired', updated_at = now()
-WHERE id = $1 AND status = 'succeeded'
+UPDATE jobs SET status = $3, updated_at = now()
+WHERE id = $1 AND status = ANY($2::text[])
 RETURNING *;
 
 -- --- imports ---------------------------------------------------------------------------
@@ -172,29 +172,29 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (org_id, header_key) DO UPDATE SET mapping = excluded.mapping, updated_at = now();
 
 -- name: revalidate_import
--- A new mapping: back to `validating` under a new run (arq refuses an id it still holds).
+-- A new mapping: from one of $4 back to $5 under a new run (arq refuses an id it still holds).
 UPDATE jobs
-SET status = 'validating', run = run + 1,
+SET status = $5, run = run + 1,
     params = params || jsonb_build_object('mapping', $3::jsonb),
     result = jsonb_build_object('source', result -> 'source'),
     progress = NULL, error = NULL, updated_at = now()
-WHERE id = $1 AND org_id = $2 AND status = 'validated'
+WHERE id = $1 AND org_id = $2 AND status = ANY($4::text[])
 RETURNING *;
 
 -- name: request_commit
 UPDATE jobs
-SET status = 'committing',
+SET status = $7,
     params = params || jsonb_build_object('on_error', $3::text, 'commit_key', $4::text,
                                           'accepted_mapping', $5::jsonb),
     updated_at = now()
-WHERE id = $1 AND org_id = $2 AND status = 'validated' AND cancel_requested_at IS NULL
+WHERE id = $1 AND org_id = $2 AND status = ANY($6::text[]) AND cancel_requested_at IS NULL
 RETURNING *;
 
 -- name: mark_rolled_back
 UPDATE jobs
-SET status = 'rolled_back', updated_at = now(),
+SET status = $5, updated_at = now(),
     result = result || jsonb_build_object('batch', $2::jsonb, 'rolled_back_rows', $3::int)
-WHERE id = $1 AND status = 'committed'
+WHERE id = $1 AND status = ANY($4::text[])
 RETURNING *;
 
 -- name: close_rollback_windows
@@ -210,27 +210,28 @@ WHERE id = ANY($1::uuid[]);
 DELETE FROM import_batches WHERE created_at < now() - make_interval(days => $1);
 
 -- name: expire_validated_imports
--- Validated imports nobody committed within $1 days.
+-- Validated imports (status one of $2) nobody committed within $1 days become $3.
 UPDATE jobs
-SET status = 'cancelled', finished_at = now(), updated_at = now(),
+SET status = $3, finished_at = now(), updated_at = now(),
     error = jsonb_build_object('type', 'expired', 'message',
                                'not committed within ' || $1 || ' days; upload the file again')
-WHERE kind = 'import' AND status = 'validated'
+WHERE kind = 'import' AND status = ANY($2::text[])
   AND updated_at < now() - make_interval(days => $1)
 RETURNING id;
 
 -- name: delete_stale_import_files
--- Ended imports whose upload and report are kept no longer (older than $1 days, or in $2).
+-- Ended imports (status one of $3) whose upload and report are kept no longer (older than
+-- $1 days, or in $2).
 UPDATE jobs SET result = jsonb_set(coalesce(result, '{}'), '{files_deleted_at}', to_jsonb(now()))
-WHERE kind = 'import' AND status IN ('failed', 'cancelled', 'rolled_back')
+WHERE kind = 'import' AND status = ANY($3::text[])
   AND (updated_at < now() - make_interval(days => $1) OR id = ANY($2::uuid[]))
   AND (result IS NULL OR NOT result ? 'files_deleted_at')
 RETURNING id, org_id;
 
 -- name: leftover_staging_tables
--- Staging tables of imports that no longer need them (or of jobs that are gone).
+-- Staging tables of imports that ended (status one of $2) or are gone.
 SELECT c.relname FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN jobs j ON j.id::text = c.relname
 WHERE n.nspname = $1 AND c.relkind = 'r'
-  AND (j.id IS NULL OR j.status NOT IN ('uploaded', 'validating', 'validated', 'committing'));
+  AND (j.id IS NULL OR j.status = ANY($2::text[]));

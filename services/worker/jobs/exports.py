@@ -27,9 +27,6 @@ from services.worker.runner import JobRun, run_job
 
 log = logging.getLogger(__name__)
 
-WAITING = ["queued"]
-RUNNING = "running"
-
 
 async def run_export(ctx: dict[str, Any], job_id: str, run: int) -> None:
     """Write one export job's file into object storage, then admit the owner's next export."""
@@ -39,8 +36,7 @@ async def run_export(ctx: dict[str, Any], job_id: str, run: int) -> None:
             ctx,
             job_id,
             run,
-            waiting=WAITING,
-            running=RUNNING,
+            stage=jobs.RUN_EXPORT,
             body=lambda attempt: _export(d, attempt),
             limit=d.settings.max_exports_per_user,
         )
@@ -98,7 +94,7 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     expires = datetime.now(UTC) + timedelta(days=d.settings.export_ttl_days)
     await attempt.progress(rows, rows)
     await attempt.finish(
-        "succeeded",
+        jobs.JobStatus.SUCCEEDED,
         result={
             "rows": rows,
             "bytes": stored.size,
@@ -129,7 +125,7 @@ async def expire_exports(ctx: dict[str, Any]) -> int:
         if done is None:
             continue
         expired += 1
-        await d.events.announce(done, "expired")
+        await d.events.announce(done, done.status)
     if expired:
         log.info("exports expired", extra={"action": "exports_expired", "count": expired})
     return expired

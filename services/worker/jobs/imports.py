@@ -8,10 +8,12 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from services.core import jobs
 from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict
 from services.core.imports import commit, pipeline, staging
+from services.core.jobs import JobStatus
 from services.core.storage import keys
 from services.worker.context import deps
 from services.worker.runner import JobRun, run_job
@@ -34,15 +36,13 @@ async def validate_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
             if not attempt.lease_lost:  # else the staging table is a newer attempt's
                 await asyncio.shield(_drop_staging(attempt.deps, job.id))
             raise
-        await attempt.release("validated", result=document)
+        await attempt.finish(JobStatus.VALIDATED, result=document)
         log.info(
             "import validated",
             extra={"action": "import_validated", "job_id": job_id, **document["totals"]},
         )
 
-    await run_job(
-        ctx, job_id, run, waiting=["uploaded", "validating"], running="validating", body=body
-    )
+    await run_job(ctx, job_id, run, stage=jobs.VALIDATE_IMPORT, body=body)
 
 
 async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
@@ -52,12 +52,15 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
         d, job = attempt.deps, attempt.job
         ds = d.registry.get(job.dataset)
         document = dict(job.result or {})
+
+        async def committed(batch: Any) -> None:
+            result = {**document, "batch": commit.batch_document(batch)}
+            await attempt.finish(JobStatus.COMMITTED, result=result)
+
         async with d.db.acquire() as conn:
             done = await commit.find_batch(conn, job.id)
             if done is not None:  # an earlier attempt committed and died before saying so
-                await attempt.finish(
-                    "committed", result={**document, "batch": commit.batch_document(done)}
-                )
+                await committed(done)
                 await _drop_staging(d, job.id)
                 return
             commit.check_committable(job, on_error=job.params.get("on_error", "abort"))
@@ -72,7 +75,7 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
             await attempt.progress(0, valid, rows=0, unit="rows")
             transaction = conn.transaction()
             await transaction.start()
-            committed = False
+            settled = False  # the transaction was committed or rolled back
             try:
                 window = timedelta(hours=d.settings.rollback_window_hours)
                 batch = await commit.insert_batch(
@@ -80,11 +83,8 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                 )
                 if batch is None:  # a concurrent attempt committed first
                     await transaction.rollback()
-                    committed = True
-                    batch = await commit.find_batch(conn, job.id)
-                    await attempt.finish(
-                        "committed", result={**document, "batch": commit.batch_document(batch)}
-                    )
+                    settled = True
+                    await committed(await commit.find_batch(conn, job.id))
                     return
                 inserted = await commit.insert_records(conn, ds, job, batch["id"])
                 batch = await conn.fetchrow(Q.count_batch_rows, batch["id"], inserted)
@@ -97,26 +97,16 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                 # From here on the batch is in: a cancel request waits until the job says so.
                 async with attempt.critical():
                     await transaction.commit()
-                    committed = True
-                    await attempt.finish(
-                        "committed", result={**document, "batch": commit.batch_document(batch)}
-                    )
+                    settled = True
+                    await committed(batch)
             finally:
-                if not committed:
+                if not settled:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(transaction.rollback())
         log.info("import committed", extra={"action": "import_committed", "job_id": job_id})
         await _drop_staging(d, job.id)
 
-    await run_job(
-        ctx,
-        job_id,
-        run,
-        waiting=["committing"],
-        running="committing",
-        body=body,
-        requeued="committing",
-    )
+    await run_job(ctx, job_id, run, stage=jobs.COMMIT_IMPORT, body=body)
 
 
 async def _drop_staging(d: Deps, job_id: Any) -> None:
@@ -135,7 +125,7 @@ async def close_rollback_windows(ctx: dict[str, Any]) -> int:
     rows = await d.db.fetch(Q.close_rollback_windows)
     for row in rows:
         await d.storage.delete_prefix(keys.import_prefix(row["org_id"], row["job_id"]))
-    await d.db.execute(Q.mark_import_files_deleted, [row["job_id"] for row in rows])
+    await jobs.mark_files_deleted(d.db, [row["job_id"] for row in rows])
     if rows:
         log.info("rollback windows closed", extra={"action": "windows_closed", "count": len(rows)})
     return len(rows)
@@ -159,11 +149,11 @@ async def clean_imports(ctx: dict[str, Any]) -> dict[str, int]:
     """
     d = deps(ctx)
     keep = d.settings.import_keep_days
-    expired = await d.db.fetch(Q.expire_validated_imports, keep)
-    stale = await d.db.fetch(Q.delete_stale_import_files, keep, [row["id"] for row in expired])
-    for row in stale:
-        await d.storage.delete_prefix(keys.import_prefix(row["org_id"], row["id"]))
-    tables = await d.db.fetch(Q.leftover_staging_tables, staging.SCHEMA)
+    expired = await jobs.expire_validated_imports(d.db, days=keep)
+    stale = await jobs.mark_stale_files_deleted(d.db, days=keep, also=expired)
+    for org_id, job_id in stale:
+        await d.storage.delete_prefix(keys.import_prefix(org_id, job_id))
+    tables = await d.db.fetch(Q.leftover_staging_tables, staging.SCHEMA, jobs.values(jobs.TERMINAL))
     for row in tables:
         await staging.drop(d.db, row["relname"])
     return {"expired": len(expired), "files": len(stale), "tables": len(tables)}
