@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from services.api.auth import provide_principal
+from services.api.params import provide_idempotency_key
 from services.api.problems import EXCEPTION_HANDLERS
 from services.api.routes import datasets, events, exports, health, imports, jobs
 from services.api.state import provide_deps, provide_queue
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> Litestar:
             "deps": Provide(provide_deps, sync_to_thread=False),
             "queue": Provide(provide_queue, sync_to_thread=False),
             "principal": Provide(provide_principal),
+            "idempotency_key": Provide(provide_idempotency_key),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[prometheus.middleware],
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> Litestar:
             version=VERSION,
             description=DESCRIPTION,
             path="/schema",
+            use_handler_docstrings=True,  # a route's docstring is its description
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
             components=Components(
                 security_schemes={

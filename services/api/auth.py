@@ -1,4 +1,5 @@
-"""Who is calling: the ``Principal`` dependency from ``Authorization: Bearer``."""
+"""Who is calling (the ``Principal`` dependency from ``Authorization: Bearer``), and
+which jobs they may see or change."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from typing import Any
 from litestar import Request
 from litestar.concurrency import sync_to_thread
 
+from services.core import jobs
 from services.core.auth import Principal, TokenVerifier
-from services.core.errors import Unauthorized
+from services.core.db.pool import Pool
+from services.core.errors import Forbidden, NotFound, Unauthorized
+from services.core.jobs import Job, Kind
 
 
 def verifier(request: Request[Any, Any, Any]) -> TokenVerifier:
@@ -32,3 +36,23 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     if tokens.settings.jwt_jwks_url:  # may fetch the key set over the network
         return await sync_to_thread(tokens.verify, token)
     return tokens.verify(token)
+
+
+def authorize_job(principal: Principal, job: Job, *, write: bool = False) -> None:
+    """Seeing a job needs its dataset's read or write permission; changing it, write."""
+    if write:
+        principal.require(f"{job.dataset}.write")
+    elif not (principal.can(f"{job.dataset}.read") or principal.can(f"{job.dataset}.write")):
+        raise Forbidden(f"this token lacks the permission '{job.dataset}.read'")
+
+
+async def load_job(
+    db: Pool, principal: Principal, job_id: str, *, kind: Kind | None = None, write: bool = False
+) -> Job:
+    """A job of the caller's org (of ``kind``, if given; 404 otherwise) that they may
+    see, or with ``write`` change (403 otherwise)."""
+    job = await jobs.get_job(db, job_id, principal.org)
+    if kind is not None and job.kind != kind:
+        raise NotFound(f"no such {kind}")
+    authorize_job(principal, job, write=write)
+    return job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response
@@ -41,8 +42,9 @@ def problem(
     detail: str,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-    **extra: Any,
+    extra: Mapping[str, Any] | None = None,
 ) -> Response[dict[str, Any]]:
+    """An RFC 9457 problem; ``extra`` members never replace the problem's own."""
     body: dict[str, Any] = {
         "type": TYPE_PREFIX + slug,
         "title": title,
@@ -52,7 +54,11 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    body.update(extra)
+    for key, value in (extra or {}).items():
+        if key in body:
+            log.warning("problem member clash", extra={"action": "problem_clash", "member": key})
+            continue
+        body[key] = value
     return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -68,7 +74,7 @@ def ferry_error(request: Request[Any, Any, Any], exc: FerryError) -> Response[di
         detail=exc.detail,
         errors=exc.errors,
         headers=headers,
-        **exc.extra,
+        extra=exc.extra,
     )
 
 

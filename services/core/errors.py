@@ -9,6 +9,7 @@
     ├── Conflict                409  the request clashes with the current state
     ├── Gone                    410  it existed, but no longer (an expired export file)
     ├── TooLarge                413  over a configured size or row limit
+    ├── UnsupportedMediaType    415  a body of a kind this route does not take
     └── Unavailable             503  a dependency (database, Redis, storage) failed
 
 In the worker, ``Transient`` marks failures worth a retry with backoff; everything
@@ -101,6 +102,14 @@ class TooLarge(FerryError):
     status = 413
     slug = "too-large"
     title = "Too large"
+
+
+class UnsupportedMediaType(FerryError):
+    """This route does not take a body of this media type."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class Unavailable(FerryError):

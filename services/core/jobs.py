@@ -246,11 +246,16 @@ async def create_job(
         return from_record(row), True
     existing = from_record(await db.fetchrow(Q.get_job_by_key, org_id, user_id, idempotency_key))
     if existing.request_hash != digest:
-        raise InvalidInput(
-            "this Idempotency-Key was used with a different request",
-            errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
-        )
+        raise key_reused()
     return existing, False
+
+
+def key_reused() -> InvalidInput:
+    """The answer to an ``Idempotency-Key`` sent again with a different request."""
+    return InvalidInput(
+        "this Idempotency-Key was used with a different request",
+        errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+    )
 
 
 async def get_job(db: Pool | Connection, job_id: uuid.UUID | str, org_id: str) -> Job:

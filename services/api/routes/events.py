@@ -19,8 +19,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
-from services.api.auth import provide_principal, verifier
-from services.api.routes.jobs import authorize_job
+from services.api.auth import authorize_job, provide_principal, verifier
 from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal

@@ -13,12 +13,12 @@ import msgspec
 from arq.connections import ArqRedis
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
-from litestar.response import Redirect, Stream
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.response import Stream
 
-from services.api.auth import verifier
-from services.api.routes.jobs import authorize_job
-from services.api.views import job_view
+from services.api.auth import load_job, verifier
+from services.api.params import IdempotencyKey
+from services.api.views import job_view, stored_file
 from services.core import jobs
 from services.core.auth import Principal
 from services.core.deps import Deps
@@ -197,13 +197,7 @@ async def create_export(
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key",
-            description="Same key and body: the same job; same key, other body: 422",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey,
 ) -> Response[dict[str, Any]]:
     """202 with the job (`queued`) and its `Location`; a worker writes the file.
 
@@ -231,11 +225,6 @@ async def create_export(
         compression=data.compression,
         escape_formulas=data.escape_formulas,
     )
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
-        raise InvalidInput(
-            "Idempotency-Key must have 1 to 200 characters",
-            errors=[{"field": "Idempotency-Key", "message": "1 to 200 characters"}],
-        )
     job, created = await jobs.create_job(
         deps.db,
         kind="export",
@@ -270,35 +259,20 @@ async def download_export(
 
     409 while the export has not succeeded; 410 once its file expired.
     """
-    job = await jobs.get_job(deps.db, job_id, principal.org)
-    if job.kind != "export":
-        raise NotFound("no such export")
-    authorize_job(principal, job)
+    job = await load_job(deps.db, principal, job_id, kind="export")
     if job.status == JobStatus.EXPIRED:
         raise Gone("this export's file expired and was deleted; export again")
     if job.status != JobStatus.SUCCEEDED or not job.result:
         raise Conflict(f"the export is {job.status}; its file can be downloaded once it succeeded")
     spec = ExportSpec.from_params(job.dataset, job.params)
     filename = job.result["filename"]
-    key = keys.export_file(job.org_id, job.id, filename)
-    url = await deps.storage.presigned_url(
-        key,
-        expires_in=deps.settings.download_url_ttl,
+    return await stored_file(
+        deps,
+        keys.export_file(job.org_id, job.id, filename),
         filename=filename,
         content_type=spec.content_type,
-    )
-    if url is not None:
-        return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
-    if await deps.storage.stat(key) is None:
-        raise Gone("this export's file is gone; export again")
-    return Stream(
-        deps.storage.read(key),
-        media_type=spec.content_type.partition(";")[0],  # Litestar adds the charset
-        headers={
-            "Content-Disposition": content_disposition(filename),
-            "Content-Length": str(job.result["bytes"]),
-            "Cache-Control": "private, no-store",
-        },
+        missing=Gone("this export's file is gone; export again"),
+        headers={"Content-Length": str(job.result["bytes"]), "Cache-Control": "private, no-store"},
     )
 
 

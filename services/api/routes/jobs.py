@@ -14,7 +14,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from services.api.auth import verifier
+from services.api.auth import load_job, verifier
 from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
@@ -22,12 +22,6 @@ from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput
 from services.core.jobs import Job, JobStatus
 from services.core.queue import admit_next
-
-
-def authorize_job(principal: Principal, job: Job) -> None:
-    """A job may be seen by callers allowed to read or write its dataset."""
-    if not (principal.can(f"{job.dataset}.read") or principal.can(f"{job.dataset}.write")):
-        raise Forbidden(f"this token lacks the permission '{job.dataset}.read'")
 
 
 def encode_cursor(job: Job) -> str:
@@ -97,8 +91,7 @@ async def get_job(
     principal: NamedDependency[Principal],
 ) -> dict[str, Any]:
     """Status, progress `{done, total}`, timings, error and result of a job."""
-    job = await jobs.get_job(deps.db, job_id, principal.org)
-    authorize_job(principal, job)
+    job = await load_job(deps.db, principal, job_id)
     return await job_view(deps.db, verifier(request), principal, job)
 
 
@@ -114,8 +107,7 @@ async def cancel_job(
     `cancel_requested: true`): its worker stops within a second or two, removes any
     partial upload and the job reads `cancelled`. A job that already ended: 409.
     Only the user who started a job may cancel it."""
-    job = await jobs.get_job(deps.db, job_id, principal.org)
-    authorize_job(principal, job)
+    job = await load_job(deps.db, principal, job_id)
     if job.user_id != principal.sub:
         raise Forbidden("only the user who started this job can cancel it")
     if job.final:

@@ -192,3 +192,13 @@ def mapping_choices(mapping: Mapping) -> dict[str, str | None]:
 def document_choices(document: dict[str, Any] | None) -> dict[str, str | None]:
     """``mapping_choices`` of a mapping as stored in an import's result."""
     return {h: (m["field"] if isinstance(m, dict) else None) for h, m in (document or {}).items()}
+
+
+def from_document(document: dict[str, Any] | None) -> Mapping:
+    """A mapping as stored in an import's result (``mapping_document``), read back."""
+    return {
+        h: Match(m["field"], m["confidence"], m["reason"], m.get("unit"))
+        if isinstance(m, dict)
+        else None
+        for h, m in (document or {}).items()
+    }

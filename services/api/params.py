@@ -1,0 +1,38 @@
+"""Request parameters that several routes share, declared and checked once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar.di import NamedDependency
+from litestar.params import HeaderParameter
+
+from services.core.errors import InvalidInput
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+async def provide_idempotency_key(
+    idempotency_key_header: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            required=False,
+            description=f"1 to {IDEMPOTENCY_KEY_MAX} characters. Repeat a request safely: "
+            "the same key and body give the same answer; the same key with another body "
+            "is refused (422).",
+        ),
+    ] = None,
+) -> str | None:
+    """The ``Idempotency-Key`` of every POST that takes one, checked here only."""
+    key = idempotency_key_header
+    if key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidInput(
+            f"Idempotency-Key must have 1 to {IDEMPOTENCY_KEY_MAX} characters",
+            errors=[{"field": "Idempotency-Key", "message": "1 to 200 characters"}],
+        )
+    return key
+
+
+# A route parameter named ``idempotency_key`` of this type gets the checked header.
+IdempotencyKey = NamedDependency[str | None]
