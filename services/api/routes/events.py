@@ -22,11 +22,11 @@ from litestar.response import Stream
 from services.api.auth import authorize_job, provide_principal, verifier
 from services.api.views import job_view
 from services.core import jobs
-from services.core.auth import Principal
+from services.core.auth import Principal, TokenVerifier
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
 from services.core.events import Event, job_stream, user_stream
-from services.core.jobs import STREAM_ENDS, JobStatus
+from services.core.jobs import STREAM_ENDS, Job, JobStatus
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 RETRY_MS = 2000
@@ -107,36 +107,45 @@ async def job_events(
     if bearer:
         authorize_job(principal, job)
     after = resume_after(last_event_id)
-    tokens = verifier(request)
-    stream = job_stream(job.id)
-    heartbeat_ms = max(int(deps.settings.sse_heartbeat_seconds * 1000), 1)
-    if (
-        after is not None
-        and job.status in STREAM_ENDS
-        and not await deps.events.read(stream, after)
-    ):
+    feed = JobFeed(deps, verifier(request), principal, job)
+    if after is not None and job.status in STREAM_ENDS and not await feed.read(after):
         # The client saw the end already: 204 tells EventSource to stop reconnecting.
         return Response(b"", status_code=204, headers=SSE_HEADERS)
+    return Stream(feed.frames(after), media_type="text/event-stream", headers=SSE_HEADERS)
 
-    async def view() -> tuple[str, dict[str, Any]]:
-        current = await jobs.get_job(deps.db, job.id, principal.org)
-        return current.status, await job_view(deps.db, tokens, principal, current)
 
-    async def events() -> AsyncIterator[bytes]:
+class JobFeed:
+    """One job's events as SSE frames, up to the one where its stream ends."""
+
+    def __init__(self, deps: Deps, tokens: TokenVerifier, principal: Principal, job: Job) -> None:
+        self.deps = deps
+        self.tokens = tokens
+        self.principal = principal
+        self.job_id = job.id
+        self.stream = job_stream(job.id)
+
+    async def read(self, after: str, block_ms: int | None = None) -> list[Event]:
+        return await self.deps.events.read(self.stream, after, block_ms=block_ms)
+
+    async def view(self) -> tuple[str, dict[str, Any]]:
+        """The job as it is now, from its row."""
+        current = await jobs.get_job(self.deps.db, self.job_id, self.principal.org)
+        return current.status, await job_view(self.deps.db, self.tokens, self.principal, current)
+
+    async def frames(self, after: str | None) -> AsyncIterator[bytes]:
         cursor = after
         yield b"retry: %d\n\n" % RETRY_MS
         if cursor is None:
             # Read the stream position first: anything published after the snapshot
             # follows it, so nothing is missed (at worst a state is told twice).
-            cursor = await deps.events.last_id(stream)
-            status, doc = await view()
+            cursor = await self.deps.events.last_id(self.stream)
+            status, doc = await self.view()
+            yield frame(cursor, status if status in STREAM_ENDS else "status", doc)
             if status in STREAM_ENDS:
-                yield frame(cursor, status, doc)
                 return
-            yield frame(cursor, "status", doc)
         block: int | None = None  # a resumed client first gets what it missed, at once
         while True:
-            found = await deps.events.read(stream, cursor, block_ms=block)
+            found = await self.read(cursor, block)
             for event in found:
                 cursor = event.id
                 yield frame(event.id, event.type, with_links(event))
@@ -146,15 +155,17 @@ async def job_events(
                 continue
             # Nothing new: the job may have ended without its event reaching Redis
             # (events are best effort; the row is the truth).
-            status, doc = await view()
+            status, doc = await self.view()
             if status in STREAM_ENDS:
                 yield frame(cursor, status, doc)
                 return
             if block is not None:
                 yield b": heartbeat\n\n"
-            block = heartbeat_ms
+            block = heartbeat_ms(self.deps)
 
-    return Stream(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+def heartbeat_ms(deps: Deps) -> int:
+    return max(int(deps.settings.sse_heartbeat_seconds * 1000), 1)
 
 
 @get(
@@ -176,13 +187,12 @@ async def my_events(
     principal, _bearer = await stream_principal(request, token, None)
     after = resume_after(last_event_id)
     stream = user_stream(principal.org, principal.sub)
-    heartbeat_ms = max(int(deps.settings.sse_heartbeat_seconds * 1000), 1)
 
     async def events() -> AsyncIterator[bytes]:
         cursor = after or await deps.events.last_id(stream)
         yield b"retry: %d\n\n" % RETRY_MS
         while True:
-            found = await deps.events.read(stream, cursor, block_ms=heartbeat_ms)
+            found = await deps.events.read(stream, cursor, block_ms=heartbeat_ms(deps))
             for event in found:
                 cursor = event.id
                 yield frame(event.id, event.type, with_links(event))

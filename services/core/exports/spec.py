@@ -8,7 +8,7 @@ the same request always gives the same ``params`` (idempotency compares them).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -149,48 +149,77 @@ def parse_filters(ds: Dataset, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _value(f: Field, op: str, value: Any) -> Any:
+    """A filter value checked and normalised for the field's type (ValueError says how)."""
     if f.type == "enum" and op == "eq":
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise ValueError("a list of values (or a comma-separated string)")
-        wanted = [v.strip().lower() for v in items if v.strip()]
-        unknown = [v for v in wanted if v not in f.values]
-        if unknown:
-            raise ValueError(f"unknown value(s) {', '.join(unknown)}; one of {', '.join(f.values)}")
-        return sorted(set(wanted))
-    if f.type == "date":
-        try:
-            return date.fromisoformat(str(value)).isoformat()
-        except ValueError:
-            raise ValueError("a date as YYYY-MM-DD") from None
-    if f.type == "datetime":
-        try:
-            return datetime.fromisoformat(str(value)).isoformat()
-        except ValueError:
-            raise ValueError("an ISO 8601 date-time") from None
-    if f.type == "money":
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            raise ValueError("an amount such as 12.34") from None
-        if not amount.is_finite():
-            raise ValueError("an amount such as 12.34")
-        return str(amount.quantize(Decimal("0.01")))
-    if f.type == "int":
-        if isinstance(value, bool):
-            raise ValueError("a whole number")
-        try:
-            return int(str(value))
-        except ValueError:
-            raise ValueError("a whole number") from None
-    if f.type == "bool":
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes"):
-            return True
-        if str(value).lower() in ("false", "0", "no"):
-            return False
-        raise ValueError("true or false")
+        return _enum_values(f, value)
+    parse: Callable[[Any], Any] = _PARSERS.get(f.type, _text)
+    return parse(value)
+
+
+def _enum_values(f: Field, value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise ValueError("a list of values (or a comma-separated string)")
+    wanted = [v.strip().lower() for v in items if v.strip()]
+    unknown = [v for v in wanted if v not in f.values]
+    if unknown:
+        raise ValueError(f"unknown value(s) {', '.join(unknown)}; one of {', '.join(f.values)}")
+    return sorted(set(wanted))
+
+
+def _date(value: Any) -> str:
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ValueError("a date as YYYY-MM-DD") from None
+
+
+def _datetime(value: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ValueError("an ISO 8601 date-time") from None
+
+
+def _money(value: Any) -> str:
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("an amount such as 12.34") from None
+    if not amount.is_finite():
+        raise ValueError("an amount such as 12.34")
+    return str(amount.quantize(Decimal("0.01")))
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a whole number")
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ValueError("a whole number") from None
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError("true or false")
+
+
+def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a string")
     return value
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "date": _date,
+    "datetime": _datetime,
+    "money": _money,
+    "int": _int,
+    "bool": _bool,
+}
