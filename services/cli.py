@@ -19,7 +19,7 @@ from typing import Any
 from services.core.auth import mint_token
 from services.core.errors import FerryError
 from services.core.logs import log_config
-from services.core.settings import DESCRIPTIONS, PREFIX, Settings, load_settings
+from services.core.settings import Settings, in_effect, load_settings, markdown_table
 
 STATE_DIR = Path(".ferry")
 DEMO_ORG, DEMO_ACCOUNT, DEMO_USER = "demo", "main", "demo-user"
@@ -92,15 +92,9 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def cmd_settings(args: argparse.Namespace) -> None:
-    """Print the configuration table (the README's is generated from it)."""
-    defaults = Settings()
-    print("| variable | default | meaning |\n| --- | --- | --- |")
-    for name in Settings.__struct_fields__:
-        value = getattr(defaults, name)
-        if name == "datasets_dir":
-            value = "(the packaged datasets)"
-        shown = f"`{value}`" if value not in ("", None) else "(empty)"
-        print(f"| `{PREFIX}{name.upper()}` | {shown} | {DESCRIPTIONS[name]} |")
+    """Print the settings in effect (secrets masked), or the README's table of defaults."""
+    lines = in_effect(os.environ)  # refuses unknown or malformed FERRY_* in both cases
+    print(markdown_table() if args.markdown else "\n".join(lines))
 
 
 # --- api, worker ----------------------------------------------------------------------
@@ -297,9 +291,16 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("--org", default=DEMO_ORG)
     seed.add_argument("--account", default=DEMO_ACCOUNT)
     seed.set_defaults(func=cmd_seed)
-    sub.add_parser("settings", help="print the FERRY_* settings table").set_defaults(
-        func=cmd_settings
+    settings = sub.add_parser(
+        "settings",
+        help="check the FERRY_* environment and print the values in effect (secrets masked)",
     )
+    settings.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print instead the README's table of every setting, its default and meaning",
+    )
+    settings.set_defaults(func=cmd_settings)
     return p
 
 
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # `ferry settings | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

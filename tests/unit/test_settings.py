@@ -1,7 +1,13 @@
 import pytest
 
 from services.core.errors import SettingsError
-from services.core.settings import DESCRIPTIONS, Settings, load_settings
+from services.core.settings import (
+    Settings,
+    descriptions,
+    in_effect,
+    load_settings,
+    markdown_table,
+)
 
 
 def test_values_are_read_and_converted_from_the_environment() -> None:
@@ -46,13 +52,44 @@ def test_empty_values_mean_default() -> None:
     assert load_settings({"FERRY_PORT": ""}).port == Settings().port
 
 
-def test_every_setting_is_described_and_in_the_readme() -> None:
+def test_every_setting_is_described_and_the_readme_shows_the_table() -> None:
     from pathlib import Path
 
+    described = descriptions()
+    assert list(described) == list(Settings.__struct_fields__)
+    assert all(meaning.endswith(".") for meaning in described.values())
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for name in Settings.__struct_fields__:
-        assert name in DESCRIPTIONS, f"{name} has no description"
-        assert f"FERRY_{name.upper()}" in readme, f"FERRY_{name.upper()} missing from README"
+    table = markdown_table()
+    assert "| `FERRY_PORT` | `8000` | Port the api listens on. |" in table
+    assert table in readme, "README's table is stale: paste `ferry settings --markdown`"
+
+
+def test_the_values_in_effect_mark_the_environment_and_mask_secrets() -> None:
+    lines = in_effect(
+        {
+            "FERRY_DATABASE_URL": "postgresql://ferry:hunter2@db:5432/ferry?sslmode=require",
+            "FERRY_REDIS_URL": "redis://:hunter3@cache:6379/2",
+            "FERRY_S3_ENDPOINT_URL": "http://minio:9000/?password=hunter4",
+            "FERRY_JWT_SECRET": "hunter5",
+            "FERRY_S3_SECRET_ACCESS_KEY": "hunter6",
+            "FERRY_PORT": "9001",
+            "FERRY_HOST": "",  # empty means default
+        }
+    )
+    shown = {line.split()[0]: line.split(maxsplit=2)[1:] for line in lines}
+    assert len(shown) == len(Settings.__struct_fields__)
+    assert shown["FERRY_DATABASE_URL"] == [
+        "env",
+        "postgresql://ferry:***@db:5432/ferry?sslmode=require",
+    ]
+    assert shown["FERRY_REDIS_URL"] == ["env", "redis://:***@cache:6379/2"]
+    assert shown["FERRY_S3_ENDPOINT_URL"] == ["env", "http://minio:9000/?password=***"]
+    assert shown["FERRY_JWT_SECRET"] == ["env", "***"]
+    assert shown["FERRY_S3_SECRET_ACCESS_KEY"] == ["env", "***"]
+    assert shown["FERRY_PORT"] == ["env", "9001"]
+    assert shown["FERRY_HOST"] == ["default", "127.0.0.1"]
+    assert shown["FERRY_JWT_JWKS_URL"] == ["default", "(empty)"]
+    assert "hunter" not in "\n".join(lines)
 
 
 def test_storage_backend_follows_the_bucket() -> None:
