@@ -1,4 +1,4 @@
-# Ferry — `make run` starts everything, `make test` passes the tests.
+# Ferry — `make run` starts everything, `make test` passes the tests (and is what CI runs).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -22,34 +22,34 @@ $(MOTO_VENV)/.installed:
 	$(MOTO_VENV)/bin/pip install --quiet 'moto[server]'
 	touch $@
 
-setup: $(STAMP) $(MOTO_VENV)/.installed ## create .venv (and .venv-moto for the S3 tests)
+setup: $(STAMP) $(MOTO_VENV)/.installed ## create .venv (dev and embedded extras) and .venv-moto (S3 tests)
 
 run: $(STAMP) ## set up and start Ferry on its embedded defaults (or the FERRY_* servers)
 	$(BIN)/ferry dev
-
-test: setup ## set up, lint, type-check and run every test (starts what it needs)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy services
-	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+typecheck: $(STAMP) ## mypy --strict on services/
+	$(BIN)/mypy services
+
+# Coverage of the test process only (not of the `ferry` subprocesses some tests start);
+# the summary lists the files under 90 % and the total.
+test: setup lint typecheck ## set up, lint, type-check, run every test, print coverage (CI)
+	$(BIN)/pytest -q --cov --cov-report=
+	@$(BIN)/coverage report --sort=cover | awk 'NR <= 2 || /^TOTAL/ || $$NF + 0 < 90'
+
+all: test ## the same as make test: what CI (.ci/run) runs
+
 format: $(STAMP) ## apply ruff format and autofixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-typecheck: $(STAMP) ## mypy --strict on services/
-	$(BIN)/mypy services
-
 bench: setup ## run the benchmarks in bench/ (minutes; prints ratios against baselines)
 	$(BIN)/python -m bench
 
-all: lint typecheck test ## what CI runs
+clean: ## remove venvs and local state (.ferry, caches, coverage data)
+	rm -rf $(VENV) $(MOTO_VENV) .ferry .mypy_cache .pytest_cache .ruff_cache .coverage
 
-clean: ## remove venvs and local state (.ferry)
-	rm -rf $(VENV) $(MOTO_VENV) .ferry .mypy_cache .pytest_cache .ruff_cache
-
-.PHONY: help setup run test lint format typecheck bench all clean
+.PHONY: help setup run lint typecheck test all format bench clean
