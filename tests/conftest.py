@@ -30,6 +30,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from services.api.app import create_app
+from services.core import jobs
 from services.core.auth import mint_token
 from services.core.db.migrate import migrate
 from services.core.deps import Deps, open_deps
@@ -310,6 +311,35 @@ def make_token(settings: Settings) -> TokenFactory:
 def auth(make_token: TokenFactory) -> dict[str, str]:
     """Headers of user alice in org acme, allowed to read and write every dataset."""
     return {"Authorization": f"Bearer {make_token()}"}
+
+
+def job_fields(**overrides: Any) -> dict[str, Any]:
+    """The columns of a test job: a queued CSV export of alice in acme; override any."""
+    return {
+        "kind": "export",
+        "org_id": "acme",
+        "user_id": "alice",
+        "dataset": "bookkeeping_records",
+        "status": "queued",
+        "params": {"format": "csv"},
+    } | overrides
+
+
+JobFactory = Callable[..., Awaitable[jobs.Job]]
+
+
+@pytest.fixture
+def make_job(deps: Deps) -> JobFactory:
+    """``await make_job(kind=…, org_id=…, status=…, params=…)`` → a job row, made directly.
+
+    No api and no queue: for tests of what happens to a job, not of how it is asked for.
+    """
+
+    async def _make(**overrides: Any) -> jobs.Job:
+        job, _created = await jobs.create_job(deps.db, **job_fields(**overrides))
+        return job
+
+    return _make
 
 
 WorkerRun = Callable[..., Awaitable[None]]

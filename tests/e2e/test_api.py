@@ -7,9 +7,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from services.api.app import create_app
-from services.core import jobs
 from services.core.deps import Deps
 from services.core.settings import Settings
+from tests.conftest import JobFactory
 
 PROBLEM = "application/problem+json"
 
@@ -53,17 +53,9 @@ async def test_readyz_is_503_naming_the_failing_dependency(
 
 
 async def test_metrics_show_requests_and_jobs(
-    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps
+    client: AsyncTestClient[Litestar], auth: dict[str, str], make_job: JobFactory
 ) -> None:
-    await jobs.create_job(
-        deps.db,
-        kind="export",
-        org_id="acme",
-        user_id="alice",
-        dataset="bookkeeping_records",
-        status="queued",
-        params={},
-    )
+    await make_job()
     await client.get("/v1/datasets", headers=auth)
     text = (await client.get("/metrics")).text
     assert 'ferry_jobs{kind="export",status="queued"} 1.0' in text
@@ -128,19 +120,11 @@ async def test_an_unknown_route_is_a_problem_too(client: AsyncTestClient[Litesta
 
 
 async def test_job_history_pages_newest_first(
-    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps
+    client: AsyncTestClient[Litestar], auth: dict[str, str], make_job: JobFactory
 ) -> None:
     made = []
     for n in range(5):
-        job, _ = await jobs.create_job(
-            deps.db,
-            kind="export",
-            org_id="acme",
-            user_id="alice",
-            dataset="bookkeeping_records",
-            status="queued",
-            params={"n": n},
-        )
+        job = await make_job(params={"n": n})
         made.append(str(job.id))
     seen: list[str] = []
     url = "/v1/jobs?limit=2&kind=export"

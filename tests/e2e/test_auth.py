@@ -16,26 +16,12 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from services.api.app import create_app
-from services.core import jobs
 from services.core.auth import mint_token
 from services.core.deps import Deps
 from services.core.settings import Settings
-from tests.conftest import SECRET, TokenFactory, free_port
+from tests.conftest import SECRET, JobFactory, TokenFactory, free_port
 
 PROBLEM = "application/problem+json"
-
-
-async def a_job(deps: Deps, org: str = "acme", user: str = "alice") -> jobs.Job:
-    job, _ = await jobs.create_job(
-        deps.db,
-        kind="export",
-        org_id=org,
-        user_id=user,
-        dataset="bookkeeping_records",
-        status="queued",
-        params={"format": "csv"},
-    )
-    return job
 
 
 def b64(data: dict[str, Any]) -> str:
@@ -43,9 +29,9 @@ def b64(data: dict[str, Any]) -> str:
 
 
 async def test_a_valid_token_gets_in(
-    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps
+    client: AsyncTestClient[Litestar], auth: dict[str, str], make_job: JobFactory
 ) -> None:
-    job = await a_job(deps)
+    job = await make_job()
     response = await client.get(f"/v1/jobs/{job.id}", headers=auth)
     assert response.status_code == 200
     assert response.json()["id"] == str(job.id)
@@ -123,9 +109,9 @@ async def test_a_token_for_another_audience_is_401(client: AsyncTestClient[Lites
 
 
 async def test_a_missing_permission_is_403(
-    client: AsyncTestClient[Litestar], deps: Deps, make_token: TokenFactory
+    client: AsyncTestClient[Litestar], make_job: JobFactory, make_token: TokenFactory
 ) -> None:
-    job = await a_job(deps)
+    job = await make_job()
     token = make_token(perms=["invoices.read"])
     response = await client.get(f"/v1/jobs/{job.id}", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403
@@ -134,9 +120,9 @@ async def test_a_missing_permission_is_403(
 
 
 async def test_a_job_of_another_org_is_404(
-    client: AsyncTestClient[Litestar], deps: Deps, make_token: TokenFactory
+    client: AsyncTestClient[Litestar], make_job: JobFactory, make_token: TokenFactory
 ) -> None:
-    job = await a_job(deps, org="globex")
+    job = await make_job(org_id="globex")
     response = await client.get(
         f"/v1/jobs/{job.id}", headers={"Authorization": f"Bearer {make_token(org='acme')}"}
     )

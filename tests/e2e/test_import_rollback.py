@@ -14,7 +14,7 @@ from services.core.errors import Conflict
 from services.core.imports import commit as commits
 from services.core.storage import keys
 from services.worker.jobs.imports import clean_imports, close_rollback_windows, purge_import_batches
-from tests.conftest import WorkerRun
+from tests.conftest import JobFactory, WorkerRun
 from tests.e2e.imports_helpers import Client, event_types, imported, orders_csv, records
 
 
@@ -183,16 +183,8 @@ async def test_crons_close_windows_purge_batches_and_tidy_abandoned_imports(
     assert await clean_imports(ctx) == {"expired": 0, "files": 0, "tables": 0}
 
 
-async def test_the_batch_guard_is_a_unique_constraint(deps: Deps) -> None:
-    job, _ = await jobs.create_job(
-        deps.db,
-        kind="import",
-        org_id="acme",
-        user_id="alice",
-        dataset="bookkeeping_records",
-        status="committing",
-        params={"account_id": "main"},
-    )
+async def test_the_batch_guard_is_a_unique_constraint(deps: Deps, make_job: JobFactory) -> None:
+    job = await make_job(kind="import", status="committing", params={"account_id": "main"})
     insert = (
         "INSERT INTO import_batches (id, job_id, org_id, account_id, user_id, dataset, "
         "rollback_until) VALUES (gen_random_uuid(), $1, 'acme', 'main', 'alice', 'b', now())"

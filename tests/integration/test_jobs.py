@@ -1,7 +1,6 @@
 """The job row is the truth: claims, leases, fencing, and the reconciler."""
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -10,55 +9,21 @@ from services.core.deps import Deps
 from services.core.errors import InvalidInput
 from services.core.queue import arq_redis, enqueue
 from services.worker.jobs.maintenance import reconcile_jobs
-
-
-async def new_job(deps: Deps, **kw: Any) -> jobs.Job:
-    job, _created = await jobs.create_job(
-        deps.db,
-        kind=kw.pop("kind", "export"),
-        org_id=kw.pop("org_id", "acme"),
-        user_id=kw.pop("user_id", "alice"),
-        dataset="bookkeeping_records",
-        status=kw.pop("status", "queued"),
-        params=kw.pop("params", {"format": "csv"}),
-        **kw,
-    )
-    return job
+from tests.conftest import JobFactory, job_fields
 
 
 async def test_twenty_concurrent_creates_with_one_key_make_one_job(deps: Deps) -> None:
-    results = await asyncio.gather(
-        *(
-            jobs.create_job(
-                deps.db,
-                kind="export",
-                org_id="acme",
-                user_id="alice",
-                dataset="bookkeeping_records",
-                status="queued",
-                params={"format": "csv"},
-                idempotency_key="k-1",
-            )
-            for _ in range(21)
-        )
-    )
+    # create_job itself (not make_job): its `created` flag is what is under test.
+    request = job_fields(idempotency_key="k-1")
+    results = await asyncio.gather(*(jobs.create_job(deps.db, **request) for _ in range(21)))
     assert len({job.id for job, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     with pytest.raises(InvalidInput, match="different request"):
-        await jobs.create_job(
-            deps.db,
-            kind="export",
-            org_id="acme",
-            user_id="alice",
-            dataset="bookkeeping_records",
-            status="queued",
-            params={"format": "xlsx"},
-            idempotency_key="k-1",
-        )
+        await jobs.create_job(deps.db, **request | {"params": {"format": "xlsx"}})
 
 
-async def test_a_job_of_another_org_is_not_found(deps: Deps) -> None:
-    job = await new_job(deps)
+async def test_a_job_of_another_org_is_not_found(deps: Deps, make_job: JobFactory) -> None:
+    job = await make_job()
     assert (await jobs.get_job(deps.db, job.id, "acme")).id == job.id
     with pytest.raises(jobs.NotFound):
         await jobs.get_job(deps.db, job.id, "globex")
@@ -66,8 +31,8 @@ async def test_a_job_of_another_org_is_not_found(deps: Deps) -> None:
         await jobs.get_job(deps.db, "not-a-uuid", "acme")
 
 
-async def test_a_claim_fences_out_the_previous_attempt(deps: Deps) -> None:
-    job = await new_job(deps)
+async def test_a_claim_fences_out_the_previous_attempt(deps: Deps, make_job: JobFactory) -> None:
+    job = await make_job()
     first = await jobs.claim_job(deps.db, job.id, run=0, stage=jobs.RUN_EXPORT, lease_seconds=60)
     assert first is not None
     assert first.attempt == 1
@@ -100,8 +65,10 @@ async def test_a_claim_fences_out_the_previous_attempt(deps: Deps) -> None:
     assert done.lease_until is None
 
 
-async def test_reconciler_re_enqueues_a_job_whose_lease_expired(deps: Deps) -> None:
-    job = await new_job(deps)
+async def test_reconciler_re_enqueues_a_job_whose_lease_expired(
+    deps: Deps, make_job: JobFactory
+) -> None:
+    job = await make_job()
     queue = arq_redis(deps.redis)
     await enqueue(queue, job)  # the delivery a worker took and then died with
     await deps.redis.set(f"arq:in-progress:run_export:{job.id}:0", b"1")
@@ -122,8 +89,10 @@ async def test_reconciler_re_enqueues_a_job_whose_lease_expired(deps: Deps) -> N
     assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # nothing more to do
 
 
-async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(deps: Deps) -> None:
-    job = await new_job(deps)
+async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(
+    deps: Deps, make_job: JobFactory
+) -> None:
+    job = await make_job()
     ctx = {"deps": deps, "redis": arq_redis(deps.redis)}
     assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # still in its grace time
     await deps.db.execute(
@@ -135,10 +104,12 @@ async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(deps: Deps) -> 
     assert queued == {f"run_export:{job.id}:0"}
 
 
-async def test_history_is_newest_first_and_pages_by_keyset(deps: Deps) -> None:
-    made = [await new_job(deps) for _ in range(5)]
-    await new_job(deps, user_id="bob")
-    await new_job(deps, kind="import", status="uploaded")
+async def test_history_is_newest_first_and_pages_by_keyset(
+    deps: Deps, make_job: JobFactory
+) -> None:
+    made = [await make_job() for _ in range(5)]
+    await make_job(user_id="bob")
+    await make_job(kind="import", status="uploaded")
     page1 = await jobs.list_jobs(deps.db, org_id="acme", user_id="alice", kind="export", limit=3)
     last = page1[-1]
     page2 = await jobs.list_jobs(

@@ -9,7 +9,6 @@ from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import InvalidInput, Transient
 from services.core.events import job_stream
-from services.core.queue import arq_redis, enqueue
 from services.worker.runner import JobRun, run_job
 from tests.conftest import WorkerRun
 
@@ -28,27 +27,14 @@ def job_function(body: Any) -> Any:
     return func(run_export, name="run_export")
 
 
-async def queued_job(deps: Deps) -> jobs.Job:
-    job, _ = await jobs.create_job(
-        deps.db,
-        kind="export",
-        org_id="acme",
-        user_id="alice",
-        dataset="bookkeeping_records",
-        status="queued",
-        params={},
-    )
-    await enqueue(arq_redis(deps.redis), job)
-    return job
-
-
-async def test_a_job_reports_progress_and_finishes(deps: Deps, run_worker: WorkerRun) -> None:
+async def test_a_job_reports_progress_and_finishes(
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
+) -> None:
     async def body(ctx: dict[str, Any], attempt: JobRun) -> None:
         for done in range(3):
             await attempt.progress(done, 3)
         await attempt.finish("succeeded", result={"rows": 3})
 
-    job = await queued_job(deps)
     await run_worker(functions=[job_function(body)])
     row = await jobs.get_job(deps.db, job.id, "acme")
     assert row.status == "succeeded"
@@ -63,13 +49,14 @@ async def test_a_job_reports_progress_and_finishes(deps: Deps, run_worker: Worke
     assert events[-1].data["result"] == {"rows": 3}
 
 
-async def test_a_transient_failure_is_retried(deps: Deps, run_worker: WorkerRun) -> None:
+async def test_a_transient_failure_is_retried(
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
+) -> None:
     async def body(ctx: dict[str, Any], attempt: JobRun) -> None:
         if ctx["job_try"] == 1:
             raise Transient("storage said 503")
         await attempt.finish("succeeded", result={"try": ctx["job_try"]})
 
-    job = await queued_job(deps)
     # The retry is deferred by 2 s of backoff; the burst worker waits for it.
     await run_worker(functions=[job_function(body)])
     row = await jobs.get_job(deps.db, job.id, "acme")
@@ -79,12 +66,11 @@ async def test_a_transient_failure_is_retried(deps: Deps, run_worker: WorkerRun)
 
 
 async def test_a_permanent_failure_fails_the_job_with_its_message(
-    deps: Deps, run_worker: WorkerRun
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
 ) -> None:
     async def body(ctx: dict[str, Any], attempt: JobRun) -> None:
         raise InvalidInput("column 'colour' does not exist")
 
-    job = await queued_job(deps)
     await run_worker(functions=[job_function(body)])
     row = await jobs.get_job(deps.db, job.id, "acme")
     assert row.status == "failed"
@@ -93,7 +79,9 @@ async def test_a_permanent_failure_fails_the_job_with_its_message(
     assert events[-1].type == "failed"
 
 
-async def test_a_cancel_request_stops_a_running_job(deps: Deps, run_worker: WorkerRun) -> None:
+async def test_a_cancel_request_stops_a_running_job(
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
+) -> None:
     stopped: list[bool] = []
 
     async def body(ctx: dict[str, Any], attempt: JobRun) -> None:
@@ -105,8 +93,6 @@ async def test_a_cancel_request_stops_a_running_job(deps: Deps, run_worker: Work
             stopped.append(True)
             raise
         await attempt.finish("succeeded")
-
-    job = await queued_job(deps)
 
     async def cancel_once_running() -> None:
         after = "0-0"
@@ -126,14 +112,15 @@ async def test_a_cancel_request_stops_a_running_job(deps: Deps, run_worker: Work
     assert row.progress["done"] < 9_999
 
 
-async def test_a_stale_delivery_does_nothing(deps: Deps, run_worker: WorkerRun) -> None:
+async def test_a_stale_delivery_does_nothing(
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
+) -> None:
     ran: list[str] = []
 
     async def body(ctx: dict[str, Any], attempt: JobRun) -> None:
         ran.append(str(attempt.job.id))
         await attempt.finish("succeeded")
 
-    job = await queued_job(deps)
     await deps.db.execute("UPDATE jobs SET run = run + 1 WHERE id = $1", job.id)  # reconciler
     await run_worker(functions=[job_function(body)])
     assert ran == []

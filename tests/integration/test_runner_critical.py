@@ -8,11 +8,11 @@ from services.core.deps import Deps
 from services.core.events import job_stream
 from services.worker.runner import JobRun
 from tests.conftest import WorkerRun
-from tests.integration.test_runner import job_function, queued_job
+from tests.integration.test_runner import job_function
 
 
 async def test_a_cancel_during_a_critical_step_waits_for_it(
-    deps: Deps, run_worker: WorkerRun
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
 ) -> None:
     inside = asyncio.Event()
 
@@ -23,8 +23,6 @@ async def test_a_cancel_during_a_critical_step_waits_for_it(
             # Long enough for two heartbeats to see the cancel request.
             await asyncio.sleep(2.5)
             await attempt.finish("succeeded", result={"step": "done"})
-
-    job = await queued_job(deps)
 
     async def cancel_inside() -> None:
         await inside.wait()
@@ -38,7 +36,7 @@ async def test_a_cancel_during_a_critical_step_waits_for_it(
 
 
 async def test_a_cancel_after_a_critical_step_stops_the_job(
-    deps: Deps, run_worker: WorkerRun
+    deps: Deps, run_worker: WorkerRun, job: jobs.Job
 ) -> None:
     inside = asyncio.Event()
     after: list[str] = []
@@ -50,8 +48,6 @@ async def test_a_cancel_after_a_critical_step_stops_the_job(
         after.append("reached")
         await asyncio.sleep(5)  # cancelled here
         after.append("not reached")
-
-    job = await queued_job(deps)
 
     async def cancel_inside() -> None:
         await inside.wait()
