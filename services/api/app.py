@@ -17,7 +17,15 @@ from litestar.plugins.prometheus import PrometheusConfig
 from services.api.auth import provide_principal
 from services.api.params import provide_idempotency_key
 from services.api.problems import EXCEPTION_HANDLERS
-from services.api.routes import datasets, events, exports, health, imports, jobs
+from services.api.routes import (
+    datasets,
+    events,
+    exports,
+    health,
+    imports,
+    jobs,
+    presets,
+)
 from services.api.state import provide_deps, provide_queue
 from services.core.auth import TokenVerifier
 from services.core.deps import open_deps
@@ -54,6 +62,7 @@ def create_app(settings: Settings) -> Litestar:
         *imports.routes,
         *jobs.routes,
         *events.routes,
+        *presets.routes,
     ]
     return Litestar(
         route_handlers=handlers,

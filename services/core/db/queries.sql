@@ -235,3 +235,23 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN jobs j ON j.id::text = c.relname
 WHERE n.nspname = $1 AND c.relkind = 'r'
   AND (j.id IS NULL OR j.status = ANY($2::text[]));
+
+-- name: list_presets
+-- One person's export presets, by dataset and name; $3 NULL lists every dataset.
+SELECT * FROM export_presets
+WHERE org_id = $1 AND user_id = $2 AND ($3::text IS NULL OR dataset = $3)
+ORDER BY dataset, name;
+
+-- name: insert_preset
+-- Refuses past $7 presets of one person and dataset (nothing returned, no error).
+INSERT INTO export_presets (id, org_id, user_id, dataset, name, columns)
+SELECT $1, $2, $3, $4, $5, $6
+WHERE (SELECT count(*) FROM export_presets
+       WHERE org_id = $2 AND user_id = $3 AND dataset = $4) < $7
+RETURNING *;
+
+-- name: get_preset_by_name
+SELECT * FROM export_presets WHERE org_id = $1 AND user_id = $2 AND dataset = $3 AND name = $4;
+
+-- name: delete_preset
+DELETE FROM export_presets WHERE id = $1 AND org_id = $2 AND user_id = $3 RETURNING id;
