@@ -24,6 +24,7 @@ from services.api.routes import (
     health,
     imports,
     jobs,
+    links,
     presets,
 )
 from services.api.state import provide_deps, provide_queue
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> Litestar:
         *jobs.routes,
         *events.routes,
         *presets.routes,
+        *links.routes,
     ]
     return Litestar(
         route_handlers=handlers,

@@ -30,8 +30,15 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller of this request; 401 for a missing, malformed, forged or expired token."""
+    """The caller of this request; 401 for a missing, malformed, forged or expired token.
+
+    A GET without ``Authorization`` may carry a link token (``?token=`` from
+    ``POST /v1/links``) made for exactly its path: how a browser follows a download.
+    """
     tokens = verifier(request)
+    link = request.query_params.get("token")
+    if link and request.method == "GET" and "authorization" not in request.headers:
+        return tokens.verify_link_token(link, request.url.path)
     token = bearer_token(request)
     if tokens.settings.jwt_jwks_url:  # may fetch the key set over the network
         return await sync_to_thread(tokens.verify, token)

@@ -3,7 +3,9 @@
 Algorithms, audience and issuer come from settings, never from the token, so
 ``alg: none`` or an HS256 token signed with a public key is simply refused.
 Event-link tokens (for browsers' EventSource, which cannot send headers) are a
-separate audience: they open one job's event stream and nothing else.
+separate audience: they open one job's event stream and nothing else. Link tokens
+(a third audience) let a browser follow one download link as its caller, for a
+minute: GET of one path, nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from services.core.errors import Forbidden, SettingsError, Unauthorized
 from services.core.settings import Settings
 
 EVENTS_AUDIENCE = "ferry:events"
+LINK_AUDIENCE = "ferry:link"
+LINK_TTL = 60
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -103,6 +107,40 @@ class TokenVerifier:
         if claims.get("job") != wanted:
             raise Unauthorized("the event link was made for another stream")
         return Principal(sub=claims["sub"], org=claims["org"])
+
+    def mint_link_token(self, principal: Principal, path: str) -> tuple[str, int]:
+        """A token letting a browser GET ``path`` as this caller; and its expiry (epoch)."""
+        now = int(time.time())
+        claims = {
+            "sub": principal.sub,
+            "org": principal.org,
+            "perms": sorted(principal.perms),
+            "path": path,
+            "aud": LINK_AUDIENCE,
+            "iss": self.settings.jwt_issuer,
+            "iat": now,
+            "exp": now + LINK_TTL,
+        }
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256"), now + LINK_TTL
+
+    def verify_link_token(self, token: str, path: str) -> Principal:
+        """The caller behind a link token, if it was made for this path."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=LINK_AUDIENCE,
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["exp", "sub", "org", "path"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the link has expired; ask for a new one") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"the link is not valid: {exc}") from None
+        if claims["path"] != path:
+            raise Unauthorized("the link was made for another path")
+        return _principal(claims)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
