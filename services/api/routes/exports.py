@@ -237,6 +237,8 @@ async def create_export(
     if job.status == JobStatus.QUEUED:
         # Also on a replay: a request that died between insert and enqueue recovers.
         await enqueue(queue, job)
+    if created:
+        await deps.events.announce(job, "status")  # the caller's feed shows new jobs
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"

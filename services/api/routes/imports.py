@@ -168,6 +168,7 @@ async def create_import(
         raise
     if created:
         await enqueue(queue, job)
+        await deps.events.announce(job, "status")  # the caller's feed shows new jobs
         log.info(
             "import uploaded",
             extra={"action": "import_uploaded", "job_id": str(job.id), "bytes": got.size},
