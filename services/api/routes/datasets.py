@@ -11,6 +11,7 @@ from litestar.params import FromPath
 from services.core.auth import Principal
 from services.core.datasets import Dataset
 from services.core.deps import Deps
+from services.core.exports.spec import CONTENT_TYPES
 
 
 def dataset_view(ds: Dataset, principal: Principal) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def dataset_view(ds: Dataset, principal: Principal) -> dict[str, Any]:
             for f in ds.fields
         ],
         "presets": ds.presets,
+        "export_formats": list(CONTENT_TYPES),
         "links": {
             "self": f"/v1/datasets/{ds.name}",
             "export": f"/v1/datasets/{ds.name}/export.csv",
