@@ -18,6 +18,7 @@ from services.api.auth import provide_principal
 from services.api.params import provide_idempotency_key
 from services.api.problems import EXCEPTION_HANDLERS
 from services.api.routes import (
+    console,
     datasets,
     events,
     exports,
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> Litestar:
         *events.routes,
         *presets.routes,
         *links.routes,
+        *console.routes,
     ]
     return Litestar(
         route_handlers=handlers,
