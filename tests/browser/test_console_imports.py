@@ -1,0 +1,128 @@
+"""The import pages in a browser: a messy file mapped in the table, its invalid cells
+shown, committed without them, then rolled back through the edited-records warning."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from services.core.deps import Deps
+from tests.browser.conftest import screenshot
+from tests.conftest import WorkerRun
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+HEADER = "Order No.,Date,Listing,Units,Gross (USD),Status,Notes"
+PREAMBLE = ["Orders export - March", ""]  # two lines before the header
+
+
+def messy_file() -> bytes:
+    """orders_with_errors.csv as a shop's report: a title line and a blank line on top,
+    headers in the shop's words (one Ferry cannot place), a column it does not need."""
+    lines = (DATA / "orders_with_errors.csv").read_text().splitlines()
+    body = [f"{line}," for line in lines[1:]]
+    body[0] += "gift wrap"
+    return ("\n".join([*PREAMBLE, HEADER, *body]) + "\n").encode()
+
+
+def expected_invalid() -> dict[int, str]:
+    """Line (as seen in the messy file) → the field whose cell is wrong."""
+    known = json.loads((DATA / "orders_with_errors.expected.json").read_text())
+    shift = len(PREAMBLE)
+    return {
+        int(line) + shift: messages[0].split(":")[0]
+        for line, messages in known["invalid_lines"].items()
+    }
+
+
+async def live_records(deps: Deps) -> list[Any]:
+    return await deps.db.fetch(
+        "SELECT id FROM bookkeeping_records WHERE org_id = 'acme' AND account_id = 'main' "
+        "AND deleted_at IS NULL ORDER BY id"
+    )
+
+
+async def test_a_messy_import_is_mapped_committed_and_rolled_back(
+    page: Any, sign_in_url: str, deps: Deps, run_worker: WorkerRun, tmp_path: Path
+) -> None:
+    upload = tmp_path / "march-orders.csv"
+    upload.write_bytes(messy_file())
+    await page.goto(sign_in_url)
+
+    def section(title: str) -> Any:
+        return page.locator("section", has=page.get_by_role("heading", name=title, exact=True))
+
+    await page.get_by_role("link", name="Import", exact=True).click()
+    await page.get_by_label("Account").fill("main")
+    await page.locator("input[type=file]").set_input_files(upload)
+    await page.get_by_role("heading", name="Checking the file").wait_for()
+    await run_worker()
+
+    # What Ferry understood, and the column it could not place.
+    facts = page.locator("dl.facts")
+    await facts.wait_for()
+    assert "line 3" in await facts.inner_text()  # the header, under the title lines
+    callout = page.get_by_role("alert").filter(has_text="Required fields with no column")
+    assert "Sale Price" in await callout.inner_text()
+    gross = page.get_by_label("Field for column Gross (USD)")
+    assert await gross.input_value() == ""
+    assert await page.get_by_label("Field for column Listing").input_value() == "item_name"
+    await screenshot(page, "import-mapping", at=section("march-orders.csv"))
+
+    await gross.select_option("sale_price")
+    await page.get_by_role("heading", name="Checking the file").wait_for()
+    await run_worker()
+
+    # The preview marks exactly the wrong cells, each with its message.
+    preview = page.get_by_role("table", name="The first records as they would be imported")
+    await preview.wait_for()
+    assert await page.get_by_label("Field for column Gross (USD)").input_value() == "sale_price"
+    await page.get_by_role("alert").filter(has_text="Required fields").wait_for(state="detached")
+    cells = preview.locator("td.cell-invalid")
+    shown = {}
+    for i in range(await cells.count()):
+        cell = cells.nth(i)
+        row = cell.locator("xpath=..")
+        shown[int(await row.locator("th").inner_text())] = await cell.get_attribute("data-field")
+        message = await cell.get_attribute("title")  # the cell tells its message …
+        assert message
+        assert message in await row.locator("td.error-text").inner_text()  # … and its row
+    assert shown == expected_invalid()
+    await screenshot(page, "import-preview-errors", at=section("Preview"))
+
+    # Commit the valid rows only: the choice states how many are left out.
+    skip = page.get_by_label("Skip the 7 invalid rows")
+    await skip.check()
+    await page.get_by_role("button", name="Commit").click()
+    await page.get_by_role("heading", name="Committing").wait_for()
+    await run_worker()
+    await page.get_by_text("Committed 53 records, skipped 7 invalid rows").wait_for()
+    committed = await live_records(deps)
+    assert len(committed) == 53
+
+    # Someone edits one of the imported records; the rollback must say so first.
+    edited = committed[10]["id"]
+    await deps.db.execute(
+        "UPDATE bookkeeping_records SET item_name = item_name || ' (gift)' WHERE id = $1", edited
+    )
+    await page.get_by_role("main").get_by_role("link", name="Import history").click()
+    row = page.locator("tr", has_text="march-orders.csv")
+    countdown = row.locator(".countdown")
+    await countdown.filter(has_text=re.compile(r"^2[34]:\d\d:\d\d left$")).wait_for()
+    await row.get_by_role("button", name="Roll back").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_text(
+        "The 53 records that march-orders.csv added will be removed."
+    ).wait_for()
+    await dialog.get_by_role("button", name="Roll back").click()
+    warning = page.get_by_role("dialog", name="1 record was edited since the import")
+    await warning.wait_for()
+    listed = warning.get_by_role("list", name="Edited records")
+    assert await listed.inner_text() == f"Record #{edited}"
+    await screenshot(page, "rollback-confirm")
+    assert len(await live_records(deps)) == 53  # nothing happened before the confirmation
+
+    await warning.get_by_role("button", name="Roll back anyway").click()
+    await row.get_by_text("Rolled back", exact=True).wait_for()
+    assert await live_records(deps) == []
