@@ -95,3 +95,12 @@ async def test_a_large_export_runs_in_the_background_and_notifies_when_hidden(
     data = await asyncio.to_thread(Path(await download.path()).read_bytes)
     check_file("xlsx", data, PRESETS["financial"], await records(deps))
     await screenshot(page, "export-done")
+
+    # With the tab in view, the next one ends in a toast, not a notification.
+    await page.get_by_label("CSV", exact=True).check()
+    await page.get_by_role("button", name="Export", exact=True).click()
+    await page.locator("[data-job]").nth(1).wait_for()  # the new card, above the first
+    await run_worker()
+    toast = page.get_by_role("status").filter(has_text="Export ready")
+    await toast.get_by_role("button", name="Download").wait_for()
+    assert await page.evaluate("window.__notifications.length") == 1

@@ -158,9 +158,8 @@ function show(page, doc) {
 function review(page, doc) {
   const parts = [summary(page, doc)];
   if (doc.status === "failed" || doc.status === "cancelled") {
-    parts.push(h("section", { class: "card stack" },
-      h("p", { class: "error", role: "alert" }, doc.error?.message || `This import was ${doc.status}.`),
-      h("div", { class: "actions" }, h("button", { class: "primary", onclick: () => uploadForm(page, { dataset: doc.dataset, accountId: doc.account_id }) }, "Upload a file"))));
+    parts.push(h("div", { class: "callout bad", role: "alert" },
+      doc.error?.message || `This import was ${doc.status}.`));
     return parts;
   }
   if (doc.status === "committed" || doc.status === "rolled_back") parts.push(outcome(page, doc));
@@ -324,7 +323,7 @@ function previewTable(page, doc) {
       h("h2", {}, "Preview"),
       h("span", { class: "muted small" },
         `first ${fmtInt(rows.length)} records${bad ? ` · ${fmtInt(bad)} with problems, marked in red` : ""}`)),
-    tableFrame(table, "Preview"),
+    h("div", { class: "tall" }, tableFrame(table, "Preview")),
     (doc.errors || []).length > bad ? h("details", {},
       h("summary", {}, "First errors in the whole file"),
       h("ul", { class: "plain" }, doc.errors.map((e) => h("li", {}, h("span", { class: "line-no" }, `line ${e.line}`), ` ${e.field ? `${e.field}: ` : ""}${e.message}`)))) : null);
@@ -349,13 +348,12 @@ function commitForm(page, doc) {
         h("span", { class: "muted" }, t.invalid
           ? ` — with ${fmtInt(t.invalid)} invalid rows, nothing would be committed.`
           : ` — all ${fmtInt(t.valid)} rows, or none if anything goes wrong.`))),
-      h("label", { class: "choice" }, skip, h("span", {},
+      t.invalid ? h("label", { class: "choice" }, skip, h("span", {},
         h("strong", {}, `Skip the ${fmtInt(t.invalid)} invalid rows`),
-        h("span", { class: "muted" }, ` — commit the ${fmtInt(t.valid)} valid rows only.`)))),
+        h("span", { class: "muted" }, ` — commit the ${fmtInt(t.valid)} valid rows only.`))) : null),
     blocked ? h("p", { class: "muted" }, blocked) : null,
     error,
     h("div", { class: "actions" }, button));
-  if (!t.invalid) skip.disabled = true;
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     button.disabled = true;
