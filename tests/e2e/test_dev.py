@@ -85,6 +85,12 @@ def test_dev_uses_the_configured_servers(tmp_path: Path, database_url: str, redi
         f"http://127.0.0.1:{port}/v1/datasets", headers={"Authorization": f"Bearer {token[1]}"}
     )
     assert response.json()["items"][0]["permissions"] == {"read": True, "write": True}
+    # The console link carries the same token in its fragment, which browsers never send.
+    console = re.search(r"console\s+(\S+)#token=(\S+)", banner)
+    assert console is not None
+    assert console[1] == f"http://127.0.0.1:{port}/console"
+    assert console[2] == token[1]
+    assert "/console/assets/" in httpx.get(console[1]).text
     check_printed_commands(banner)
     assert stop(proc) == []
 
