@@ -19,7 +19,7 @@ const PACKED = new Set(["xlsx", "parquet"]); // compressed already: no gzip on t
 const CUSTOM = "";
 
 const background = []; // background exports of this tab: {job, el, stop}
-const remembered = { dataset: null, columns: null, preset: "all", format: "csv" };
+const remembered = { dataset: null, columns: null, format: "csv" }; // while the tab lives
 
 export function render(main) {
   const status = h("div", { class: "form-status", role: "status", "aria-live": "polite" });

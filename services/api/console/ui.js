@@ -44,7 +44,7 @@ export function fmtBytes(n) {
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
-export function fmtDuration(seconds) {
+function fmtDuration(seconds) {
   if (!Number.isFinite(seconds) || seconds < 0) return "—";
   if (seconds < 1) return "under a second";
   const s = Math.round(seconds);
@@ -65,7 +65,7 @@ export function fmtRelative(iso, now = Date.now()) {
   return seconds >= 0 ? `in ${fmtDuration(seconds)}` : `${fmtDuration(-seconds)} ago`;
 }
 
-export const STATUS_LABELS = {
+const STATUS_LABELS = {
   queued: "Queued", running: "Running", succeeded: "Ready", failed: "Failed",
   cancelled: "Cancelled", expired: "Expired", uploaded: "Uploaded", validating: "Checking",
   validated: "Checked", committing: "Committing", committed: "Committed",
