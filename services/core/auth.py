@@ -76,33 +76,12 @@ class TokenVerifier:
 
     def mint_events_token(self, principal: Principal, job_id: object | None) -> str:
         """A short-lived token opening one job's events (or the caller's feed when None)."""
-        now = int(time.time())
-        claims = {
-            "sub": principal.sub,
-            "org": principal.org,
-            "job": str(job_id) if job_id is not None else None,
-            "aud": EVENTS_AUDIENCE,
-            "iss": self.settings.jwt_issuer,
-            "iat": now,
-            "exp": now + self.settings.events_token_ttl,
-        }
-        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
+        claims = {"job": str(job_id) if job_id is not None else None}
+        return self._sign(principal, claims, EVENTS_AUDIENCE, self.settings.events_token_ttl)[0]
 
     def verify_events_token(self, token: str, job_id: object | None) -> Principal:
         """The caller behind an event-link token, if it was made for this stream."""
-        try:
-            claims = jwt.decode(
-                token,
-                self.settings.jwt_secret,
-                algorithms=["HS256"],
-                audience=EVENTS_AUDIENCE,
-                issuer=self.settings.jwt_issuer,
-                options={"require": ["exp", "sub", "org"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("the event link has expired; fetch the job again") from None
-        except jwt.PyJWTError as exc:
-            raise Unauthorized(f"the event link is not valid: {exc}") from None
+        claims = self._unsign(token, EVENTS_AUDIENCE, "event link", "fetch the job again")
         wanted = str(job_id) if job_id is not None else None
         if claims.get("job") != wanted:
             raise Unauthorized("the event link was made for another stream")
@@ -110,37 +89,47 @@ class TokenVerifier:
 
     def mint_link_token(self, principal: Principal, path: str) -> tuple[str, int]:
         """A token letting a browser GET ``path`` as this caller; and its expiry (epoch)."""
+        claims = {"perms": sorted(principal.perms), "path": path}
+        return self._sign(principal, claims, LINK_AUDIENCE, LINK_TTL)
+
+    def verify_link_token(self, token: str, path: str) -> Principal:
+        """The caller behind a link token, if it was made for this path."""
+        claims = self._unsign(token, LINK_AUDIENCE, "link", "ask for a new one")
+        if claims.get("path") != path:
+            raise Unauthorized("the link was made for another path")
+        return _principal(claims)
+
+    def _sign(
+        self, principal: Principal, claims: dict[str, Any], audience: str, ttl: int
+    ) -> tuple[str, int]:
         now = int(time.time())
         claims = {
             "sub": principal.sub,
             "org": principal.org,
-            "perms": sorted(principal.perms),
-            "path": path,
-            "aud": LINK_AUDIENCE,
+            **claims,
+            "aud": audience,
             "iss": self.settings.jwt_issuer,
             "iat": now,
-            "exp": now + LINK_TTL,
+            "exp": now + ttl,
         }
-        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256"), now + LINK_TTL
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256"), now + ttl
 
-    def verify_link_token(self, token: str, path: str) -> Principal:
-        """The caller behind a link token, if it was made for this path."""
+    def _unsign(self, token: str, audience: str, what: str, remedy: str) -> dict[str, Any]:
+        """The claims of a token this api signed for ``audience``, or Unauthorized."""
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self.settings.jwt_secret,
                 algorithms=["HS256"],
-                audience=LINK_AUDIENCE,
+                audience=audience,
                 issuer=self.settings.jwt_issuer,
-                options={"require": ["exp", "sub", "org", "path"]},
+                options={"require": ["exp", "sub", "org"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("the link has expired; ask for a new one") from None
+            raise Unauthorized(f"the {what} has expired; {remedy}") from None
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"the link is not valid: {exc}") from None
-        if claims["path"] != path:
-            raise Unauthorized("the link was made for another path")
-        return _principal(claims)
+            raise Unauthorized(f"the {what} is not valid: {exc}") from None
+        return claims
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
