@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.core import jobs
 from services.core.deps import Deps
 from tests.browser.conftest import screenshot
-from tests.conftest import WorkerRun
+from tests.conftest import JobFactory, WorkerRun
 from tests.e2e.export_files import LABELS, seed_records
 
 OLD = 30  # ended jobs from before: two pages (25 a page)
@@ -30,19 +29,16 @@ async def http(live_server: str, auth: dict[str, str]) -> AsyncIterator[httpx.As
 
 
 async def test_the_jobs_page_follows_the_history_live(
-    page: Any, sign_in_url: str, deps: Deps, run_worker: WorkerRun, http: httpx.AsyncClient
+    page: Any,
+    sign_in_url: str,
+    deps: Deps,
+    make_job: JobFactory,
+    run_worker: WorkerRun,
+    http: httpx.AsyncClient,
 ) -> None:
     await seed_records(deps, "acme", "main", 30)
     for _ in range(OLD):
-        await jobs.create_job(
-            deps.db,
-            kind="export",
-            org_id="acme",
-            user_id="alice",
-            dataset="bookkeeping_records",
-            status="cancelled",
-            params={"format": "json", "columns": ["status"]},
-        )
+        await make_job(status="cancelled", params={"format": "json", "columns": ["status"]})
     await page.goto(sign_in_url)
     await page.get_by_role("link", name="Jobs", exact=True).click()
     rows = page.locator("table.jobs tbody tr")
