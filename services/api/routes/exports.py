@@ -103,16 +103,16 @@ async def direct_export(
     conn = await stack.enter_async_context(deps.db.acquire())
     try:
         await stack.enter_async_context(snapshot(conn))
-        rows = await count_rows(conn, ds, spec, principal.org)
+        # Up to limit + 1 rows: enough to refuse, and the exact count of an allowed export.
+        rows = await count_rows(conn, ds, spec, principal.org, limit=limit + 1)
     except BaseException:
         await stack.aclose()
         raise
     if rows > limit:
         await stack.aclose()
         raise TooLarge(
-            f"this export has {rows:,} rows, over the direct-download limit of {limit:,}; "
+            f"this export has more than {limit:,} rows, the direct-download limit; "
             "start a background export with POST /v1/exports",
-            rows=rows,
             limit=limit,
             export_request=spec.request(),
             links={"exports": "/v1/exports"},

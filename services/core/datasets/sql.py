@@ -141,7 +141,21 @@ def export_query(
     return sql, args
 
 
-def export_count(ds: Dataset, org_id: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """How many rows an export will have."""
+def export_count(
+    ds: Dataset, org_id: str, filters: Mapping[str, Any], *, limit: int
+) -> tuple[str, list[Any]]:
+    """How many rows an export will have, counted up to ``limit`` (enough to say "more than").
+
+    Reading at most ``limit`` rows keeps a refused direct export cheap, and an
+    allowed one still gets its exact count.
+    """
     where, args = export_where(ds, org_id, filters)
-    return f"SELECT count(*) FROM {table(ds)} WHERE {where}", args
+    args.append(limit)
+    probe = f"SELECT 1 FROM {table(ds)} WHERE {where} LIMIT ${len(args)}"
+    return f"SELECT count(*) FROM ({probe}) AS probe", args
+
+
+def export_estimate(ds: Dataset, org_id: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The planner's guess of an export's rows: ``EXPLAIN`` only, no row is read."""
+    where, args = export_where(ds, org_id, filters)
+    return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table(ds)} WHERE {where}", args

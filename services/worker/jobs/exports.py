@@ -8,17 +8,14 @@ cron) and the next run produces the one finished file.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.core import jobs
-from services.core.datasets import Dataset
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
-from services.core.exports.run import count_rows, export_snapshot, snapshot, write_export
+from services.core.exports.run import estimate_rows, snapshot, write_export
 from services.core.exports.spec import ExportSpec
 from services.core.queue import admit_next
 from services.core.storage import keys
@@ -54,15 +51,13 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     filename = spec.filename(at=job.created_at)
     key = keys.export_file(job.org_id, job.id, filename)
     async with d.db.acquire() as conn, snapshot(conn):
-        # The total for progress is counted on a second connection in the same snapshot
-        # while the rows already stream, so the count costs no time of its own.
-        counting = asyncio.create_task(_count(d, ds, spec, job.org_id, await export_snapshot(conn)))
+        # The total is the planner's estimate: a count would read every row once more
+        # before (or beside) the export. Once more rows came than it guessed, the
+        # total is unknown (null) until the end, rather than a wrong number.
+        estimate = await estimate_rows(conn, ds, spec, job.org_id)
 
         async def progress(done: int) -> None:
-            if not counting.done():
-                return  # progress starts once its total is known (a fraction of a second)
-            total = None if counting.exception() else counting.result()
-            await attempt.progress(min(done, total) if total is not None else done, total)
+            await attempt.progress(done, estimate if done <= estimate else None)
 
         try:
             async with d.storage.writer(key, content_type=spec.content_type) as upload:
@@ -84,11 +79,6 @@ async def _export(d: Deps, attempt: JobRun) -> None:
                 f"storage refused the export file ({exc.strerror or exc}); "
                 "free space or fix permissions in FERRY_STORAGE_DIR, then export again"
             ) from exc
-        finally:
-            if not counting.done():
-                counting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await counting
     stored = upload.result
     assert stored is not None
     expires = datetime.now(UTC) + timedelta(days=d.settings.export_ttl_days)
@@ -110,9 +100,6 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     )
 
 
-async def _count(d: Deps, ds: Dataset, spec: ExportSpec, org_id: str, snapshot_id: str) -> int:
-    async with d.db.acquire() as conn, snapshot(conn, snapshot_id):
-        return await count_rows(conn, ds, spec, org_id)
 
 
 async def expire_exports(ctx: dict[str, Any]) -> int:
