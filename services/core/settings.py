@@ -135,15 +135,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Meta(description="Exports that run at once per user; more wait queued."),
     ] = 3
     xlsx_engine: Annotated[
-        Literal["rust", "xlsxwriter"],
+        Literal["postgres", "xlsxwriter"],
         Meta(
-            description="XLSX writer: `rust` (rustpy-xlsxwriter, fast) or "
+            description="XLSX writer: `postgres` (PostgreSQL writes the sheet XML) or "
             "`xlsxwriter` (reference).",
         ),
-    ] = "rust"
+    ] = "postgres"
     export_temp_dir: Annotated[
         str,
-        Meta(description="Folder for XLSX files being written; empty: the system temp folder."),
+        Meta(description="Folder for files the xlsxwriter engine writes; empty: the temp folder."),
     ] = ""
 
     # Imports.

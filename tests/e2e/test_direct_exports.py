@@ -15,6 +15,8 @@ from litestar.testing import AsyncTestClient
 
 from services.core import jobs
 from services.core.deps import Deps
+from services.core.exports.run import snapshot, write_export
+from services.core.exports.spec import build_spec
 from services.core.settings import Settings
 from tests.conftest import WorkerRun
 from tests.e2e.export_files import (
@@ -24,6 +26,7 @@ from tests.e2e.export_files import (
     check_file,
     neutral,
     records,
+    seed_records,
     seed_world,
     where,
 )
@@ -237,3 +240,48 @@ async def test_openapi_documents_the_export_routes(client: AsyncTestClient[Lites
     assert "413" in direct["description"] or "413" in str(direct)
     body = spec["paths"]["/v1/exports"]["post"]
     assert "Idempotency-Key" in {p["name"] for p in body["parameters"]}
+
+
+# Text a seller may really type, and the characters each format must escape its own way.
+ODD = [
+    'Tom & Jerry <DVD> "boxed"',
+    "tab\tnewline\nCRLF\r\nbackslash \\ end",
+    "bell\x07 and _x0041_ stay as typed",
+    "  spaced both ends  ",
+    "emoji 📦 ünïcode ]]> cdata end",
+]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "engine"),
+    [
+        ("csv", "postgres"),
+        ("json", "postgres"),
+        ("ndjson", "postgres"),
+        ("xlsx", "postgres"),
+        ("xlsx", "xlsxwriter"),
+    ],
+)
+async def test_any_text_comes_back_exactly_as_typed(deps: Deps, fmt: str, engine: str) -> None:
+    await seed_records(deps, "acme", "odd", 12)
+    ids = await deps.db.fetch(
+        "SELECT id FROM bookkeeping_records WHERE account_id = 'odd' ORDER BY id LIMIT $1",
+        len(ODD),
+    )
+    for record, title in zip(ids, ODD, strict=True):
+        await deps.db.execute(
+            "UPDATE bookkeeping_records SET item_name = $2 WHERE id = $1", record["id"], title
+        )
+    ds = deps.registry.get("bookkeeping_records")
+    spec = build_spec(ds, format=fmt, preset="all", filters={"account_id": "odd"})
+    data = bytearray()
+
+    async def sink(block: bytes) -> None:
+        data.extend(block)
+
+    async with deps.db.acquire() as conn, snapshot(conn):
+        rows = await write_export(conn, ds, spec, "acme", sink, xlsx_engine=engine)
+    assert rows == 12
+    expected = await records(deps, account="odd")
+    assert {r["item_name"] for r in expected} >= set(ODD)
+    check_file(fmt, bytes(data), PRESETS["all"], expected)

@@ -133,12 +133,36 @@ def export_query(
     escape: bool = True,
 ) -> tuple[str, list[Any]]:
     """``SELECT`` of an export: labelled columns, filters, keyset order; and its arguments."""
-    where, args = export_where(ds, org_id, filters)
     columns = ", ".join(
         f"{export_expression(f, mode=mode, escape=escape)} AS {ident(f.label)}" for f in fields
     )
+    return export_select(ds, org_id, filters, columns)
+
+
+def export_select(
+    ds: Dataset, org_id: str, filters: Mapping[str, Any], columns: str
+) -> tuple[str, list[Any]]:
+    """``SELECT columns`` over an export's rows in keyset order (XLSX passes one XML column)."""
+    where, args = export_where(ds, org_id, filters)
     sql = f"SELECT {columns} FROM {table(ds)} WHERE {where} ORDER BY {export_order(ds)}"
     return sql, args
+
+
+def export_sample(
+    ds: Dataset, fields: list[Field], org_id: str, filters: Mapping[str, Any], *, rows: int
+) -> tuple[str, list[Any]]:
+    """The longest text of each column among some ``rows`` of an export, in any order.
+
+    Without ORDER BY the scan stops after ``rows`` rows whatever the plan.
+    """
+    where, args = export_where(ds, org_id, filters)
+    columns = ", ".join(
+        f"({export_expression(f, mode='text', escape=True)})::text AS c{i}"
+        for i, f in enumerate(fields)
+    )
+    lengths = ", ".join(f"coalesce(max(length(c{i})), 0)" for i in range(len(fields)))
+    sample = f"SELECT {columns} FROM {table(ds)} WHERE {where} LIMIT {int(rows)}"
+    return f"SELECT {lengths} FROM ({sample}) AS sample", args
 
 
 def export_count(

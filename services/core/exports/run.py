@@ -6,13 +6,8 @@ here; they differ only in where the bytes go.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Literal
+from collections.abc import AsyncIterator
 
 import msgspec
 
@@ -23,9 +18,7 @@ from services.core.exports.csv import write_csv
 from services.core.exports.json import write_json
 from services.core.exports.sink import Gzip, Progress, Sink, no_progress
 from services.core.exports.spec import ExportSpec
-from services.core.exports.xlsx import CURRENCY_FORMATS, write_xlsx
-
-CHUNK = 1024 * 1024
+from services.core.exports.xlsx import write_xlsx
 
 
 @contextlib.asynccontextmanager
@@ -72,47 +65,34 @@ async def write_export(
     sink: Sink,
     *,
     progress: Progress = no_progress,
-    xlsx_engine: str = "rust",
+    xlsx_engine: str = "postgres",
     temp_dir: str | None = None,
 ) -> int:
     """Write the export's bytes to ``sink`` (call inside ``snapshot``); returns the row count."""
     fields = [ds.field(name) for name in spec.columns]
     gzip = Gzip(sink) if spec.compression == "gzip" else None
     out = gzip.write if gzip else sink
-    mode: Literal["text", "typed"] = "text" if spec.format == "csv" else "typed"
-    sql, args = export_query(
-        ds, fields, org_id, spec.filters, mode=mode, escape=spec.escape_formulas
-    )
-    if spec.format == "csv":
+    escape = spec.escape_formulas
+    if spec.format == "xlsx":
+        rows = await write_xlsx(
+            conn,
+            ds,
+            fields,
+            org_id,
+            spec.filters,
+            out,
+            progress,
+            escape=escape,
+            engine=xlsx_engine,
+            temp_dir=temp_dir,
+        )
+    elif spec.format == "csv":
+        sql, args = export_query(ds, fields, org_id, spec.filters, mode="text", escape=escape)
         rows = await write_csv(conn, sql, args, out, progress)
-    elif spec.format in ("json", "ndjson"):
+    else:
+        sql, args = export_query(ds, fields, org_id, spec.filters, mode="typed", escape=escape)
         keys = [f.name for f in fields]
         rows = await write_json(conn, sql, args, keys, out, progress, lines=spec.format == "ndjson")
-    else:
-        money = CURRENCY_FORMATS.get(ds.currency, CURRENCY_FORMATS["USD"])
-        with temp_path(".xlsx", temp_dir) as path:
-            rows = await write_xlsx(
-                conn, sql, args, fields, path, progress, engine=xlsx_engine, money_format=money
-            )
-            await copy_file(path, out)
     if gzip:
         await gzip.close()
     return rows
-
-
-@contextlib.contextmanager
-def temp_path(suffix: str, directory: str | None = None) -> Iterator[Path]:
-    """A temp file name, removed afterwards whatever happens."""
-    fd, name = tempfile.mkstemp(suffix=suffix, prefix="ferry-export-", dir=directory)
-    os.close(fd)
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
-async def copy_file(path: Path, sink: Sink) -> None:
-    """Hand a finished file to a sink in chunks read off the event loop."""
-    with open(path, "rb") as fh:  # noqa: ASYNC230 - chunks are read in a thread
-        while chunk := await asyncio.to_thread(fh.read, CHUNK):
-            await sink(chunk)

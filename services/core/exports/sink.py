@@ -35,3 +35,62 @@ class Gzip:
 
     async def close(self) -> None:
         await self._sink(self._zip.flush())
+
+
+class Spool:
+    """A write-only file that keeps its bytes until taken: zipfile and pyarrow write into it.
+
+    It has ``tell`` but no ``seek``, so zipfile writes data descriptors instead of
+    going back to patch headers, and nothing written is ever revisited.
+    """
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        self._data += data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data, self._data = bytes(self._data), bytearray()
+        return data
+
+
+class Behind:
+    """Blocking steps (deflate, Parquet encoding) run in a thread, one block behind the loop.
+
+    While the thread works on one block the loop keeps reading the next from
+    PostgreSQL; at most two blocks are in memory. What a step writes into the
+    ``Spool`` goes to the sink, in order, once the step is done. A cancelled export
+    leaves at most one step to finish in its thread, on objects nobody reads again.
+    """
+
+    def __init__(self, spool: Spool, sink: Sink) -> None:
+        self._spool = spool
+        self._sink = sink
+        self._pending: asyncio.Future[None] | None = None
+
+    async def run(self, step: Callable[[bytes], None], block: bytes) -> None:
+        await self.wait()
+        self._pending = asyncio.ensure_future(asyncio.to_thread(step, block))
+
+    async def wait(self) -> None:
+        """Let the running step finish and pass on what it wrote."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        if data := self._spool.take():
+            await self._sink(data)
