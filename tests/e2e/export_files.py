@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import openpyxl
+import pyarrow.parquet as pq
 
 from services.core import demo
 from services.core.deps import Deps
@@ -215,8 +216,30 @@ def read_xlsx(data: bytes, columns: list[str], expected: list[Record]) -> None:
     assert all(8 <= w <= 62 for w in widths), widths
 
 
+# Arrow types of the Parquet columns, as pyarrow names them.
+ARROW = {"ebay_order_id": "string", "sale_date": "date32[day]", "item_name": "string"}
+ARROW |= {"qty": "int64", "status": "string"} | {m: "decimal128(12, 2)" for m in MONEY}
+
+
+def as_arrow(name: str, value: Any) -> Any:
+    if name in MONEY:
+        return Decimal(value).scaleb(-2)
+    if name in TEXT:
+        return neutral(value)
+    return value
+
+
+def read_parquet(data: bytes, columns: list[str], expected: list[Record]) -> None:
+    """Columns named by field and typed (dates, decimal money, int64), values as stored."""
+    table = pq.read_table(io.BytesIO(data))
+    assert [(f.name, str(f.type)) for f in table.schema] == [(c, ARROW[c]) for c in columns]
+    assert table.to_pylist() == [{c: as_arrow(c, r[c]) for c in columns} for r in expected]
+
+
 def check_file(fmt: str, data: bytes, columns: list[str], expected: list[Record]) -> None:
-    if fmt == "csv":
+    if fmt == "parquet":
+        read_parquet(data, columns, expected)
+    elif fmt == "csv":
         read_csv(data, columns, expected)
     elif fmt in ("json", "ndjson"):
         read_json(data, columns, expected, lines=fmt == "ndjson")

@@ -33,6 +33,12 @@ from tests.e2e.export_files import (
 
 URL = "/v1/datasets/bookkeeping_records/export"
 PROBLEM = "application/problem+json"
+MEDIA_TYPES = {
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 @pytest.fixture
@@ -100,8 +106,8 @@ async def test_formula_like_text_is_neutralised_unless_asked_not_to(
     }
 
 
-@pytest.mark.parametrize("fmt", ["json", "ndjson", "xlsx"])
-async def test_json_ndjson_and_xlsx_hold_the_same_rows(
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "xlsx", "parquet"])
+async def test_json_ndjson_xlsx_and_parquet_hold_the_same_rows(
     client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps, world: None, fmt: str
 ) -> None:
     columns = ["ebay_order_id", "sale_date", "item_name", "qty", "sale_price", "profit", "status"]
@@ -111,6 +117,7 @@ async def test_json_ndjson_and_xlsx_hold_the_same_rows(
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-disposition"].endswith(f".{fmt}")
+    assert response.headers["content-type"].partition(";")[0] == MEDIA_TYPES[fmt]
     expected = where(await records(deps), lambda r: r["status"] in ("shipped", "paid"))
     assert 0 < len(expected) < 250
     check_file(fmt, response.content, columns, expected)
@@ -213,6 +220,7 @@ async def test_reading_needs_the_read_permission_and_a_known_format(
     assert (await client.get(f"{URL}.csv", headers=writer)).status_code == 403
     assert (await client.get(f"{URL}.pdf", headers=auth)).status_code == 422
     assert (await client.get(f"{URL}.xlsx?gzip=true", headers=auth)).status_code == 422
+    assert (await client.get(f"{URL}.parquet?gzip=true", headers=auth)).status_code == 422
     assert (await client.get(f"{URL}.csv")).status_code == 401
 
 
@@ -249,6 +257,7 @@ ODD = [
     "bell\x07 and _x0041_ stay as typed",
     "  spaced both ends  ",
     "emoji 📦 ünïcode ]]> cdata end",
+    "N/A",
 ]
 
 
@@ -260,6 +269,7 @@ ODD = [
         ("ndjson", "postgres"),
         ("xlsx", "postgres"),
         ("xlsx", "xlsxwriter"),
+        ("parquet", "postgres"),
     ],
 )
 async def test_any_text_comes_back_exactly_as_typed(deps: Deps, fmt: str, engine: str) -> None:

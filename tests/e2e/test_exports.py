@@ -124,7 +124,8 @@ async def unfinished_uploads(deps: Deps) -> int:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "compression"), [("csv", "gzip"), ("json", None), ("ndjson", None), ("xlsx", None)]
+    ("fmt", "compression"),
+    [("csv", "gzip"), ("json", None), ("ndjson", None), ("xlsx", None), ("parquet", None)],
 )
 async def test_a_background_export_runs_and_its_file_downloads(
     client: AsyncTestClient[Litestar],

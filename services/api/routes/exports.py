@@ -24,7 +24,7 @@ from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
 from services.core.exports.run import count_rows, snapshot, write_export
-from services.core.exports.spec import ExportSpec, build_spec
+from services.core.exports.spec import ExportSpec, Format, build_spec
 from services.core.jobs import JobStatus
 from services.core.queue import enqueue
 from services.core.storage import content_disposition, keys
@@ -37,9 +37,10 @@ QUEUE_BLOCKS = 8
 
 DIRECT_DESCRIPTION = """\
 Streams the file at once: `export.csv` (PostgreSQL COPY), `export.json` (one array),
-`export.ndjson` or `export.xlsx`. Headers are the field labels; money is decimal
-currency; text cells starting with `= + - @`, tab or CR get a leading `'`
-(`escape_formulas=false` turns that off).
+`export.ndjson`, `export.xlsx` or `export.parquet` (typed columns named by field:
+dates `date32`, money `decimal128(12,2)`, ints `int64`). Headers are the field labels;
+money is decimal currency; text cells starting with `= + - @`, tab or CR get a
+leading `'` (`escape_formulas=false` turns that off).
 
 Filters, besides `account_id`, follow the field types: `<date field>_from` / `_to`
 (inclusive, `YYYY-MM-DD`), `<money or int field>_min` / `_max`, `<enum field>=a,b`,
@@ -58,7 +59,7 @@ def _split(value: str | None) -> list[str] | None:
 @get(
     "/v1/datasets/{name:str}/{file:str}",
     tags=["exports"],
-    summary="Direct download: export.csv, export.json, export.ndjson or export.xlsx",
+    summary="Direct download: export.csv, .json, .ndjson, .xlsx or .parquet",
     description=DIRECT_DESCRIPTION,
 )
 async def direct_export(
@@ -82,7 +83,9 @@ async def direct_export(
     ds = deps.registry.get(name)
     stem, _, fmt = file.partition(".")
     if stem != "export" or not fmt:
-        raise NotFound(f"no such export file {file!r}; use export.csv, .json, .ndjson or .xlsx")
+        raise NotFound(
+            f"no such export file {file!r}; use export.csv, .json, .ndjson, .xlsx or .parquet"
+        )
     principal.require(f"{ds.name}.read")
     filters: dict[str, Any] = {
         k: v for k, v in request.query_params.items() if k not in DIRECT_PARAMS
@@ -176,7 +179,10 @@ class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`POST /v1/exports`: what to export; `filters` as for direct downloads."""
 
     dataset: str
-    format: Literal["csv", "json", "ndjson", "xlsx"]
+    format: Annotated[
+        Format,
+        msgspec.Meta(description="csv, json (one array), ndjson, xlsx or parquet (typed columns)"),
+    ]
     columns: list[str] | None = None
     preset: str | None = None
     filters: dict[str, Any] = {}

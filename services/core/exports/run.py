@@ -16,6 +16,7 @@ from services.core.datasets.sql import export_count, export_estimate, export_que
 from services.core.db.pool import Connection
 from services.core.exports.csv import write_csv
 from services.core.exports.json import write_json
+from services.core.exports.parquet import write_parquet
 from services.core.exports.sink import Gzip, Progress, Sink, no_progress
 from services.core.exports.spec import ExportSpec
 from services.core.exports.xlsx import write_xlsx
@@ -86,9 +87,12 @@ async def write_export(
             engine=xlsx_engine,
             temp_dir=temp_dir,
         )
-    elif spec.format == "csv":
+    elif spec.format in ("csv", "parquet"):
         sql, args = export_query(ds, fields, org_id, spec.filters, mode="text", escape=escape)
-        rows = await write_csv(conn, sql, args, out, progress)
+        if spec.format == "csv":
+            rows = await write_csv(conn, sql, args, out, progress)
+        else:
+            rows = await write_parquet(conn, sql, args, fields, out, progress)
     else:
         sql, args = export_query(ds, fields, org_id, spec.filters, mode="typed", escape=escape)
         keys = [f.name for f in fields]

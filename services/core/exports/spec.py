@@ -20,7 +20,7 @@ from services.core.datasets.registry import Field
 from services.core.datasets.sql import FILTER_OPS, filter_field
 from services.core.errors import InvalidInput
 
-Format = Literal["csv", "json", "ndjson", "xlsx"]
+Format = Literal["csv", "json", "ndjson", "xlsx", "parquet"]
 Compression = Literal["gzip"]
 
 CONTENT_TYPES: dict[str, str] = {
@@ -28,7 +28,10 @@ CONTENT_TYPES: dict[str, str] = {
     "json": "application/json",
     "ndjson": "application/x-ndjson",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "parquet": "application/vnd.apache.parquet",
 }
+# Formats that compress their own content: a .gz around them gains nothing.
+COMPRESSED = ("xlsx", "parquet")
 GZIP_TYPE = "application/gzip"
 
 
@@ -87,7 +90,7 @@ def build_spec(
     """Check an export request against the dataset; InvalidInput names every bad field."""
     if format not in CONTENT_TYPES:
         raise InvalidInput(
-            f"unknown format {format!r}; one of csv, json, ndjson, xlsx",
+            f"unknown format {format!r}; one of {', '.join(CONTENT_TYPES)}",
             errors=[{"field": "format", "message": f"unknown format {format!r}"}],
         )
     if compression not in (None, "gzip"):
@@ -95,10 +98,10 @@ def build_spec(
             f"unknown compression {compression!r}; only gzip",
             errors=[{"field": "compression", "message": "only gzip is supported"}],
         )
-    if compression and format == "xlsx":
+    if compression and format in COMPRESSED:
         raise InvalidInput(
-            "xlsx files are compressed already; leave compression out",
-            errors=[{"field": "compression", "message": "not available for xlsx"}],
+            f"{format} files are compressed already; leave compression out",
+            errors=[{"field": "compression", "message": f"not available for {format}"}],
         )
     fields = ds.columns_for(columns=columns, preset=preset)
     return ExportSpec(
