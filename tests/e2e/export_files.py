@@ -218,7 +218,7 @@ def read_xlsx(data: bytes, columns: list[str], expected: list[Record]) -> None:
 
 # Arrow types of the Parquet columns, as pyarrow names them.
 ARROW = {"ebay_order_id": "string", "sale_date": "date32[day]", "item_name": "string"}
-ARROW |= {"qty": "int64", "status": "string"} | {m: "decimal128(12, 2)" for m in MONEY}
+ARROW |= {"qty": "int64", "status": "string"} | dict.fromkeys(MONEY, "decimal128(12, 2)")
 
 
 def as_arrow(name: str, value: Any) -> Any:

@@ -258,6 +258,7 @@ ODD = [
     "  spaced both ends  ",
     "emoji 📦 ünïcode ]]> cdata end",
     "N/A",
+    "C:\\new\\table, form\x0cfeed, vtab\x0b, backspace\x08, unit\x1fsep",
 ]
 
 

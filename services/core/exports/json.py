@@ -23,7 +23,7 @@ def row_type(keys: list[str]) -> type[msgspec.Struct]:
     """A Struct encoding a row as an object with these keys, in this order."""
     names = [f"f{i}" for i in range(len(keys))]  # keys need not be identifiers
     return msgspec.defstruct(
-        "Row", [(n, Any) for n in names], rename=dict(zip(names, keys, strict=True))
+        "Row", [(n, Any) for n in names], rename=dict(zip(names, keys, strict=True)), gc=False
     )
 
 
