@@ -52,7 +52,6 @@ from services.core.exports.json import BATCH
 from services.core.exports.run import snapshot
 from services.core.exports.spec import build_spec
 from services.core.exports.xlsx import CURRENCY_FORMATS, DATE_FORMAT
-from services.core.queue import arq_redis, enqueue
 from services.core.settings import Settings, load_settings
 
 REDIS_DB = 13

@@ -100,8 +100,6 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     )
 
 
-
-
 async def expire_exports(ctx: dict[str, Any]) -> int:
     """Delete export files past their ``expires_at``; their jobs read ``expired``."""
     d = deps(ctx)
