@@ -15,7 +15,7 @@ from typing import Any
 from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
-from services.core.exports.run import estimate_rows, snapshot, write_export
+from services.core.exports.run import progress_total, snapshot, write_export
 from services.core.exports.spec import ExportSpec
 from services.core.queue import admit_next
 from services.core.storage import keys
@@ -51,13 +51,12 @@ async def _export(d: Deps, attempt: JobRun) -> None:
     filename = spec.filename(at=job.created_at)
     key = keys.export_file(job.org_id, job.id, filename)
     async with d.db.acquire() as conn, snapshot(conn):
-        # The total is the planner's estimate: a count would read every row once more
-        # before (or beside) the export. Once more rows came than it guessed, the
-        # total is unknown (null) until the end, rather than a wrong number.
-        estimate = await estimate_rows(conn, ds, spec, job.org_id)
+        # No second scan for the total: exact for small exports, estimated for large
+        # ones; once more rows came than estimated it is unknown (null), not wrong.
+        total = await progress_total(conn, ds, spec, job.org_id)
 
         async def progress(done: int) -> None:
-            await attempt.progress(done, estimate if done <= estimate else None)
+            await attempt.progress(done, total if total is not None and done <= total else None)
 
         try:
             async with d.storage.writer(key, content_type=spec.content_type) as upload:
