@@ -34,20 +34,9 @@ async def job_view(
     db: Pool, tokens: TokenVerifier, principal: Principal, job: Job
 ) -> dict[str, Any]:
     """A job with its queue position and links (the events link carries its own token)."""
-    doc = jobs.job_document(job)
-    doc["queue_position"] = await jobs.queue_position(db, job)
-    doc["cancel_requested"] = job.cancel_requested_at is not None
+    position = await jobs.queue_position(db, job)
     events_token = tokens.mint_events_token(principal, job.id)
-    doc["links"] = {
-        "self": f"/v1/jobs/{job.id}",
-        "events": f"/v1/jobs/{job.id}/events?token={events_token}",
-        "download": (
-            f"/v1/exports/{job.id}/download"
-            if job.kind == "export" and job.status == JobStatus.SUCCEEDED
-            else None
-        ),
-    }
-    return doc
+    return jobs.job_resource(job, queue_position=position, events_token=events_token)
 
 
 def import_links(job: Job) -> dict[str, Any]:

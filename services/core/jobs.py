@@ -446,6 +446,21 @@ def job_document(job: Job) -> dict[str, Any]:
     return doc
 
 
+def job_resource(job: Job, *, queue_position: int | None, events_token: str) -> dict[str, Any]:
+    """The job as ``GET /v1/jobs/{id}`` returns it (and webhooks send it), with its links;
+    ``events_token`` opens its event stream without a header."""
+    doc = job_document(job)
+    doc["queue_position"] = queue_position
+    doc["cancel_requested"] = job.cancel_requested_at is not None
+    succeeded_export = job.kind == "export" and job.status == S.SUCCEEDED
+    doc["links"] = {
+        "self": f"/v1/jobs/{job.id}",
+        "events": f"/v1/jobs/{job.id}/events?token={events_token}",
+        "download": f"/v1/exports/{job.id}/download" if succeeded_export else None,
+    }
+    return doc
+
+
 async def queue_position(db: Pool | Connection, job: Job) -> int | None:
     """1 for the next job of this caller and kind to start; None unless waiting."""
     if job.status not in WAITING or job.lease_until is not None:

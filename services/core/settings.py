@@ -8,6 +8,7 @@ printed from there.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 Positive = Annotated[int, Meta(ge=1)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECRET = {"secret": True}  # Meta extra: `ferry settings` masks the value
 
 
@@ -206,6 +208,54 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Meta(description="Seconds job event streams are kept in Redis."),
     ] = 7 * 24 * 3600
 
+    # Webhooks.
+    webhook_timeout_seconds: Annotated[
+        float,
+        Meta(gt=0, description="Seconds an endpoint has to answer a webhook with a 2xx."),
+    ] = 10.0
+    webhook_retry_seconds: Annotated[
+        float,
+        Meta(gt=0, description="Delay before the first webhook retry; it doubles each time."),
+    ] = 30.0
+    webhook_retry_max_seconds: Annotated[
+        float,
+        Meta(gt=0, description="Longest delay between two webhook retries."),
+    ] = 3600.0
+    webhook_retry_window_seconds: Annotated[
+        float,
+        Meta(gt=0, description="Seconds a webhook is retried before it is marked failed."),
+    ] = 24 * 3600.0
+    webhook_endpoint_concurrency: Annotated[
+        Positive,
+        Meta(description="Webhook deliveries in flight at once per endpoint, over all workers."),
+    ] = 4
+    webhook_secret_grace_seconds: Annotated[
+        Positive,
+        Meta(description="Seconds a rotated-out webhook secret still signs deliveries."),
+    ] = 24 * 3600
+    webhook_allow_http: Annotated[
+        bool,
+        Meta(description="Accept `http://` webhook URLs (else https only); for development."),
+    ] = False
+    webhook_allow_private: Annotated[
+        bool,
+        Meta(
+            description="Deliver webhooks to private and loopback addresses "
+            "(never link-local or multicast)."
+        ),
+    ] = False
+    webhook_allow_cidrs: Annotated[
+        str,
+        Meta(
+            description="Comma-separated networks webhooks may reach although not public, "
+            "e.g. `10.1.0.0/16`."
+        ),
+    ] = ""
+    webhook_log_days: Annotated[
+        Positive,
+        Meta(description="Days finished webhook deliveries stay in the delivery log."),
+    ] = 30
+
     # Datasets and housekeeping.
     datasets_dir: Annotated[
         str,
@@ -220,9 +270,23 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Meta(description="`text` (local) or `json` (deployment)."),
     ] = "text"
 
+    def __post_init__(self) -> None:
+        self.webhook_networks  # noqa: B018 - a malformed network stops start-up here
+
     @property
     def storage_backend(self) -> Literal["s3", "local"]:
         return "s3" if self.s3_bucket else "local"
+
+    @property
+    def webhook_networks(self) -> list[IPNetwork]:
+        """``webhook_allow_cidrs`` parsed; ValueError naming the variable if malformed."""
+        found = []
+        for part in filter(None, (p.strip() for p in self.webhook_allow_cidrs.split(","))):
+            try:
+                found.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"FERRY_WEBHOOK_ALLOW_CIDRS: {part!r} is not a network") from None
+        return found
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]+)`")
