@@ -16,6 +16,8 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from services.core.jobs import Job, job_document
+from services.core.queue import arq_redis, wake_webhooks
+from services.core.webhooks.endpoints import EVENTS as WEBHOOK_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class EventBus:
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
     async def announce(self, job: Job, type: str, data: dict[str, Any] | None = None) -> None:
-        """Publish an event of ``job`` (its document unless ``data`` is given).
+        """Publish an event of ``job`` (its document unless ``data`` is given); when its
+        status is a webhook event, wake a worker to deliver it.
 
         Best effort: the job row is the truth and SSE clients re-read it, so a Redis
         hiccup here must not fail the request or the job that changed the row.
@@ -72,6 +75,13 @@ class EventBus:
             )
         except redis.exceptions.RedisError:
             log.warning("event not published", extra={"job_id": str(job.id), "type": type})
+        if (job.kind, job.status) in WEBHOOK_EVENTS:
+            # The change wrote its webhook deliveries (migration 0040); send them now
+            # rather than at the next cron run.
+            try:
+                await wake_webhooks(arq_redis(self.redis))
+            except redis.exceptions.RedisError:
+                log.warning("webhooks not woken", extra={"job_id": str(job.id)})
 
     async def last_id(self, stream: str) -> str:
         """Id of the newest event, or ``0-0`` for an empty stream."""

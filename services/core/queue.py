@@ -10,6 +10,8 @@ holds, so enqueuing the same run twice is harmless; a job that must run again
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 from arq.connections import ArqRedis
 from arq.constants import (
@@ -26,6 +28,9 @@ from services.core.jobs import Job, Stage
 
 serialize = msgspec.msgpack.encode
 deserialize = msgspec.msgpack.decode
+
+# The worker function that sends due webhook deliveries (no arguments).
+DELIVER_WEBHOOKS = "deliver_webhooks"
 
 # The worker function of each stage of a job. Renaming one is a wire change.
 FUNCTIONS: dict[str, Stage] = {
@@ -94,3 +99,14 @@ async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, li
     for job in ready:
         started += await enqueue(redis, job)
     return started
+
+
+async def wake_webhooks(
+    redis: ArqRedis, *, at: datetime | None = None, key: str | None = None
+) -> None:
+    """Have a worker send the due webhook deliveries now, or at ``at`` (a retry).
+
+    ``key`` makes the wake-up one of a kind (arq refuses an id it holds). Losing a
+    wake-up delays deliveries until the next cron run, never loses them.
+    """
+    await redis.enqueue_job(DELIVER_WEBHOOKS, _job_id=key, _defer_until=at)

@@ -23,6 +23,7 @@ from services.worker.jobs.imports import (
     validate_import,
 )
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
+from services.worker.jobs.webhooks import deliver_webhooks, purge_webhook_log
 from services.worker.runner import MAX_TRIES
 
 
@@ -45,7 +46,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """What every Ferry worker runs; ``worker_kwargs`` adds the per-deployment parts."""
 
-    functions: ClassVar[list[Any]] = [run_export, validate_import, commit_import]
+    functions: ClassVar[list[Any]] = [run_export, validate_import, commit_import, deliver_webhooks]
     cron_jobs: ClassVar[list[CronJob]] = [
         cron(reconcile_jobs, second={5, 35}, run_at_startup=True, timeout=60),
         cron(abort_stale_uploads, minute={17}, second=0, timeout=300),
@@ -53,6 +54,9 @@ class WorkerSettings:
         cron(close_rollback_windows, minute=set(range(2, 60, 10)), second=0, timeout=300),
         cron(clean_imports, minute={27}, second=0, timeout=600),
         cron(purge_import_batches, hour={3}, minute={41}, second=0, timeout=1800),
+        # Deliveries whose wake-up was lost (Redis) or whose worker died; woken otherwise.
+        cron(deliver_webhooks, second={20, 50}, run_at_startup=True, timeout=300),
+        cron(purge_webhook_log, hour={4}, minute={11}, second=0, timeout=600),
     ]
     on_startup = startup
     on_shutdown = shutdown
