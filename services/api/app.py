@@ -27,6 +27,7 @@ from services.api.routes import (
     jobs,
     links,
     presets,
+    webhooks,
 )
 from services.api.state import provide_deps, provide_queue
 from services.core.auth import TokenVerifier
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> Litestar:
         *presets.routes,
         *links.routes,
         *console.routes,
+        *webhooks.routes,
     ]
     return Litestar(
         route_handlers=handlers,

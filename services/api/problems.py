@@ -6,8 +6,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from services.core.errors import FerryError
@@ -31,6 +33,38 @@ _HTTP_SLUGS = {
     429: ("too-many-requests", "Too many requests"),
     503: ("unavailable", "Service unavailable"),
 }
+
+
+class FieldProblem(msgspec.Struct, kw_only=True):
+    """What is wrong with one field (or header, or query parameter)."""
+
+    field: str
+    message: str
+    source: str | None = None
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """An RFC 9457 problem document; ``errors`` names the fields of a bad request."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+def documented(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` of a route: its problem answers, as problem+json."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=MEDIA_TYPE,
+            description=_HTTP_SLUGS[status][1],
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def problem(

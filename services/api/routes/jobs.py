@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 from arq.connections import ArqRedis
@@ -20,12 +20,22 @@ from services.core import jobs
 from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput
-from services.core.jobs import Job, JobStatus
+from services.core.jobs import JobStatus
 from services.core.queue import admit_next
 
 
-def encode_cursor(job: Job) -> str:
-    raw = msgspec.json.encode([job.created_at, job.id])
+class Keyed(Protocol):
+    """Anything listed newest first by ``(created_at, id)``."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def encode_cursor(item: Keyed) -> str:
+    """The keyset cursor after ``item`` (a job, a webhook delivery)."""
+    raw = msgspec.json.encode([item.created_at, item.id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
