@@ -26,10 +26,13 @@ def test_settings_prints_the_values_in_effect() -> None:
     result = ferry_settings(FERRY_PORT="9001", FERRY_JWT_SECRET="do-not-print-me")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "FERRY_PORT                       env      9001" in lines
-    assert "FERRY_JWT_SECRET                 env      ***" in lines
-    assert "FERRY_HOST                       default  127.0.0.1" in lines
+    rows = [line.split(maxsplit=2) for line in lines]
+    assert ["FERRY_PORT", "env", "9001"] in rows
+    assert ["FERRY_JWT_SECRET", "env", "***"] in rows
+    assert ["FERRY_HOST", "default", "127.0.0.1"] in rows
     assert "do-not-print-me" not in result.stdout
+    # In columns, however long the longest name is.
+    assert len({line.index(" env " if " env " in line else " default ") for line in lines}) == 1
 
 
 def test_settings_refuses_a_bad_environment_in_one_line() -> None:

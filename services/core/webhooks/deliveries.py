@@ -109,7 +109,7 @@ def retry_delay(
 
 async def claim(db: Pool, settings: Settings, *, limit: int = CLAIM_BATCH) -> list[Claimed]:
     """Take up to ``limit`` due deliveries for one attempt each (see the module docstring)."""
-    lease = 2 * settings.webhook_timeout_seconds + 5  # the attempt, and its writes
+    lease = 2 * settings.webhook_timeout_seconds + 1  # the attempt, and its writes
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(Q.lock_claims)
         rows = await conn.fetch(
