@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
+import time
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,7 @@ from services.core.settings import Settings, load_settings
 from services.core.webhooks import addresses
 from services.core.webhooks.deliveries import retry_delay
 from services.core.webhooks.signing import signature_header, verify_signature
+from tests.conftest import ROOT
 
 BODY = b'{"id":"e1","type":"job.succeeded","data":{}}'
 NOW = 1_767_225_600
@@ -140,3 +144,18 @@ def test_retry_delays_double_up_to_the_cap_with_jitter_in_the_upper_half() -> No
     # Even the unluckiest jitter never makes a retry come sooner than the one before.
     assert all(low[n + 1] >= high[n] for n in range(6))
     assert retry_delay(10_000, settings, rand=lambda: 1.0) == 3600  # no overflow
+
+
+def test_the_readmes_verification_snippet_verifies_what_ferry_signs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```python\n(import hashlib, hmac, time\n.*?)```", readme, re.S)
+    assert snippet is not None, "README's Webhooks part lost its verification snippet"
+    namespace: dict[str, Any] = {}
+    exec(snippet[1], namespace)  # noqa: S102 - our own README
+    verify = namespace["verify_signature"]
+    now = int(time.time())
+    header = signature_header(["whsec_new", "whsec_old"], now, BODY)
+    assert verify("whsec_new", header, BODY)
+    assert verify("whsec_old", header, BODY)
+    assert not verify("whsec_new", header, BODY + b"x")
+    assert not verify("whsec_new", signature_header(["whsec_new"], now - 301, BODY), BODY)
