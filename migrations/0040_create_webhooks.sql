@@ -68,6 +68,9 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE finished_at IS NULL;
+-- Deliveries in flight (a claim counts them per endpoint against the limit).
+CREATE INDEX webhook_deliveries_leased ON webhook_deliveries (endpoint_id)
+    WHERE finished_at IS NULL AND lease_until IS NOT NULL;
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
 

@@ -656,3 +656,18 @@ async def test_the_delivery_log_pages_newest_first(
     bad = await client.get(f"{hook['links']['deliveries']}?cursor=nope", headers=manager)
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_disabling_an_endpoint_fails_its_pending_deliveries_unsent(
+    client: Client, manager: dict[str, str], receiver: Receiver, run_worker: WorkerRun
+) -> None:
+    hook = await register(client, manager, receiver.url)
+    await client.post(hook["links"]["test"], headers=manager)
+    await client.patch(hook["links"]["self"], json={"enabled": False}, headers=manager)
+    refused = await client.post(hook["links"]["test"], headers=manager)
+    assert refused.status_code == 409
+    await run_worker()
+    assert receiver.got == []
+    [delivery] = await deliveries(client, manager, hook)
+    assert delivery["status"] == "failed"
+    assert delivery["attempts"][0]["error"] == "not sent: the webhook is disabled"

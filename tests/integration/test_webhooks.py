@@ -118,3 +118,22 @@ async def test_a_worker_that_lost_its_lease_settles_nothing(deps: Deps) -> None:
     assert (row["status"], row["finished_at"]) == ("pending", None)  # the new attempt decides
     [log] = await deliveries.list_deliveries(deps.db, made.id)
     assert [(a.number, a.outcome) for a in log.attempts] == [(1, "succeeded"), (2, None)]
+
+
+async def test_the_log_forgets_finished_deliveries_after_its_days(deps: Deps) -> None:
+    made = await endpoint(deps, ["job.failed"])
+    old, recent = [await deliveries.ping(deps.db, made) for _ in range(2)]
+    for claimed in await deliveries.claim(deps.db, deps.settings):
+        ok = Result(ok=True, duration_ms=1, response_status=200)
+        await deliveries.settle(deps.db, deps.settings, claimed, ok)
+    pending = await deliveries.ping(deps.db, made)
+    await deps.db.execute(
+        "UPDATE webhook_deliveries SET finished_at = now() - interval '31 days' WHERE id = $1",
+        old.id,
+    )
+    await deps.db.execute("UPDATE webhook_events SET created_at = now() - interval '31 days'")
+    assert await deliveries.purge(deps.db, days=30) == 1
+    kept = {d.id for d in await deliveries.list_deliveries(deps.db, made.id)}
+    assert kept == {recent.id, pending.id}
+    events = await deps.db.fetchval("SELECT count(*) FROM webhook_events")
+    assert events == 2  # the purged delivery's event went with it

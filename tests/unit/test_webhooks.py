@@ -116,6 +116,8 @@ def test_a_malformed_allowed_network_stops_start_up_naming_the_variable() -> Non
         ("https:///hook", "has no host"),
         ("https://user:pw@example.com/hook", "must not carry credentials"),
         ("https://example.com/hook#x", "must not have a #fragment"),
+        ("https://example.com/a b", "must not contain spaces or control characters"),
+        ("https://exam\x00ple.com/", "must not contain spaces or control characters"),
         ("https://example.com:99999/hook", "not a URL"),
         ("https://example.com/" + "x" * 2100, "longer than 2048 characters"),
     ],

@@ -47,6 +47,8 @@ def check_url(url: str, settings: Settings) -> SplitResult:
     """The URL split, when its form is acceptable (scheme, host, no credentials)."""
     if len(url) > MAX_URL:
         raise Refused(f"longer than {MAX_URL} characters")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise Refused("must not contain spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -99,7 +101,7 @@ async def resolve(url: str, settings: Settings) -> Target:
     try:
         addresses: list[IPAddress] = [ipaddress.ip_address(host)]
     except ValueError:
-        addresses = await _lookup(host, port)
+        addresses = await _lookup(host, port, settings.webhook_timeout_seconds)
     for address in addresses:
         if reason := refusal(address, settings):
             subject = host if str(address) == host else f"{host} resolves to {address}, which"
@@ -107,10 +109,13 @@ async def resolve(url: str, settings: Settings) -> Target:
     return Target(parts, addresses)
 
 
-async def _lookup(host: str, port: int) -> list[IPAddress]:
+async def _lookup(host: str, port: int, seconds: float) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(seconds):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise Refused(f"the host {host} did not resolve within {seconds:g} s") from None
     except (socket.gaierror, UnicodeError) as exc:
         raise Refused(f"the host {host} does not resolve ({exc})") from None
     # sockaddr[0] is the address text; IPv6 ones may carry a %scope, which ip_address refuses

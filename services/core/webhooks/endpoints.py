@@ -81,6 +81,8 @@ def check_fields(events: list[str], description: str | None) -> tuple[list[str],
         errors.append({"field": "events", "message": "subscribe to at least one event"})
     if description is not None and len(description) > MAX_DESCRIPTION:
         errors.append({"field": "description", "message": f"over {MAX_DESCRIPTION} characters"})
+    elif description is not None and "\x00" in description:
+        errors.append({"field": "description", "message": "must not contain NUL characters"})
     if errors:
         raise InvalidInput(
             "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors

@@ -52,7 +52,7 @@ SELECT pg_advisory_xact_lock(hashtext('ferry:webhook-claims'));
 -- earlier attempt left without an outcome (its worker died) gets outcome $4, error $5.
 WITH busy AS (
     SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
-    WHERE finished_at IS NULL AND lease_until > now()
+    WHERE finished_at IS NULL AND lease_until IS NOT NULL AND lease_until > now()
     GROUP BY endpoint_id
 ), due AS (
     SELECT d.id, d.endpoint_id,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # One run hands over to a fresh one after this long, so it never meets the job timeout.
 RUN_SECONDS = 60.0
+# Retries due within one slot wake one run, however many deliveries failed at once.
+WAKE_SLOT_SECONDS = 0.5
 EXCERPT_BYTES = 1024
 USER_AGENT = "Ferry-Webhooks/1"
 
@@ -48,11 +51,9 @@ async def deliver_webhooks(ctx: dict[str, Any]) -> int:
     async with _client(d) as client:
         while batch := await deliveries.claim(d.db, d.settings):
             results = await asyncio.gather(*(_attempt(d, client, tokens, c) for c in batch))
-            for claimed, (result, next_at) in zip(batch, results, strict=True):
-                succeeded += result.ok
-                if next_at is not None:
-                    key = f"deliver_webhooks:{claimed.id}:{claimed.attempts}"
-                    await wake_webhooks(queue(ctx), at=next_at, key=key)
+            succeeded += sum(result.ok for result, _ in results)
+            for at in sorted({_slot(next_at) for _, next_at in results if next_at}):
+                await wake_webhooks(queue(ctx), at=at, key=f"deliver_webhooks:{at.timestamp()}")
             if time.monotonic() - started > RUN_SECONDS:
                 await wake_webhooks(queue(ctx))  # more may be due: a fresh run takes over
                 break
@@ -66,6 +67,17 @@ async def purge_webhook_log(ctx: dict[str, Any]) -> int:
     if purged:
         log.info("webhook log purged", extra={"action": "webhooks_purged", "count": purged})
     return purged
+
+
+def _slot(at: datetime) -> datetime:
+    """``at`` rounded up to a wake-up slot: retries due in one slot share one arq job.
+
+    A run is always woken for a slot it started in or after, and a retry is due later
+    than now, so the slot of a retry is never the one of the run scheduling it (which
+    arq would refuse while it runs).
+    """
+    slots = math.ceil(at.timestamp() / WAKE_SLOT_SECONDS)
+    return datetime.fromtimestamp(slots * WAKE_SLOT_SECONDS, UTC)
 
 
 def _client(d: Deps) -> httpx.AsyncClient:
