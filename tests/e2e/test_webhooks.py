@@ -13,12 +13,11 @@ import itertools
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -31,22 +30,17 @@ from services.core.auth import TokenVerifier
 from services.core.deps import Deps
 from services.core.queue import arq_redis
 from services.core.settings import Settings
+from services.core.webhooks.endpoints import EventType
 from services.core.webhooks.signing import verify_signature
 from services.worker.jobs.webhooks import deliver_webhooks
 from tests.conftest import ALL_PERMS, TokenFactory, WorkerRun, ferry_env, free_port
 from tests.e2e.export_files import seed_records
 from tests.e2e.imports_helpers import orders_csv, upload
+from tests.e2e.test_exports import until
 
 FERRY = Path(sys.executable).parent / "ferry"
 DEADLINE = 20.0
-ALL_EVENTS = [
-    "job.succeeded",
-    "job.failed",
-    "job.cancelled",
-    "import.validated",
-    "import.committed",
-    "import.rolled_back",
-]
+ALL_EVENTS = list(get_args(EventType))
 Client = AsyncTestClient[Litestar]
 HEADER_ONLY = b"ebay_order_id,sale_date,item_name,sale_price\r\n"  # fails validation
 
@@ -148,16 +142,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.start()
     yield r
     await r.stop()
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, deadline: float = DEADLINE) -> Any:
-    """Poll ``check()`` until it is truthy, within a deadline."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if value := await check():
-            return value
-        await asyncio.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 async def register(
