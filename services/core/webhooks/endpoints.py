@@ -108,7 +108,9 @@ async def create_endpoint(
     body return the first endpoint; with another body they are refused.
     """
     events, description = check_fields(events, description)
-    digest = request_hash({"url": url, "events": events, "description": description})
+    digest = request_hash(
+        {"url": url, "events": events, "description": description, "enabled": enabled}
+    )
     if idempotency_key is not None:
         replay = await _by_key(db, org_id, idempotency_key, digest)
         if replay is not None:
