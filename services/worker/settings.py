@@ -55,7 +55,7 @@ class WorkerSettings:
         cron(clean_imports, minute={27}, second=0, timeout=600),
         cron(purge_import_batches, hour={3}, minute={41}, second=0, timeout=1800),
         # Deliveries whose wake-up was lost (Redis) or whose worker died; woken otherwise.
-        cron(deliver_webhooks, second={20, 50}, run_at_startup=True, timeout=300),
+        cron(deliver_webhooks, second={20, 50}, timeout=300),
         cron(purge_webhook_log, hour={4}, minute={11}, second=0, timeout=600),
     ]
     on_startup = startup
