@@ -13,6 +13,7 @@ from services.core.auth import Principal, TokenVerifier
 from services.core.db.pool import Pool
 from services.core.deps import Deps
 from services.core.errors import FerryError
+from services.core.imports import mapping as mappings
 from services.core.jobs import Job, JobStatus
 from services.core.storage import content_disposition
 
@@ -58,7 +59,7 @@ async def import_view(
 ) -> dict[str, Any]:
     """The job plus the import document."""
     doc = await job_view(deps.db, verifier(request), principal, job)
-    result = job.result or {}
+    result = mappings.in_file_order(job.result or {})
     for key in IMPORT_PARTS:
         doc[key] = result.get(key)
     if doc["source"] is None:

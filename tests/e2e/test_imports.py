@@ -129,6 +129,11 @@ async def test_a_marketplace_report_is_understood(
     assert first["values"]["shipping"] == "12.99"
     assert first["values"]["status"] == "shipped"  # Shipped
     assert doc["formats"]["sale_date"]["formats"] == {"Mon-DD-YY": 250}
+    # In the file's column order, not in the order the database keeps object keys.
+    assert list(mapping) == source["headers"]
+    mapped = [m["field"] for m in mapping.values() if m is not None]
+    assert mapped[:3] == ["ebay_order_id", "item_name", "qty"]
+    assert list(first["values"])[: len(mapped)] == mapped
 
 
 async def test_windows_1252_with_semicolons_and_decimal_commas(

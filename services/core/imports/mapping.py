@@ -202,3 +202,24 @@ def from_document(document: dict[str, Any] | None) -> Mapping:
         else None
         for h, m in (document or {}).items()
     }
+
+
+def in_file_order(document: dict[str, Any]) -> dict[str, Any]:
+    """An import document with ``mapping`` and each preview row's ``values`` in the file's
+    column order (fields no column feeds last): the document is kept as JSONB, which
+    orders object keys its own way; ``source.headers``, a list, keeps the file's order."""
+    mapping = document.get("mapping")
+    if not isinstance(mapping, dict):
+        return document
+    headers = (document.get("source") or {}).get("headers") or []
+    column = {h: i for i, h in enumerate(headers)}
+    ordered = dict(sorted(mapping.items(), key=lambda item: column.get(item[0], len(column))))
+    fields = [m["field"] for m in ordered.values() if isinstance(m, dict)]
+    rank = {name: i for i, name in enumerate(fields)}
+
+    def values(row: dict[str, Any]) -> dict[str, Any]:
+        items = (row.get("values") or {}).items()
+        return dict(sorted(items, key=lambda item: rank.get(item[0], len(rank))))
+
+    preview = [{**row, "values": values(row)} for row in document.get("preview") or ()]
+    return {**document, "mapping": ordered, "preview": preview or document.get("preview")}
