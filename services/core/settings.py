@@ -21,6 +21,8 @@ from msgspec import Meta
 from services.core.errors import SettingsError
 
 PREFIX = "FERRY_"
+# FERRY_URL and FERRY_TOKEN tell the client (`ferry export …`) where and who; not settings.
+CLIENT_VARIABLES = frozenset({"url", "token"})
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 Positive = Annotated[int, Meta(ge=1)]
@@ -296,11 +298,12 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 def _given(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``FERRY_*`` variables set to something, by setting name (empty means default)."""
-    return {
+    given = {
         key[len(PREFIX) :].lower(): value
         for key, value in environ.items()
         if key.startswith(PREFIX) and value != ""
     }
+    return {name: value for name, value in given.items() if name not in CLIENT_VARIABLES}
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

@@ -1,0 +1,323 @@
+"""``Ferry``: the blocking client, running the operations of ``_operations`` on httpx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from ferry_client import _operations as ops
+from ferry_client._base import (
+    Config,
+    ExportView,
+    ImportView,
+    direct_query,
+    export_request,
+    format_of,
+)
+from ferry_client._core import CHUNK, Close, Effect, Op, Read, Send, Sleep
+from ferry_client.models import Dataset, Job, JobPage
+
+T = TypeVar("T")
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+class _Driver:
+    """Performs the effects of an operation with a blocking httpx client."""
+
+    def __init__(self, http: httpx.Client, config: Config) -> None:
+        self.http = http
+        self.config = config
+
+    def run(self, op: Op[T]) -> T:
+        streams: dict[int, Iterator[bytes]] = {}
+        opened: list[httpx.Response] = []
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    effect = op.throw(error) if error is not None else op.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                value, error = None, None
+                try:
+                    value = self._perform(effect, streams, opened)
+                except httpx.TransportError as exc:
+                    error = exc
+        finally:
+            for response in opened:
+                response.close()
+            op.close()
+
+    def _perform(
+        self, effect: Effect, streams: dict[int, Iterator[bytes]], opened: list[httpx.Response]
+    ) -> Any:
+        if isinstance(effect, Send):
+            return self._send(effect, opened)
+        if isinstance(effect, Read):
+            response = effect.response
+            chunks = streams.setdefault(id(response), response.iter_bytes())
+            try:
+                return next(chunks, b"")
+            except httpx.TransportError:
+                response.close()
+                raise
+        if isinstance(effect, Close):
+            streams.pop(id(effect.response), None)
+            effect.response.close()
+            return None
+        assert isinstance(effect, Sleep)
+        time.sleep(effect.seconds)
+        return None
+
+    def _send(self, effect: Send, opened: list[httpx.Response]) -> httpx.Response:
+        call = effect.call
+        timeout = httpx.Timeout(self.config.timeout, read=call.read_timeout or self.config.timeout)
+        request = self.http.build_request(
+            call.method,
+            call.url,
+            params=call.params,
+            json=call.json,
+            headers=call.headers,
+            content=_file_chunks(call.upload) if call.upload else None,
+            timeout=timeout,
+        )
+        if not call.auth:
+            request.headers.pop("Authorization", None)
+        response = self.http.send(request, stream=True)
+        if call.stream:
+            opened.append(response)
+            return response
+        try:
+            response.read()
+        finally:
+            response.close()
+        return response
+
+
+class ExportJob(ExportView):
+    """An export job; ``wait()`` for it, then ``download()`` its file."""
+
+    def __init__(self, client: Ferry, data: Job) -> None:
+        super().__init__(data)
+        self._client = client
+
+    def refresh(self) -> ExportJob:
+        self.data = self._client._run(ops.refresh(self._client._policy, self.data))
+        return self
+
+    def wait(
+        self, progress: ops.ProgressCallback | None = None, *, timeout: float | None = None
+    ) -> ExportJob:
+        """Until it succeeded (``JobFailed``/``JobCancelled`` otherwise); ``progress`` gets
+        each ``Progress`` over server-sent events."""
+        op = ops.wait(self._client._policy, self.data, progress=progress, timeout=timeout)
+        self.data = self._client._run(op)
+        return self
+
+    def download(self, path: str | Path) -> Path:
+        """Stream the file to ``path``; raises ``ChecksumMismatch`` if its sha256 differs."""
+        return self._client._run(ops.download(self._client._policy, self.data, Path(path)))
+
+    def cancel(self) -> ExportJob:
+        self.data = self._client._run(ops.cancel(self._client._policy, self.id))
+        return self
+
+
+class ImportJob(ImportView):
+    """An import: see what Ferry understood, adjust the mapping, commit, roll back."""
+
+    def __init__(self, client: Ferry, data: Any) -> None:
+        super().__init__(ops.as_import(data))
+        self._client = client
+
+    def refresh(self) -> ImportJob:
+        self.data = self._client._run(ops.get_import(self._client._policy, self.id))
+        return self
+
+    def wait(
+        self, progress: ops.ProgressCallback | None = None, *, timeout: float | None = None
+    ) -> ImportJob:
+        """Until the worker is done with it: ``validated`` after an upload or a mapping
+        change, ``committed`` after a commit (``JobFailed`` if it failed)."""
+        op = ops.wait(self._client._policy, self.data, progress=progress, timeout=timeout)
+        self.data = self._client._run(op)
+        return self
+
+    def set_mapping(self, mapping: Mapping[str, str | None]) -> ImportJob:
+        """``{column: field or None}`` for the columns to change; validates again (``wait()``)."""
+        self.data = self._client._run(ops.set_mapping(self._client._policy, self.id, mapping))
+        return self
+
+    def errors_report(self, path: str | Path) -> Path:
+        """Save the failed rows — original values, ``_row`` and ``_errors`` — to ``path``."""
+        return self._client._run(ops.errors_report(self._client._policy, self.id, Path(path)))
+
+    def commit(
+        self,
+        on_error: ops.OnError = "fail",
+        *,
+        wait: bool = True,
+        progress: ops.ProgressCallback | None = None,
+    ) -> ImportJob:
+        """``fail``: all or nothing (``Conflict`` with any invalid row); ``skip``: the valid
+        rows only. Waits until committed unless ``wait=False``."""
+        self.data = self._client._run(ops.commit(self._client._policy, self.id, on_error))
+        return self.wait(progress) if wait else self
+
+    def rollback(self, confirm: bool = False) -> ImportJob:
+        """Soft-delete the committed rows; ``Conflict`` listing edited records unless
+        ``confirm``."""
+        self.data = self._client._run(ops.rollback(self._client._policy, self.id, confirm=confirm))
+        if self.status in ops.ACTIVE:
+            return self.wait()
+        return self
+
+    def cancel(self) -> ImportJob:
+        self._client._run(ops.cancel(self._client._policy, self.id))
+        return self.refresh()
+
+
+class Ferry:
+    """A blocking client of Ferry's api.
+
+    ``base_url`` and ``token`` default to ``$FERRY_URL`` (else http://127.0.0.1:8000)
+    and ``$FERRY_TOKEN``. Connection errors, 429 and 503 are retried ``retries`` times
+    with backoff, waiting as ``Retry-After`` says up to ``max_retry_wait`` seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        max_retry_wait: float = 60.0,
+    ) -> None:
+        self.config = Config(
+            base_url, token, timeout=timeout, retries=retries, max_retry_wait=max_retry_wait
+        )
+        self._policy = self.config.policy
+        self._http = httpx.Client(**self.config.http_options())
+        self._driver = _Driver(self._http, self.config)
+
+    def _run(self, op: Op[T]) -> T:
+        return self._driver.run(op)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Ferry:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- datasets, jobs -------------------------------------------------------------------
+
+    def datasets(self) -> list[Dataset]:
+        return self._run(ops.datasets(self._policy))
+
+    def dataset(self, name: str) -> Dataset:
+        return self._run(ops.dataset(self._policy, name))
+
+    def job(self, job_id: str) -> ExportJob | ImportJob:
+        data = self._run(ops.get_job(self._policy, job_id))
+        return self.import_job(job_id) if data.kind == "import" else ExportJob(self, data)
+
+    def import_job(self, job_id: str) -> ImportJob:
+        return ImportJob(self, self._run(ops.get_import(self._policy, job_id)))
+
+    def job_pages(
+        self, *, kind: str | None = None, status: str | None = None, page_size: int = 50
+    ) -> Iterator[JobPage]:
+        """The caller's jobs page by page, newest first; each page is fetched when needed."""
+        cursor: str | None = None
+        while True:
+            page = self._run(
+                ops.job_page(self._policy, kind=kind, status=status, limit=page_size, cursor=cursor)
+            )
+            yield page
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def jobs(
+        self, *, kind: str | None = None, status: str | None = None, page_size: int = 50
+    ) -> Iterator[Job]:
+        """Every job of the caller, newest first, across pages."""
+        for page in self.job_pages(kind=kind, status=status, page_size=page_size):
+            yield from page.items
+
+    # --- exports --------------------------------------------------------------------------
+
+    def export(
+        self,
+        dataset: str,
+        format: str = "csv",
+        *,
+        columns: list[str] | None = None,
+        preset: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        account_id: str | None = None,
+        compression: str | None = None,
+        escape_formulas: bool = True,
+    ) -> ExportJob:
+        """Start a background export (``POST /v1/exports``); ``wait()`` on the job."""
+        body = export_request(
+            dataset,
+            format,
+            columns=columns,
+            preset=preset,
+            filters=filters,
+            account_id=account_id,
+            compression=compression,
+            escape_formulas=escape_formulas,
+        )
+        return ExportJob(self, self._run(ops.create_export(self._policy, body)))
+
+    def export_to_file(
+        self,
+        path: str | Path,
+        dataset: str,
+        format: str | None = None,
+        *,
+        columns: list[str] | None = None,
+        preset: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        account_id: str | None = None,
+        gzip: bool = False,
+    ) -> int:
+        """A small export streamed straight into ``path`` (format from its suffix unless
+        named); the rows written. Over the server's limit: ``TooLarge``."""
+        path = Path(path)
+        query = direct_query(
+            columns=columns, preset=preset, filters=filters, account_id=account_id, gzip=gzip
+        )
+        fmt = format_of(path, format)
+        return self._run(ops.direct_export(self._policy, dataset, fmt, path, query))
+
+    # --- imports --------------------------------------------------------------------------
+
+    def import_file(
+        self, path: str | Path, dataset: str, account_id: str, *, sheet: str | None = None
+    ) -> ImportJob:
+        """Upload a CSV or XLSX file, streamed; ``wait()`` until it is validated."""
+        op = ops.upload(
+            self._policy, Path(path), dataset=dataset, account_id=account_id, sheet=sheet
+        )
+        return ImportJob(self, self._run(op))
