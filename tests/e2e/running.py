@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import re
 import signal
@@ -125,6 +127,20 @@ def ferry(
     finally:
         _stop(procs)
         asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def write_orders(path: Path) -> Path:
+    """A seller's CSV: 'Sold For' and 'Total Price' both look like the price; two bad dates."""
+    rows = [
+        ["Order Number", "Sale Date", "Item Title", "Quantity", "Sold For", "Total Price"],
+    ]
+    for i in range(12):
+        day = "2026-02-30" if i in (4, 9) else f"2026-03-{1 + i:02d}"
+        rows.append([f"77-{i:05d}-00001", day, f"Lamp {i}", "1", f"{10 + i}.00", f"{15 + i}.50"])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    path.write_text(buffer.getvalue())
+    return path
 
 
 # --- a proxy that causes faults -----------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
-import io
 import zipfile
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ferry_client import (
 )
 
 from tests.conftest import free_port
-from tests.e2e.running import Rule, Running, answer, fault_proxy
+from tests.e2e.running import Rule, Running, answer, fault_proxy, write_orders
 
 DATASET = "bookkeeping_records"
 BIG = 200_000
@@ -85,20 +84,6 @@ def test_a_download_that_does_not_match_its_checksum_is_refused(
         with pytest.raises(ChecksumMismatch):
             job.download(tmp_path / "out.csv")
     assert list(tmp_path.iterdir()) == []  # neither the file nor a partial one
-
-
-def write_orders(path: Path) -> Path:
-    """A seller's CSV: 'Sold For' and 'Total Price' both look like the price; two bad dates."""
-    rows = [
-        ["Order Number", "Sale Date", "Item Title", "Quantity", "Sold For", "Total Price"],
-    ]
-    for i in range(12):
-        day = "2026-02-30" if i in (4, 9) else f"2026-03-{1 + i:02d}"
-        rows.append([f"77-{i:05d}-00001", day, f"Lamp {i}", "1", f"{10 + i}.00", f"{15 + i}.50"])
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    path.write_text(buffer.getvalue())
-    return path
 
 
 def exported(client: Ferry, account: str, path: Path) -> list[dict[str, str]]:

@@ -250,10 +250,7 @@ def cmd_import(ferry: Ferry, args: argparse.Namespace) -> int:
         code = _commit(imp, args)
     elif invalid:
         code = INVALID
-        if not args.json:
-            _say(
-                f"not committed (see --commit, --commit-skip-invalid); {invalid:,} rows are invalid"
-            )
+        _complain(f"{invalid:,} rows are invalid; nothing committed (see --commit-skip-invalid)")
     elif not args.json:
         _say(f"not committed; commit with --commit (import {imp.id})")
     if args.json:
@@ -266,8 +263,7 @@ def _commit(imp: ImportJob, args: argparse.Namespace) -> int:
         imp.commit("skip" if args.commit_skip_invalid else "fail", progress=None)
     except Conflict as exc:
         totals = exc.problem.get("totals") or {}
-        if not args.json:
-            _say(f"not committed: {exc.detail}")
+        _complain(f"not committed: {exc.detail}")
         return (
             INVALID if totals.get("invalid") or exc.problem.get("unmapped_required") else CONFLICT
         )
@@ -355,10 +351,11 @@ def cmd_rollback(ferry: Ferry, args: argparse.Namespace) -> int:
     try:
         imp.rollback(confirm=args.confirm)
     except Conflict as exc:
-        if not args.json:
-            _say(f"not rolled back: {exc.detail}")
-            if exc.problem.get("requires_confirmation"):
-                _say("  run again with --confirm to roll back anyway")
+        again = "; run again with --confirm to roll back anyway"
+        _complain(
+            f"not rolled back: {exc.detail}"
+            + again * bool(exc.problem.get("requires_confirmation"))
+        )
         return CONFLICT
     if args.json:
         _print_json(imp.data)
