@@ -6,24 +6,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from importlib import metadata
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import msgspec
 
 from services.core.auth import mint_token
-from services.core.errors import FerryError
+from services.core.errors import Conflict, FerryError, SettingsError, Unavailable
 from services.core.logs import log_config
-from services.core.settings import Settings, in_effect, load_settings, markdown_table
+from services.core.settings import Settings, in_effect, load_settings, markdown_table, required
+
+if TYPE_CHECKING:
+    from services.core.db.pool import Connection
 
 STATE_DIR = Path(".ferry")
+SECRET_FILE = STATE_DIR / "jwt-secret"
 DEMO_ORG, DEMO_ACCOUNT, DEMO_USER = "demo", "main", "demo-user"
 DEMO_ROWS = 50_000
 
@@ -35,30 +44,47 @@ def _settings() -> Settings:
 # --- migrate, seed, token, settings -------------------------------------------------
 
 
-async def _migrate(settings: Settings) -> list[str]:
-    from services.core.db.migrate import migrate
+def _where(url: str) -> str:
+    """A server's address without its credentials: ``host:port/db``."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or ''}{parts.path}".replace(":/", "/")
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Connection]:
+    """One connection to FERRY_DATABASE_URL (never libpq's defaults); an unreachable
+    server is one line, not a traceback."""
+    import asyncpg
+
     from services.core.db.pool import connect
 
-    conn = await connect(settings.database_url)
+    url = required(settings, "database_url")
     try:
-        return await migrate(conn)
+        conn = await connect(url)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unavailable(f"cannot reach PostgreSQL at {_where(url)}: {exc}") from None
+    try:
+        yield conn
     finally:
         await conn.close()
 
 
+async def _migrate(settings: Settings) -> list[str]:
+    from services.core.db.migrate import migrate
+
+    async with _database(settings) as conn:
+        return await migrate(conn)
+
+
 async def _seed(settings: Settings, *, org: str, account: str, rows: int, if_empty: bool) -> int:
     from services.core import demo
-    from services.core.db.pool import connect
 
-    conn = await connect(settings.database_url)
-    try:
+    async with _database(settings) as conn:
         if if_empty and await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM bookkeeping_records WHERE org_id = $1)", org
         ):
             return 0
         return await demo.seed(conn, org_id=org, account_id=account, rows=rows)
-    finally:
-        await conn.close()
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -87,8 +113,13 @@ def _demo_perms(settings: Settings) -> list[str]:
 
 def cmd_token(args: argparse.Namespace) -> None:
     settings = _settings()
-    if not settings.jwt_secret:
-        raise FerryError("FERRY_JWT_SECRET is not set; `ferry dev` keeps one in .ferry/jwt-secret")
+    secret = settings.jwt_secret or _saved_secret()
+    if not secret:
+        raise SettingsError(
+            f"FERRY_JWT_SECRET is not set and there is no {SECRET_FILE} (`ferry dev` keeps "
+            "one there): no token minted"
+        )
+    settings = msgspec.structs.replace(settings, jwt_secret=secret)
     perms = args.perms.split(",") if args.perms else _demo_perms(settings)
     print(mint_token(settings, sub=args.sub, org=args.org, perms=perms, ttl=args.ttl))
 
@@ -124,20 +155,75 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings()
     log_config(settings.log_level, settings.log_format)
+    asyncio.run(_reachable(settings))
     create_worker(settings).run()
+
+
+async def _reachable(settings: Settings) -> None:
+    """PostgreSQL and Redis answer, or one line says which does not."""
+    import redis.asyncio
+    import redis.exceptions
+
+    async with _database(settings):
+        pass
+    url = required(settings, "redis_url")
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise Unavailable(f"cannot reach Redis at {_where(url)}: {exc}") from None
+    finally:
+        await client.aclose()
 
 
 # --- dev ------------------------------------------------------------------------------
 
 
+def _saved_secret() -> str:
+    return SECRET_FILE.read_text().strip() if SECRET_FILE.exists() else ""
+
+
 def _jwt_secret(settings: Settings) -> str:
     if settings.jwt_secret:
         return settings.jwt_secret
-    path = STATE_DIR / "jwt-secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    if not SECRET_FILE.exists():
+        SECRET_FILE.write_text(secrets.token_urlsafe(48))
+        SECRET_FILE.chmod(0o600)
+    return _saved_secret()
+
+
+@contextlib.contextmanager
+def _one_per_folder(settings: Settings) -> Iterator[None]:
+    """Hold .ferry/dev.lock while ``ferry dev`` runs, and refuse a port in use: a second
+    one in the same folder would share the embedded servers' data, or answer for the
+    first one's api."""
+    with (STATE_DIR / "dev.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            raise Conflict(
+                f"Ferry already runs in this folder ({owner}); stop it first (Ctrl-C in its "
+                "terminal), or start this one in another folder"
+            ) from None
+        _check_port(settings.host, settings.port)
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}, http://{settings.host}:{settings.port}\n")
+        lock.flush()
+        yield
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise Conflict(
+                f"{host}:{port} is taken by another program ({exc.strerror}); set FERRY_PORT "
+                "to a free port"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -181,6 +267,14 @@ async def _prepare(settings: Settings) -> None:
         )
 
 
+def _ferry_command() -> str:
+    """How to run ``ferry`` from here: this environment's script, relative when it can be."""
+    script = Path(sys.executable).with_name("ferry")
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
 def _banner(settings: Settings, token: str) -> str:
     base = f"http://{settings.host}:{settings.port}"
     auth = f'-H "Authorization: Bearer {token}"'
@@ -189,6 +283,10 @@ def _banner(settings: Settings, token: str) -> str:
     export = (
         f"{base}/v1/datasets/{ds}/export.csv?account_id={DEMO_ACCOUNT}"
         f"&preset=financial&sale_date_from={recent}"
+    )
+    client = (
+        f"{_ferry_command()} export {ds} --format xlsx --preset financial "
+        f"--account {DEMO_ACCOUNT} --since {recent} -o recent.xlsx"
     )
     return f"""
 Ferry is running: {base}
@@ -205,49 +303,86 @@ Try:
   curl -s "{export}" {auth}
   curl -s {base}/readyz
 
+From another terminal, the command line (ferry export, import, jobs, rollback):
+  export FERRY_URL={base}
+  export FERRY_TOKEN={token}
+  {client}
+
 Ctrl-C stops everything.
 """
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
+    if not args.in_session:
+        raise SystemExit(_shielded([sys.executable, "-m", "services.cli", "dev", "--in-session"]))
     settings = _settings()
     STATE_DIR.mkdir(exist_ok=True)
     log_config(settings.log_level, settings.log_format)
-    with _servers(settings) as env:
+    with _one_per_folder(settings), _servers(settings) as env:
         child_env = {**os.environ, **env}
         resolved = load_settings(child_env)
         asyncio.run(_prepare(resolved))
         token = mint_token(
             resolved, sub=DEMO_USER, org=DEMO_ORG, perms=_demo_perms(resolved), ttl=7 * 24 * 3600
         )
-        children = [
-            subprocess.Popen([sys.executable, "-m", "services.cli", role], env=child_env)  # noqa: S603
-            for role in ("api", "worker")
-        ]
-        stop = False
-
-        def _stop(signum: int, frame: Any) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
-        if _wait_ready(resolved, children):
-            print(_banner(resolved, token), flush=True)
-        while not stop and all(c.poll() is None for c in children):
-            time.sleep(0.2)
-        if not stop:
-            print("a Ferry process exited; stopping the rest", file=sys.stderr)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        failed = _run(resolved, child_env, token)
     print("Ferry stopped.")
+    if failed:
+        raise SystemExit(1)
+
+
+def _shielded(command: list[str]) -> int:
+    """Run ``ferry dev`` in a session of its own and pass it each Ctrl-C; its exit code.
+
+    A terminal's Ctrl-C signals every process of its foreground group: the embedded
+    Valkey and PostgreSQL would stop under the api and the worker, and uvicorn, hit
+    twice, would cancel its shutdown halfway (tracebacks from the database pool). In
+    their own session they hear it once, from ``ferry dev``, in order.
+    """
+    inner = subprocess.Popen(command, start_new_session=True)  # noqa: S603
+
+    def forward(signum: int, frame: Any) -> None:
+        if inner.poll() is None:
+            inner.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return inner.wait()
+
+
+def _run(settings: Settings, env: dict[str, str], token: str) -> bool:
+    """Run the api and a worker until told to stop (or one of them ends); True if one
+    ended by itself. Each is stopped once, then the embedded servers after them."""
+    children = {
+        role: subprocess.Popen([sys.executable, "-m", "services.cli", role], env=env)  # noqa: S603
+        for role in ("api", "worker")
+    }
+    stop = False
+
+    def _stop(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if _wait_ready(settings, list(children.values())):
+        print(_banner(settings, token), flush=True)
+    while not stop and all(c.poll() is None for c in children.values()):
+        time.sleep(0.2)
+    ended = {role: c.returncode for role, c in children.items() if c.poll() is not None}
+    if not stop:
+        gone = ", ".join(f"{role} (exit code {code})" for role, code in ended.items())
+        print(f"ferry: {gone} ended; stopping the rest", file=sys.stderr, flush=True)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in children.values():
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return not stop
 
 
 def _wait_ready(settings: Settings, children: list[subprocess.Popen[bytes]]) -> bool:
@@ -264,7 +399,7 @@ def _wait_ready(settings: Settings, children: list[subprocess.Popen[bytes]]) -> 
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
-    return False
+    return False  # a child ended, or the api never answered
 
 
 # --- main -----------------------------------------------------------------------------
@@ -288,9 +423,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     sub.add_parser("api", help="run the HTTP api").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="run an arq worker").set_defaults(func=cmd_worker)
-    sub.add_parser(
+    dev = sub.add_parser(
         "dev", help="run everything locally (embedded servers unless FERRY_* URLs are set)"
-    ).set_defaults(func=cmd_dev)
+    )
+    dev.add_argument("--in-session", action="store_true", help=argparse.SUPPRESS)
+    dev.set_defaults(func=cmd_dev)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     token = sub.add_parser("token", help="mint a bearer token")
     token.add_argument("--sub", default=DEMO_USER, help="user or service id")
@@ -319,7 +456,9 @@ def parser() -> argparse.ArgumentParser:
     settings.set_defaults(func=cmd_settings)
     client = _client_commands(sub)
     p.add_argument(
-        "--version", action="version", version=f"ferry {metadata.version('ferry')} (ferry-client {client})"
+        "--version",
+        action="version",
+        version=f"ferry {metadata.version('ferry')} (ferry-client {client})",
     )
     return p
 

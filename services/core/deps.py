@@ -10,9 +10,8 @@ from redis.asyncio import Redis
 
 from services.core.datasets import Registry, load_registry
 from services.core.db.pool import Pool, create_pool
-from services.core.errors import SettingsError
 from services.core.events import EventBus
-from services.core.settings import Settings
+from services.core.settings import Settings, required
 from services.core.storage import Storage, open_storage
 
 
@@ -33,20 +32,17 @@ async def open_deps(settings: Settings, *, check_schema: bool = True) -> AsyncIt
     The registry is checked against the live schema, so a dataset file that names a
     missing column stops start-up with a message naming it.
     """
-    if not settings.database_url:
-        raise SettingsError("FERRY_DATABASE_URL is not set (`ferry dev` starts an embedded one)")
-    if not settings.redis_url:
-        raise SettingsError("FERRY_REDIS_URL is not set (`ferry dev` starts an embedded one)")
+    database_url, redis_url = required(settings, "database_url"), required(settings, "redis_url")
     registry = load_registry(settings.datasets_dir)
     async with contextlib.AsyncExitStack() as stack:
         db = await create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
         stack.push_async_callback(db.close)
         if check_schema:
             async with db.acquire() as conn:
                 await registry.check_schema(conn)
-        redis = Redis.from_url(settings.redis_url)
+        redis = Redis.from_url(redis_url)
         stack.push_async_callback(redis.aclose)
         storage = await stack.enter_async_context(open_storage(settings))
         events = EventBus(redis, retention_seconds=settings.event_retention_seconds)

