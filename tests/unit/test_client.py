@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 from ferry_client import _core, cli
 from ferry_client._exceptions import api_error
 from ferry_client.webhooks import verify_signature
+
+from tests.conftest import ROOT
 
 SECRET = "whsec-test"
 
@@ -200,3 +203,12 @@ def test_the_public_surface_is_what_it_says() -> None:
     exported = {name for name in dir(ferry_client) if not name.startswith("_")}
     assert exported - {"cli", "models", "webhooks"} == set(ferry_client.__all__) - {"__version__"}
     assert ferry_client.__version__ == "0.1.0"
+
+
+def test_the_readme_lists_the_exit_codes_the_command_line_uses() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d) \| (.+?) \|$", readme, re.M))
+    documented = dict(re.findall(r"^  (\d)  (.+)$", cli.EXIT_CODES, re.M))
+    assert table.keys() == documented.keys()
+    for code, meaning in documented.items():
+        assert table[code].replace("`", "").startswith(meaning), code

@@ -1,4 +1,6 @@
 """api and worker are siblings on core: neither imports the other, core imports neither.
+The Python client stands alone: it never imports the server, and of the server only
+``services/cli.py`` hands commands to it.
 
 Every import statement of every module under ``services/`` is read with ``ast``
 (also imports inside functions), so a lazy import cannot slip past.
@@ -12,12 +14,14 @@ from pathlib import Path
 import pytest
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "python" / "src" / "ferry_client"
 
 # package -> packages it must never import
 FORBIDDEN = {
-    "services.api": ("services.worker",),
-    "services.worker": ("services.api",),
-    "services.core": ("services.api", "services.worker"),
+    "services.api": ("services.worker", "ferry_client"),
+    "services.worker": ("services.api", "ferry_client"),
+    "services.core": ("services.api", "services.worker", "ferry_client"),
+    "ferry_client": ("services",),
 }
 
 
@@ -60,7 +64,7 @@ def violations(root: Path) -> list[str]:
 
 
 def test_api_worker_and_core_keep_their_layers() -> None:
-    found = violations(SERVICES)
+    found = violations(SERVICES) + violations(CLIENT)
     assert not found, "layering broken:\n" + "\n".join(found)
 
 
