@@ -216,7 +216,7 @@ class FaultProxy:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away
         finally:
-            writer.close()
+            await _close(writer)
 
     async def _forward(
         self, head: bytes, body: bytes, writer: asyncio.StreamWriter, rule: Rule | None
@@ -244,7 +244,13 @@ class FaultProxy:
                 writer.write(chunk)
                 await writer.drain()
         finally:
-            up_writer.close()
+            await _close(up_writer)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
 
 
 @contextlib.contextmanager
@@ -262,10 +268,10 @@ def fault_proxy(upstream: str, *rules: Rule) -> Iterator[FaultProxy]:
         async with server:
             await stop.wait()
         # Connections still open (an event stream) end with the proxy.
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        while others := [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()

@@ -49,6 +49,7 @@ def sheet_rows(path: Path) -> int:
     return count
 
 
+@pytest.mark.slow
 def test_a_200k_row_xlsx_export_reports_progress_and_downloads_verified(
     ferry: Running, big_account: str, tmp_path: Path
 ) -> None:
