@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,9 +13,15 @@ from tests.conftest import ROOT
 
 
 def test_the_client_builds_a_wheel_that_runs_alone(tmp_path: Path) -> None:
+    # Built from a copy: setuptools leaves build/ and egg-info beside the sources.
+    source = shutil.copytree(
+        ROOT / "clients" / "python",
+        tmp_path / "source",
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT / "clients" / "python")],
+         "-w", str(tmp_path), str(source)],
         check=True,
         timeout=120,
     )  # fmt: skip

@@ -13,12 +13,6 @@ from typing import Any, Literal
 import msgspec
 
 Kind = Literal["export", "import"]
-ExportFormat = Literal["csv", "json", "ndjson", "xlsx", "parquet"]
-
-# Statuses after which no worker moves a job on by itself.
-EXPORT_ENDS = frozenset({"succeeded", "failed", "cancelled", "expired"})
-IMPORT_ENDS = frozenset({"validated", "committed", "rolled_back", "failed", "cancelled"})
-FAILED = frozenset({"failed", "cancelled"})
 
 
 class Progress(msgspec.Struct, kw_only=True):
