@@ -55,12 +55,13 @@ class Running:
         return clean | {"FERRY_URL": self.url, "FERRY_TOKEN": self.token(sub)} | extra
 
     def seed(self, account: str, rows: int) -> None:
-        """``rows`` demo records in ``account`` (COPY, as `ferry seed` does)."""
+        """``rows`` demo records in ``account``, then ANALYZE (as `ferry seed` does)."""
 
         async def _seed() -> None:
             conn = await connect(self.settings.database_url)
             try:
                 await demo.seed(conn, org_id=ORG, account_id=account, rows=rows)
+                await conn.execute("ANALYZE bookkeeping_records")
             finally:
                 await conn.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -14,7 +15,7 @@ from typing import Any
 import ferry_client
 import httpx
 import pytest
-from ferry_client import _core, cli
+from ferry_client import Progress, _core, cli
 from ferry_client._exceptions import api_error
 from ferry_client.webhooks import verify_signature
 
@@ -212,3 +213,22 @@ def test_the_readme_lists_the_exit_codes_the_command_line_uses() -> None:
     assert table.keys() == documented.keys()
     for code, meaning in documented.items():
         assert table[code].replace("`", "").startswith(meaning), code
+
+
+KNOWN = Progress(done=50_000, total=200_000)
+UNKNOWN = Progress(done=50_000)  # a large export before PostgreSQL has statistics
+VALIDATING = Progress(done=5_000, total=10_000, unit="bytes", rows=40)  # a CSV import
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected"),
+    [
+        (KNOWN, "[######------------------]  50,000/200,000 rows  50,000 rows/s  ETA 3s"),
+        (UNKNOWN, "[--------####------------]  50,000 rows  50,000 rows/s"),
+        (VALIDATING, "[############------------]  50%  40 rows  40 rows/s  ETA 1s"),
+    ],
+)
+def test_the_progress_bar_says_what_is_known(progress: Progress, expected: str) -> None:
+    bar = cli.Bar(io.StringIO(), enabled=True, label="export x")
+    assert bar.line(progress, elapsed=1.0) == f"export x  {expected}"
+    assert not bar.enabled  # a StringIO is no terminal: nothing is ever drawn

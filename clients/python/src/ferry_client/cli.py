@@ -102,14 +102,23 @@ class Bar:
         self.stream.flush()
 
     def line(self, p: Progress, elapsed: float) -> str:
-        fraction = min(p.done / p.total, 1.0) if p.total else 0.0
-        filled = int(fraction * self.WIDTH)
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        rows = p.rows if p.unit != "rows" else p.done
-        if p.unit == "rows" and p.total:
-            count = f"{p.done:,}/{p.total:,} rows"
+        """``label [#####---] 120,000/200,000 rows  48,000 rows/s  ETA 2s``; with no total
+        known yet, a block that moves back and forth, the rows and the rate."""
+        rows = p.done if p.unit == "rows" else p.rows
+        if p.total:
+            fraction = min(p.done / p.total, 1.0)
+            filled = int(fraction * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            count = f"{p.done:,}/{p.total:,} rows" if p.unit == "rows" else f"{fraction:.0%}"
         else:
-            count = f"{fraction:4.0%}" + (f"  {rows:,} rows" if rows is not None else "")
+            at = int(elapsed * 8) % (2 * self.WIDTH - 8)
+            at = min(at, 2 * self.WIDTH - 8 - at)
+            bar = "-" * at + "####" + "-" * (self.WIDTH - 4 - at)
+            count = ""
+        if rows is not None and p.unit != "rows":
+            count = f"{count}  {rows:,} rows".strip()
+        elif not p.total:
+            count = f"{p.done:,} rows"
         rate = f"{rows / elapsed:,.0f} rows/s" if rows and elapsed > 0 else ""
         eta = ""
         if p.total and 0 < p.done < p.total and elapsed > 0:
