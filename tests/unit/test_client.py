@@ -19,6 +19,7 @@ from ferry_client import Progress, _core, cli
 from ferry_client._exceptions import api_error
 from ferry_client.webhooks import verify_signature
 
+from services.core.webhooks.signing import signature_header
 from tests.conftest import ROOT
 
 SECRET = "whsec-test"
@@ -232,3 +233,13 @@ def test_the_progress_bar_says_what_is_known(progress: Progress, expected: str) 
     bar = cli.Bar(io.StringIO(), enabled=True, label="export x")
     assert bar.line(progress, elapsed=1.0) == f"export x  {expected}"
     assert not bar.enabled  # a StringIO is no terminal: nothing is ever drawn
+
+
+def test_the_client_verifies_what_the_server_signs() -> None:
+    body = b'{"type": "job.succeeded", "data": {"id": "1"}}'
+    at = 1_800_000_000
+    header = signature_header(["whsec_new", "whsec_old"], at, body)  # during a rotation
+    for secret in ("whsec_new", "whsec_old"):
+        assert verify_signature(body, header, secret, now=at + 60) == at
+    with pytest.raises(ferry_client.InvalidSignature):
+        verify_signature(body, header, "whsec_someone_else", now=at + 60)
