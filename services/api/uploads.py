@@ -2,7 +2,7 @@
 
 A multipart body is parsed incrementally, a raw body copied as it comes, so the
 api never holds the file in memory or on its disk; a body over the limit is
-refused with 413 without reading the rest. The first bytes tell CSV from XLSX.
+refused with 413 without reading the rest. The first bytes tell CSV from a workbook.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ RAW_TYPES = {
     "application/csv",
     "text/plain",
     "text/tab-separated-values",
-    "application/vnd.ms-excel",  # what browsers on Windows call a .csv file
     "application/octet-stream",
-    readers.XLSX_TYPE,
+    *readers.WORKBOOK_TYPES,
 }
 
 # Called with each form field once it is complete (e.g. to refuse a dataset early).
@@ -42,7 +41,7 @@ FieldCheck = Callable[[str, str], object]
 class Received:
     """A stored upload: what it is, and the form fields that came with it."""
 
-    kind: str  # "csv" or "xlsx", sniffed from the first bytes
+    kind: str  # "csv" or a workbook kind ("xlsx", "xls", …), sniffed from the first bytes
     size: int
     sha256: str
     filename: str | None = None  # as the form named the file part
@@ -108,8 +107,8 @@ async def receive(
     media, options = parse_options_header(request.headers.get("content-type", ""))
     if media != MULTIPART and media not in RAW_TYPES:
         raise UnsupportedMediaType(
-            "send multipart/form-data with a 'file' part, or the file itself as "
-            "text/csv or " + readers.XLSX_TYPE
+            "send multipart/form-data with a 'file' part, or the file itself as text/csv "
+            "or a spreadsheet type (" + readers.XLSX_TYPE + ", …)"
         )
     async with contextlib.AsyncExitStack() as stack:
 

@@ -177,8 +177,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ] = 65_536
     import_max_unpacked_bytes: Annotated[
         Positive,
-        Meta(description="Most bytes an uploaded XLSX may unpack to (zip-bomb guard)."),
+        Meta(description="Most bytes an uploaded workbook may unpack to (zip-bomb guard)."),
     ] = 512 * 1024 * 1024
+    import_sheet_memory_bytes: Annotated[
+        int,
+        Meta(
+            ge=256 * 1024 * 1024,
+            description="Memory (address space) of the process that reads one workbook; "
+            "a sheet whose used range needs more is refused (64 bytes a cell).",
+        ),
+    ] = 1024 * 1024 * 1024
     import_keep_days: Annotated[
         Positive,
         Meta(

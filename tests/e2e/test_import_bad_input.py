@@ -97,9 +97,18 @@ async def test_an_xml_entity_bomb_is_refused(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"\x89PNG\r\n\x1a\n" + b"\0" * 200, "this is a PNG image, not a CSV or XLSX file"),
-        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "this is a PDF document, not a CSV or XLSX file"),
-        (bytes(range(256)) * 8, "this is binary data, not a CSV or XLSX file"),
+        (
+            b"\x89PNG\r\n\x1a\n" + b"\0" * 200,
+            "this is a PNG image, not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)",
+        ),
+        (
+            b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj",
+            "this is a PDF document, not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)",
+        ),
+        (
+            bytes(range(256)) * 8,
+            "this is binary data, not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)",
+        ),
         (b"", "the file is empty"),
     ],
 )

@@ -184,7 +184,12 @@ async def test_an_xlsx_workbook_with_real_dates_and_two_sheets(
     )
     assert doc["source"]["kind"] == "xlsx"
     assert doc["source"]["sheet"] == "Orders"
-    assert doc["source"]["sheets"] == ["Orders", "Notes"]
+    sheets = doc["source"]["sheets"]
+    assert [(s["name"], s["chosen"]) for s in sheets] == [("Orders", True), ("Notes", False)]
+    assert sheets[0]["score"] > sheets[1]["score"]
+    assert sheets[0]["reason"] == "7 of 9 fields matched, every required one"
+    assert sheets[0]["range"] == "A1:G301"
+    assert doc["source"]["sheet_reason"] == "the only sheet with records"
     assert doc["totals"] == {"rows": 300, "valid": 300, "invalid": 0, "skipped_lines": 0}
     first = doc["preview"][0]
     assert first["line"] == 2

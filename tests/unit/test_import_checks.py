@@ -212,11 +212,15 @@ def test_the_header_is_found_below_a_preamble(tmp_path: Path) -> None:
     ]
 
 
-def test_sniffing_refuses_what_is_not_a_table() -> None:
+def test_sniffing_tells_csv_from_each_kind_of_workbook() -> None:
     assert readers.sniff_kind(b"PK\x03\x04rest") == "xlsx"
+    assert readers.sniff_kind(b"PK\x03\x04" + b"\0" * 26 + b"xl/workbook.bin") == "xlsb"
+    ods = b"PK\x03\x04" + b"\0" * 26 + b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet"
+    assert readers.sniff_kind(ods) == "ods"
+    assert readers.sniff_kind(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100) == "xls"
     assert readers.sniff_kind(b"a,b\n1,2\n") == "csv"
-    with pytest.raises(InvalidInput, match="legacy Excel"):
-        readers.sniff_kind(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100)
+    with pytest.raises(InvalidInput, match="not a CSV file or a spreadsheet"):
+        readers.sniff_kind(b"Rar!\x1a\x07\x00")
 
 
 def test_cells_read_as_a_person_sees_them() -> None:

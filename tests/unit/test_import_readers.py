@@ -30,9 +30,18 @@ def records(path: Path) -> tuple[readers.Layout, list[list[str]]]:
     ("head", "message"),
     [
         (b"", "the file is empty"),
-        (b"%PDF-1.4\n", "this is a PDF document, not a CSV or XLSX file"),
-        (b"\x1f\x8b\x08\x00", "this is a gzip archive, not a CSV or XLSX file"),
-        (b"\x00\x01\x02\x03" * 100, "this is binary data, not a CSV or XLSX file"),
+        (
+            b"%PDF-1.4\n",
+            "this is a PDF document, not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)",
+        ),
+        (
+            b"\x1f\x8b\x08\x00",
+            "this is a gzip archive, not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)",
+        ),
+        (
+            b"\x00\x01\x02\x03" * 100,
+            "this is binary data, not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)",
+        ),
     ],
 )
 def test_files_that_are_not_tables_are_named(head: bytes, message: str) -> None:

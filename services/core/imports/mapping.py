@@ -175,6 +175,18 @@ def check_choices(choices: Any, headers: list[str], ds: Dataset) -> dict[str, st
     return dict(choices)
 
 
+def header_score(headers: list[str], ds: Dataset) -> tuple[float, str]:
+    """How well a header row fits the dataset (0-1: matched fields weighted by
+    confidence), and why — what chooses among a workbook's sheets."""
+    fields = ds.importable
+    matched = {m.field: m.confidence for m in suggest(headers, ds).values() if m is not None}
+    score = round(sum(matched.values()) / len(fields), 2) if fields else 0.0
+    missing = [f.name for f in fields if f.required and f.name not in matched]
+    reason = f"{len(matched)} of {len(fields)} fields matched"
+    reason += f"; no {', '.join(missing)}" if missing else ", every required one"
+    return score, reason
+
+
 def unmapped_required(mapping: Mapping, ds: Dataset) -> list[str]:
     mapped = {m.field for m in mapping.values() if m is not None}
     return [f.name for f in ds.importable if f.required and f.name not in mapped]

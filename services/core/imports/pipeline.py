@@ -39,10 +39,15 @@ Progress = Callable[[int, int | None, int, str], Awaitable[None]]
 
 
 def limits(settings: Settings) -> Limits:
+    memory = settings.import_sheet_memory_bytes
     return Limits(
         max_columns=settings.import_max_columns,
         max_rows=settings.import_max_rows,
         max_unpacked_bytes=settings.import_max_unpacked_bytes,
+        memory_bytes=memory,
+        max_cells=readers.cell_budget(
+            settings.import_max_rows, settings.import_max_columns, memory
+        ),
     )
 
 
@@ -58,9 +63,7 @@ class Source:
 
     def chunks(self, skips: Skips) -> Iterator[Chunk]:
         if self.book is not None:
-            return readers.read_xlsx(
-                self.book, self.layout, self.limits, skips, chunk_rows=CHUNK_ROWS
-            )
+            return readers.read_workbook(self.book, self.layout, skips, chunk_rows=CHUNK_ROWS)
         return readers.read_csv(
             self.path,
             self.layout,
@@ -70,18 +73,27 @@ class Source:
             careful=self.careful,
         )
 
+    def close(self) -> None:
+        if self.book is not None:
+            self.book.close()
 
-def open_source(path: Path, limits: Limits, sheet: str | None) -> Source:
+
+def open_source(path: Path, limits: Limits, sheet: str | None, score: readers.Score) -> Source:
     """Sniff, check and lay out the file (blocking; run in a thread)."""
     with open(path, "rb") as fh:
         head = fh.read(8192)
     kind = readers.sniff_kind(head)
-    if kind == "xlsx":
-        layout, book = readers.xlsx_layout(path, limits, sheet)
+    if kind in readers.WORKBOOKS:
+        book = Workbook(path, kind, limits)
+        try:
+            layout = readers.workbook_layout(book, limits, sheet, score)
+        except BaseException:
+            book.close()
+            raise
         return Source(path, layout, limits, book)
     if sheet is not None:
         raise InvalidInput(
-            "sheet= only applies to XLSX files; this is a CSV file",
+            "sheet= only applies to workbooks; this is a CSV file",
             errors=[{"field": "sheet", "message": "not a workbook"}],
         )
     return Source(path, readers.csv_layout(path, limits), limits)
@@ -163,28 +175,21 @@ async def validate_upload(
     with tempfile.TemporaryDirectory(prefix="ferry-import-", dir=workdir) as tmp:
         path = Path(tmp) / "source"
         size = await download(deps, keys.import_source(job.org_id, job.id), path)
-        source = await asyncio.to_thread(open_source, path, bounds, job.params.get("sheet"))
-        layout = source.layout
-        headers = layout.headers
-        remembered = await remembered_mapping(deps, job.org_id, job.dataset, headers)
-        mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
-        source_of = {m.field: headers.index(h) for h, m in mapping.items() if m is not None}
-        date_orders: dict[str, tuple[str, str]] = {}
-        while True:
-            skips = Skips()
-            validator = Validator(
-                ds, mapping, headers, european=layout.delimiter == ";", date_orders=date_orders
-            )
-            try:
-                await _stage(deps, job, ds, source, validator, skips, size, progress)
-            except Reread as again:
-                # A later value decided a column's date order; read the file again with it.
-                date_orders[again.field] = (again.order, again.reason)
-                continue
-            except readers.ReadAgain:
-                source.careful = True
-                continue
-            break
+        source = await asyncio.to_thread(
+            open_source,
+            path,
+            bounds,
+            job.params.get("sheet"),
+            lambda headers: mappings.header_score(headers, ds),
+        )
+        try:
+            layout = source.layout
+            headers = layout.headers
+            remembered = await remembered_mapping(deps, job.org_id, job.dataset, headers)
+            mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
+            validator, skips = await _stage_all(deps, job, ds, source, mapping, size, progress)
+        finally:
+            source.close()
         async with deps.db.acquire() as conn, conn.transaction():
             await staging.check_keys(
                 conn, ds, job.id, org_id=job.org_id, scope=job.params["account_id"]
@@ -199,6 +204,7 @@ async def validate_upload(
             await _write_report(deps, job, headers)
         else:
             await deps.storage.delete(keys.import_report(job.org_id, job.id))
+    source_of = {m.field: headers.index(h) for h, m in mapping.items() if m is not None}
     preview = await staging.preview(deps.db, ds, job.id, source_of)
     errors = await staging.first_errors(deps.db, ds, job.id)
     source_doc = {
@@ -224,6 +230,35 @@ async def validate_upload(
     }
 
 
+async def _stage_all(
+    deps: Deps,
+    job: Job,
+    ds: Dataset,
+    source: Source,
+    mapping: mappings.Mapping,
+    size: int,
+    progress: Progress,
+) -> tuple[Validator, Skips]:
+    """Read and stage every record, again while a later value changes how to read one."""
+    layout = source.layout
+    date_orders: dict[str, tuple[str, str]] = {}
+    while True:
+        skips = Skips()
+        validator = Validator(
+            ds, mapping, layout.headers, european=layout.delimiter == ";", date_orders=date_orders
+        )
+        try:
+            await _stage(deps, job, ds, source, validator, skips, size, progress)
+        except Reread as again:
+            # A later value decided a column's date order; read the file again with it.
+            date_orders[again.field] = (again.order, again.reason)
+            continue
+        except readers.ReadAgain:
+            source.careful = True
+            continue
+        return validator, skips
+
+
 async def _stage(
     deps: Deps,
     job: Job,
@@ -235,8 +270,8 @@ async def _stage(
     progress: Progress,
 ) -> None:
     checked = _Checked(source, validator, skips)
-    xlsx = source.book is not None
-    total = (source.book.first_row + source.book.height) if source.book else size
+    sheet = source.book is not None
+    total = source.layout.rows_end if sheet else size
     done_rows = 0
     await staging.create(deps.db, ds, job.id)
     async with deps.db.acquire() as conn:
@@ -251,7 +286,7 @@ async def _stage(
                 records = zip(rows.lines, *rows.columns, rows.errors, rows.raw, strict=True)
                 await staging.copy_rows(conn, ds, job.id, records)
                 done_rows += len(rows.lines)
-                unit = "rows" if xlsx else "bytes"
+                unit = "rows" if sheet else "bytes"
                 await progress(min(checked.position, total), total, done_rows, unit)
         finally:
             if not pending.done():

@@ -3,17 +3,20 @@
 A reader yields ``Chunk``s: the values of up to ``chunk_rows`` records as *columns*
 (one tuple of strings per source column), with the line number a person sees when
 opening the file (CSV: the physical line where the record starts, quoted newlines
-counted; XLSX: the spreadsheet row). Lines that are not records — blank lines, text
-before the header, report footers after the data — are counted in ``Skips`` with why.
+counted; a workbook: the spreadsheet row). Lines that are not records — blank lines,
+text before the header, report footers after the data — are counted in ``Skips``.
 
-- ``layout`` — file kind by its first bytes, limits, header row (both kinds)
-- ``chunks`` — ``Chunk``, ``Skips`` and the builder that holds back footers (both kinds)
-- ``csv``    — encoding, delimiter, fast and careful CSV reading
-- ``xlsx``   — zip-bomb guard, the sheet, cells as text
+- ``layout``   — file kind by its first bytes, limits, header row (every kind)
+- ``chunks``   — ``Chunk``, ``Skips`` and the builder that holds back footers
+- ``csv``      — encoding, line ends, delimiter, fast and careful CSV reading
+- ``guard``    — zip-bomb checks and each sheet's used range, before any parser runs
+- ``sheets``   — the reader process of a workbook (python-calamine, memory-capped)
+- ``workbook`` — starts that process, chooses the sheet, hands its chunks on
 
-Memory is bounded by one chunk for CSV. XLSX is read by python-calamine, which holds
-one sheet; the zip is checked first, so a zip or entity bomb is refused before
-anything parses it.
+Memory is bounded by one chunk for CSV. A workbook (xlsx, xlsb, xls, ods) is parsed
+by python-calamine, which holds a whole sheet, in a process of its own whose address
+space is capped: the guard refuses a sheet whose used range is over the cell budget,
+and whatever else goes wrong in there cannot take the worker down.
 """
 
 from services.core.imports.readers.chunks import Chunk, Skips
@@ -24,33 +27,51 @@ from services.core.imports.readers.csv import (
     detect_encoding,
     read_csv,
 )
+from services.core.imports.readers.guard import check_workbook, check_zip
 from services.core.imports.readers.layout import (
+    WORKBOOKS,
     Kind,
     Layout,
     Limits,
+    cell_budget,
     clean_headers,
     find_header,
     sniff_kind,
 )
-from services.core.imports.readers.xlsx import (
-    XLSX_TYPE,
+from services.core.imports.readers.sheets import cell_text
+from services.core.imports.readers.workbook import (
+    Score,
     Workbook,
-    cell_text,
-    check_zip,
-    read_xlsx,
-    xlsx_layout,
+    read_workbook,
+    workbook_layout,
+)
+
+# Media types of the workbooks browsers and clients send.
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+WORKBOOK_TYPES = frozenset(
+    {
+        XLSX_TYPE,
+        "application/vnd.ms-excel",  # .xls (and what browsers on Windows call a .csv file)
+        "application/vnd.ms-excel.sheet.binary.macroenabled.12",  # .xlsb
+        "application/vnd.oasis.opendocument.spreadsheet",  # .ods
+    }
 )
 
 __all__ = [
+    "WORKBOOKS",
+    "WORKBOOK_TYPES",
     "XLSX_TYPE",
     "Chunk",
     "Kind",
     "Layout",
     "Limits",
     "ReadAgain",
+    "Score",
     "Skips",
     "Workbook",
+    "cell_budget",
     "cell_text",
+    "check_workbook",
     "check_zip",
     "clean_headers",
     "csv_layout",
@@ -58,7 +79,7 @@ __all__ = [
     "detect_encoding",
     "find_header",
     "read_csv",
-    "read_xlsx",
+    "read_workbook",
     "sniff_kind",
-    "xlsx_layout",
+    "workbook_layout",
 ]

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import charset_normalizer
-
 from services.core.errors import InvalidInput
 from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips
 from services.core.imports.readers.layout import (
@@ -69,6 +67,8 @@ def detect_encoding(path: Path) -> tuple[str, str, str]:
             return "utf-8", "utf-8", "valid UTF-8"
         fh.seek(0)
         sample = fh.read(1024 * 1024)
+    import charset_normalizer  # only for files that are not UTF-8 (and not in the sheet reader)
+
     matches = charset_normalizer.from_bytes(
         sample, cp_isolation=FALLBACK_ENCODINGS, preemptive_behaviour=False
     )

@@ -1,7 +1,7 @@
 """What both readers share before the records: the kind of file, its limits, its header row.
 
-``sniff_kind`` tells CSV from XLSX by the first bytes (whatever the name says) and
-refuses what is neither; ``find_header`` and ``clean_headers`` pick and name the
+``sniff_kind`` tells CSV from a workbook by the first bytes (whatever the name says)
+and refuses what is neither; ``find_header`` and ``clean_headers`` pick and name the
 header row among the first rows, the same way for a CSV file and a sheet.
 """
 
@@ -15,9 +15,16 @@ from typing import Any, Literal
 
 from services.core.errors import InvalidInput
 
-Kind = Literal["csv", "xlsx"]
+Kind = Literal["csv", "xlsx", "xlsb", "xls", "ods"]
+WORKBOOKS = frozenset({"xlsx", "xlsb", "xls", "ods"})
 
 ZIP_MAGIC = b"PK\x03\x04"
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 (.xls) and other OLE files
+# An OpenDocument file starts with its stored ``mimetype`` entry.
+ODS_HEAD = b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet"
+# A dense sheet costs calamine 32 bytes a cell, and its list of filled cells as much
+# again while it builds the sheet: the memory budget buys this many bytes per cell.
+BYTES_PER_CELL = 64
 # What other files people upload by mistake, by their first bytes.
 BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "a PDF document"),
@@ -25,7 +32,6 @@ BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
     (b"\x1f\x8b", "a gzip archive"),
-    (b"\xd0\xcf\x11\xe0", "a legacy Excel (.xls) or other OLE document; save it as .xlsx or CSV"),
     (b"\x7fELF", "a program"),
     (b"MZ", "a Windows program"),
     (b"Rar!", "a RAR archive"),
@@ -42,6 +48,7 @@ BOMS: tuple[tuple[bytes, str, str], ...] = (
     (codecs.BOM_UTF16_LE, "utf-16", "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16", "utf-16"),
 )
+NOT_TABULAR = "not a CSV file or a spreadsheet (xlsx, xls, xlsb, ods)"
 SAMPLE_ROWS = 200
 HEADER_SEARCH_ROWS = 30
 _NUMBERISH = re.compile(r"^[\s$€£(+-]*\d[\d\s.,/:-]*[)%]?$")
@@ -53,11 +60,21 @@ class Limits:
     """Bounds on what one upload may contain (from Settings).
 
     The longest value is the csv module's process-wide limit (see ``tune_process``).
+    ``memory_bytes`` caps the address space of the process that reads a workbook;
+    ``max_cells``, the cells of a sheet's dense range, follows from it and from the
+    row and column limits (``cell_budget``).
     """
 
     max_columns: int = 500
     max_rows: int = 2_000_000
     max_unpacked_bytes: int = 512 * 1024 * 1024
+    memory_bytes: int = 1024 * 1024 * 1024
+    max_cells: int = 16 * 1024 * 1024
+
+
+def cell_budget(max_rows: int, max_columns: int, memory_bytes: int) -> int:
+    """Cells a sheet's used range may hold: what the limits admit and the memory affords."""
+    return min((max_rows + HEADER_SEARCH_ROWS) * max_columns, memory_bytes // BYTES_PER_CELL)
 
 
 @dataclass
@@ -72,8 +89,11 @@ class Layout:
     encoding_reason: str | None = None
     delimiter: str | None = None
     sheet: str | None = None
-    sheets: list[str] = field(default_factory=list)
+    sheet_reason: str | None = None
+    # Every sheet of a workbook: name, score, why, used range, rows, hidden, chosen.
+    sheets: list[dict[str, Any]] = field(default_factory=list)
     preamble: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    rows_end: int = 0  # a sheet's last row (for progress)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -82,6 +102,7 @@ class Layout:
             "encoding_reason": self.encoding_reason,
             "delimiter": self.delimiter,
             "sheet": self.sheet,
+            "sheet_reason": self.sheet_reason,
             "sheets": self.sheets,
             "header_line": self.header_line,
             "headers": self.headers,
@@ -89,21 +110,29 @@ class Layout:
 
 
 def sniff_kind(head: bytes) -> Kind:
-    """CSV or XLSX from a file's first bytes, whatever its name says; InvalidInput otherwise."""
+    """CSV or a workbook kind from a file's first bytes, whatever its name says.
+
+    A zip is an xlsx unless its first entry says ods or its head names ``workbook.bin``
+    (the reader settles it from the whole archive); InvalidInput for anything else.
+    """
     if not head:
         raise InvalidInput(
             "the file is empty", errors=[{"field": "file", "message": "the file is empty"}]
         )
     if head.startswith(ZIP_MAGIC):
-        return "xlsx"
+        if ODS_HEAD in head[:128]:
+            return "ods"
+        return "xlsb" if b"xl/workbook.bin" in head else "xlsx"
+    if head.startswith(OLE_MAGIC):
+        return "xls"
     for magic, what in BINARY_MAGIC:
         if head.startswith(magic):
-            raise not_tabular(f"this is {what}, not a CSV or XLSX file")
+            raise not_tabular(f"this is {what}, {NOT_TABULAR}")
     if not any(head.startswith(bom) for bom, _, _ in BOMS):
         sample = head[:8192]
         controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
         if controls > max(8, len(sample) // 20):
-            raise not_tabular("this is binary data, not a CSV or XLSX file")
+            raise not_tabular(f"this is binary data, {NOT_TABULAR}")
     return "csv"
 
 

@@ -1,0 +1,338 @@
+"""The workbook reader process: ``python -m services.core.imports.readers.sheets``.
+
+An untrusted workbook is parsed here, never in the worker: this process first caps
+its own address space (``RLIMIT_AS``), then runs the guard (``readers.guard``), and
+only then lets python-calamine open the file and load a sheet. Whatever calamine
+allocates beyond the cap fails here — a ``MemoryError``, or Rust aborting the
+process — and the worker reads that as a refused file, alive.
+
+It talks to ``readers.workbook`` in length-prefixed msgpack frames: it sends the
+workbook's sheets (each with its used range, or why it was not read, and its first
+rows as text), then, for each ``read`` the parent sends, the records of that sheet
+in chunks — cells as the text a person sees, footers held back like a CSV's — and an
+``end`` with what it skipped. It exits when its input closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import operator
+import resource
+import signal
+import struct
+import sys
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from services.core.errors import InvalidInput
+from services.core.imports.readers import guard
+from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips
+from services.core.imports.readers.layout import SAMPLE_ROWS, Limits, not_tabular
+
+FRAME = struct.Struct(">I")
+# Sheets whose first rows are sent to choose among: a workbook rarely has more.
+MAX_SAMPLED_SHEETS = 64
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+def send(out: IO[bytes], message: dict[str, Any]) -> None:
+    data = _encoder.encode(message)
+    out.write(FRAME.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def receive(inp: IO[bytes]) -> dict[str, Any] | None:
+    """The next frame, or None when the other side closed the pipe."""
+    head = inp.read(FRAME.size)
+    if len(head) < FRAME.size:
+        return None
+    (size,) = FRAME.unpack(head)
+    data = inp.read(size)
+    if len(data) < size:
+        return None
+    message: dict[str, Any] = _decoder.decode(data)
+    return message
+
+
+def cell_text(value: Any) -> str:
+    """A cell as the text a person sees; dates as ISO, whole numbers without ``.0``."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return ""
+    if kind is float:
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    if kind is bool:
+        return "TRUE" if value else "FALSE"
+    if kind is int:
+        return str(value)
+    if kind is datetime:
+        if value.time() == time(0):
+            return value.date().isoformat()  # type: ignore[no-any-return]
+        return value.isoformat(sep=" ")  # type: ignore[no-any-return]
+    if kind is date:
+        return value.isoformat()  # type: ignore[no-any-return]
+    if kind is timedelta or kind is time:
+        return str(value)
+    return str(value)
+
+
+def column_text(column: tuple[Any, ...]) -> tuple[str, ...]:
+    """A column of cells as text; a column of text costs one pass over the types."""
+    if set(map(type, column)) == {str}:
+        return column
+    return tuple(map(cell_text, column))
+
+
+# --- the workbook ---------------------------------------------------------------------------
+
+
+def _calamine_error(exc: Exception) -> InvalidInput:
+    import python_calamine
+
+    if isinstance(exc, python_calamine.PasswordError):
+        return not_tabular("the workbook is protected by a password; save it without one")
+    return not_tabular(f"the workbook cannot be read: {exc}")
+
+
+class Book:
+    """The workbook as calamine opened it, and the sheets loaded so far (within budget)."""
+
+    def __init__(self, path: Path, kind: str, limits: Limits, out: IO[bytes]) -> None:
+        import python_calamine
+
+        self.limits = limits
+        self.out = out
+        self.guarded = guard.check_workbook(path, kind, limits)
+        try:
+            self.book = python_calamine.CalamineWorkbook.from_path(str(path))
+        except Exception as exc:  # calamine raises its own error types
+            raise _calamine_error(exc) from None
+        self.loaded: dict[str, Any] = {}
+        self.loaded_cells = 0
+
+    def sheet(self, name: str) -> Any:
+        """The sheet, loaded by calamine unless its used range is over the budget."""
+        if name in self.loaded:
+            return self.loaded[name]
+        used = self.guarded.ranges.get(name)
+        if used is not None and (refused := guard.over_budget(name, used, self.limits)):
+            raise refused
+        # Said first: if calamine takes the process down, the worker can name the sheet.
+        send(self.out, {"t": "loading", "sheet": name})
+        try:
+            sheet = self.book.get_sheet_by_name(name)
+        except MemoryError:
+            raise memory_exceeded(name, self.limits) from None
+        except Exception as exc:  # calamine raises its own error types
+            raise _calamine_error(exc) from None
+        cells = sheet.height * sheet.width
+        if self.loaded_cells + cells <= self.limits.max_cells:
+            self.loaded[name] = sheet  # kept: the sheet chosen is read without parsing again
+            self.loaded_cells += cells
+        return sheet
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every sheet: name, visibility, used range, first rows as text (or why not read)."""
+        from python_calamine import SheetVisibleEnum
+
+        out = []
+        for index, meta in enumerate(self.book.sheets_metadata):
+            name = str(meta.name)
+            used = self.guarded.ranges.get(name)
+            doc: dict[str, Any] = {
+                "name": name,
+                "hidden": meta.visible != SheetVisibleEnum.Visible,
+                "range": used.ref if used is not None else None,
+                "declared": used.declared if used is not None else None,
+                "sample": None,
+                "refused": None,
+            }
+            if used is not None and used.empty:
+                doc["sample"] = []
+            elif index >= MAX_SAMPLED_SHEETS:
+                doc["refused"] = f"not compared: only the first {MAX_SAMPLED_SHEETS} sheets are"
+            else:
+                try:
+                    doc.update(_sample(self.sheet(name)))
+                except InvalidInput as exc:
+                    doc["refused"] = exc.detail
+            out.append(doc)
+        return out
+
+
+def memory_exceeded(sheet: str | None, limits: Limits) -> InvalidInput:
+    """The refusal of a workbook (or one of its sheets) that needs more than the cap."""
+    what = f"the sheet {sheet!r}" if sheet else "the workbook"
+    message = (
+        f"{what} needs more memory than Ferry allows for reading a workbook "
+        f"({limits.memory_bytes // (1024 * 1024):,} MiB); remove what is not data "
+        "(other sheets, far-away cells) or save it as CSV"
+    )
+    return InvalidInput(message, errors=[{"field": "file", "message": "too much memory"}])
+
+
+def _sample(sheet: Any) -> dict[str, Any]:
+    start = sheet.start
+    first = start[0] if start else 0
+    rows = itertools.islice(sheet.iter_rows(), SAMPLE_ROWS)
+    return {
+        "first_row": first,
+        "height": sheet.height,
+        "width": sheet.width,
+        "sample": [[first + i + 1, list(map(cell_text, row))] for i, row in enumerate(rows)],
+    }
+
+
+# --- the records of a sheet -------------------------------------------------------------------
+
+
+def _fit(cells: tuple[str, ...] | list[str], width: int) -> list[str]:
+    return list(cells[:width]) + [""] * (width - len(cells))
+
+
+class SheetRows:
+    """The records of one sheet after its header, in chunks (see ``readers.chunks``).
+
+    A row with at most a third of the header's cells filled is held back like a short
+    CSV line: a report footer unless records follow. A batch of regular rows goes to
+    the builder at once, without Python per row.
+    """
+
+    def __init__(self, sheet: Any, header_line: int, width: int, limits: Limits) -> None:
+        start = sheet.start
+        self.sheet = sheet
+        self.first_row = start[0] if start else 0
+        self.header_line = header_line
+        self.width = width
+        self.limits = limits
+        self.sparse = max(1, width // 3) if width > 2 else 0
+
+    def chunks(self, skips: Skips, chunk_rows: int) -> Iterator[Chunk]:
+        builder = ChunkBuilder(self.width, self.limits, skips, chunk_rows, noun="row")
+        rows = itertools.islice(self.sheet.iter_rows(), self.header_line - self.first_row, None)
+        line = self.header_line + 1
+        while batch := list(itertools.islice(rows, chunk_rows)):
+            yield from self._batch(builder, batch, line)
+            line += len(batch)
+        last = builder.finish()
+        if last is not None:
+            last.position = line - 1
+            yield last
+
+    def _batch(self, builder: ChunkBuilder, batch: list[list[Any]], line: int) -> Iterator[Chunk]:
+        width = self.width
+        texts = [column_text(column) for column in zip(*batch, strict=True)]
+        mine, extra = texts[:width], texts[width:]
+        filled = [width - blanks for blanks in _blank_counts(mine)]
+        if len(mine) < width:  # a sheet narrower than its header: the rest is empty
+            mine += [("",) * len(batch)] * (width - len(mine))
+        rows = list(zip(*mine, strict=True))
+        beyond = _filled_rows(extra) if extra else None
+        regular = not builder.pending and min(filled) > self.sparse
+        if regular and beyond is None:
+            builder.lines.extend(range(line, line + len(rows)))
+            builder.rows.extend(rows)
+            if len(builder.rows) >= builder.chunk_rows:
+                full = builder.take()
+                full.position = line + len(rows) - 1
+                yield full
+            return
+        for index, row in enumerate(rows):
+            chunk = self._row(builder, line + index, row, filled[index], beyond, index)
+            if chunk is not None:
+                chunk.position = line + index
+                yield chunk
+
+    def _row(
+        self,
+        builder: ChunkBuilder,
+        line: int,
+        row: tuple[str, ...],
+        filled: int,
+        beyond: list[tuple[str, ...]] | None,
+        index: int,
+    ) -> Chunk | None:
+        if filled == 0 or filled <= self.sparse:
+            return builder.add_short(line, row if filled else [])
+        if beyond is not None and any(map(str.strip, beyond[index])):
+            return builder.add_row(line, [*row, *beyond[index]])
+        return builder.add(line, row)
+
+
+def _blank_counts(columns: list[tuple[str, ...]]) -> list[int]:
+    """Per row, how many of these columns are blank."""
+    flags = [map(operator.not_, map(str.strip, column)) for column in columns]
+    return list(map(sum, zip(*flags, strict=True)))
+
+
+def _filled_rows(columns: list[tuple[str, ...]]) -> list[tuple[str, ...]] | None:
+    """The cells right of the header per row, when any of them is filled; else None."""
+    if not any(any(map(str.strip, column)) for column in columns):
+        return None
+    return list(zip(*columns, strict=True))
+
+
+# --- the process ------------------------------------------------------------------------------
+
+
+def _limit_memory(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Die with the worker: a reader whose parent was killed has nobody to read for.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _stream(book: Book, request: dict[str, Any], out: IO[bytes]) -> None:
+    sheet = book.sheet(request["sheet"])
+    skips = Skips()
+    rows = SheetRows(sheet, request["header_line"], request["width"], book.limits)
+    for chunk in rows.chunks(skips, request["chunk_rows"]):
+        send(
+            out,
+            {
+                "t": "chunk",
+                "lines": chunk.lines,
+                "columns": chunk.columns,
+                "row_errors": chunk.row_errors,
+                "unreadable": sorted(chunk.unreadable),
+                "position": chunk.position,
+            },
+        )
+    send(out, {"t": "end", "count": skips.count, "lines": skips.lines})
+
+
+def serve(path: Path, kind: str, limits: Limits, inp: IO[bytes], out: IO[bytes]) -> None:
+    """Describe the workbook, then stream each sheet asked for, until the input closes."""
+    try:
+        book = Book(path, kind, limits, out)
+        send(out, {"t": "sheets", "kind": book.guarded.kind, "sheets": book.describe()})
+        while (request := receive(inp)) is not None:
+            _stream(book, request, out)
+    except InvalidInput as exc:
+        send(out, {"t": "error", "message": exc.detail, "errors": exc.errors})
+    except MemoryError:
+        send(out, {"t": "memory"})  # the worker names the sheet it was loading
+
+
+def main(argv: list[str]) -> None:
+    path, kind, encoded = argv
+    limits = msgspec.json.decode(encoded, type=Limits)
+    _limit_memory(limits.memory_bytes)
+    serve(Path(path), kind, limits, sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

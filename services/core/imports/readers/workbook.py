@@ -1,0 +1,261 @@
+"""Workbooks (xlsx, xlsb, xls, ods): read in a child process, the sheet chosen by its headers.
+
+A spreadsheet library parsing an untrusted file can allocate without bound (one far
+cell makes calamine ask for 16 GB) and, being Rust, aborts the process when that
+fails. So the worker never parses a workbook itself: ``Workbook`` starts
+``readers.sheets`` in a process of its own, capped at ``Limits.memory_bytes`` of
+address space, which checks the file (``readers.guard``) before calamine sees it and
+streams the records back. If that process dies, the import fails with a message;
+the worker lives on.
+
+Which sheet: the one named by the request, else the visible sheet whose header row
+best matches the dataset (``score``), ties to the earlier one; every sheet is listed
+in the layout with its score and why, so a client can offer the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from services.core.errors import InvalidInput
+from services.core.imports.readers.chunks import Chunk, Skips
+from services.core.imports.readers.layout import (
+    Layout,
+    Limits,
+    clean_headers,
+    find_header,
+    preamble,
+)
+from services.core.imports.readers.sheets import memory_exceeded, receive, send
+
+# (score 0-1, why) of a header row against the dataset; supplied by the pipeline.
+Score = Callable[[list[str]], tuple[float, str]]
+EXIT_SECONDS = 5
+
+
+@dataclass
+class SheetChoice:
+    """One sheet as the layout lists it."""
+
+    name: str
+    score: float | None
+    reason: str
+    range: str | None = None
+    rows: int = 0
+    hidden: bool = False
+
+    def document(self, chosen: str | None) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "score": self.score,
+            "reason": self.reason,
+            "range": self.range,
+            "rows": self.rows,
+            "hidden": self.hidden,
+            "chosen": self.name == chosen,
+        }
+
+
+class Workbook:
+    """A workbook held open by its reader process; ``close()`` ends the process."""
+
+    def __init__(self, path: Path, kind: str, limits: Limits) -> None:
+        self.limits = limits
+        self._loading: str | None = None  # the sheet calamine is loading, if any
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        env = {**os.environ, "RUST_BACKTRACE": "0"}
+        self._proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            [
+                sys.executable,
+                "-m",
+                "services.core.imports.readers.sheets",
+                str(path),
+                kind,
+                msgspec.json.encode(limits).decode(),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+        )
+        try:
+            opened = self._next()
+        except BaseException:
+            self.close()
+            raise
+        self.kind: str = opened["kind"]
+        self.sheets: list[dict[str, Any]] = opened["sheets"]
+        self.names = [s["name"] for s in self.sheets]
+
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        return self._proc.stdin, self._proc.stdout
+
+    def _next(self) -> dict[str, Any]:
+        """The next message of the reader; its refusal or its death as InvalidInput."""
+        while True:
+            message = receive(self._pipes()[1])
+            if message is None:
+                raise self._died()
+            if message["t"] == "loading":
+                self._loading = message["sheet"]
+                continue
+            if message["t"] == "error":
+                raise InvalidInput(message["message"], errors=message.get("errors"))
+            if message["t"] == "memory":
+                raise memory_exceeded(self._loading, self.limits)
+            self._loading = None
+            return message
+
+    def _died(self) -> InvalidInput:
+        try:
+            code = self._proc.wait(timeout=EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        self._stderr.seek(0)
+        said = self._stderr.read()[-2000:].decode("utf-8", "replace")
+        if code in (-signal.SIGABRT, -signal.SIGKILL) or "memory allocation" in said:
+            return memory_exceeded(self._loading, self.limits)
+        why = said.strip().splitlines()[-1] if said.strip() else f"exit status {code}"
+        return InvalidInput(
+            f"the workbook cannot be read: its reader stopped ({why})",
+            errors=[{"field": "file", "message": "unreadable"}],
+        )
+
+    def read(
+        self, sheet: str, header_line: int, width: int, skips: Skips, *, chunk_rows: int
+    ) -> Iterator[Chunk]:
+        """The records of ``sheet`` below its header line, as the reader sends them."""
+        send(
+            self._pipes()[0],
+            {"sheet": sheet, "header_line": header_line, "width": width, "chunk_rows": chunk_rows},
+        )
+        while (message := self._next())["t"] == "chunk":
+            yield Chunk(
+                message["lines"],
+                message["columns"],
+                message["row_errors"],
+                set(message["unreadable"]),
+                message["position"],
+            )
+        skips.count += message["count"]
+        room = skips.limit - len(skips.lines)
+        skips.lines.extend(message["lines"][: max(room, 0)])
+
+    def close(self) -> None:
+        """End the reader (it exits when its input closes; killed if it does not)."""
+        with contextlib.suppress(OSError):
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._stderr.close()
+
+
+def _choices(book: Workbook, score: Score, limits: Limits) -> list[SheetChoice]:
+    choices = []
+    for sheet in book.sheets:
+        base = {"range": sheet["range"], "hidden": sheet["hidden"]}
+        if sheet["refused"]:
+            choices.append(SheetChoice(sheet["name"], None, sheet["refused"], **base))
+            continue
+        sample = [(line, cells) for line, cells in sheet["sample"] or []]
+        index = find_header(sample)
+        if index < 0:
+            choices.append(SheetChoice(sheet["name"], 0.0, "empty", **base))
+            continue
+        try:
+            headers = clean_headers(sample[index][1], limits)
+        except InvalidInput as exc:
+            choices.append(SheetChoice(sheet["name"], 0.0, exc.detail, **base))
+            continue
+        value, reason = score(headers)
+        line = sample[index][0]
+        rows = sheet["first_row"] + sheet["height"] - line
+        choices.append(SheetChoice(sheet["name"], value, reason, rows=rows, **base))
+    return choices
+
+
+def _chosen(choices: list[SheetChoice]) -> tuple[SheetChoice, str]:
+    """The best visible sheet with data, and why it was chosen."""
+    ranked = [c for c in choices if c.score is not None and c.rows > 0 and not c.hidden]
+    if not ranked:
+        refused = [c for c in choices if c.score is None]
+        if refused:
+            raise InvalidInput(refused[0].reason, errors=[{"field": "file", "message": "refused"}])
+        raise InvalidInput(
+            "no sheet of the workbook has records below a header row",
+            errors=[{"field": "file", "message": "empty workbook"}],
+        )
+    best = max(ranked, key=lambda c: (c.score or 0.0, -choices.index(c)))
+    if len(ranked) == 1:
+        return best, "the only sheet with records"
+    if not best.score:
+        return best, "no sheet's headers match the dataset; the first sheet with records"
+    return best, f"its headers match the dataset best ({best.reason})"
+
+
+def workbook_layout(book: Workbook, limits: Limits, sheet: str | None, score: Score) -> Layout:
+    """Sheet, header row and headers of a workbook; every sheet listed with its score."""
+    choices = _choices(book, score, limits)
+    if sheet is not None:
+        if sheet not in book.names:
+            raise InvalidInput(
+                f"the workbook has no sheet {sheet!r}; its sheets are "
+                + ", ".join(repr(n) for n in book.names),
+                errors=[{"field": "sheet", "message": f"no sheet {sheet!r}"}],
+            )
+        chosen = choices[book.names.index(sheet)]
+        if chosen.score is None:
+            raise InvalidInput(chosen.reason, errors=[{"field": "sheet", "message": "refused"}])
+        why = "chosen by the request"
+    else:
+        chosen, why = _chosen(choices)
+    info = book.sheets[book.names.index(chosen.name)]
+    sample = [(line, cells) for line, cells in info["sample"] or []]
+    index = find_header(sample)
+    if index < 0:
+        raise InvalidInput(
+            f"the sheet {chosen.name!r} has no header row",
+            errors=[{"field": "file", "message": "no header row"}],
+        )
+    line, cells = sample[index]
+    return Layout(
+        kind=book.kind,  # type: ignore[arg-type]
+        headers=clean_headers(cells, limits),
+        header_line=line,
+        sheet=chosen.name,
+        sheet_reason=why,
+        sheets=[c.document(chosen.name) for c in choices],
+        preamble=preamble(sample, index, "row"),
+        rows_end=info["first_row"] + info["height"],
+    )
+
+
+def read_workbook(
+    book: Workbook, layout: Layout, skips: Skips, *, chunk_rows: int
+) -> Iterator[Chunk]:
+    """The records of the chosen sheet after its header, ``chunk_rows`` at a time."""
+    assert layout.sheet is not None
+    skips.add_preamble(layout)
+    yield from book.read(
+        layout.sheet, layout.header_line, len(layout.headers), skips, chunk_rows=chunk_rows
+    )
