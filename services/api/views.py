@@ -20,6 +20,7 @@ from services.core.storage import content_disposition
 # The parts of an import's result that its document shows at the top level.
 IMPORT_PARTS = (
     "source",
+    "account",
     "mapping",
     "unmapped_required",
     "formats",

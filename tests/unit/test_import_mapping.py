@@ -28,11 +28,45 @@ def fields(m: mapping.Mapping) -> dict[str, str | None]:
         ("Dáte", Match("sale_date", 0.9, "normalised name")),
         ("SALE-DATE", Match("sale_date", 0.9, "normalised name")),
         ("Sale Price Cents", Match("sale_price", 1.0, "alias", "cents")),
+        ("Fees (cents)", Match("fees", 0.9, "normalised name", "cents")),
+        ("fees_in_cents", Match("fees", 0.9, "normalised name", "cents")),
         ("Zebra", None),
     ],
 )
 def test_one_column_is_matched_by_its_best_evidence(header: str, expected: Match | None) -> None:
     assert mapping.suggest([header], DS)[header] == expected
+
+
+@pytest.mark.parametrize(
+    ("spaced", "others"),
+    [
+        ("Order ID", ["order_id", "orderId", "OrderID", "ORDER_ID"]),
+        ("Created At", ["created_at", "createdAt", "CreatedAt"]),
+        ("Sale Price USD", ["sale_price_usd", "salePriceUSD", "SalePrice (USD)"]),
+        ("Item Title", ["item_title", "itemTitle"]),
+        ("Shipping Cost", ["shipping_cost", "shippingCost"]),
+        ("Order Status", ["order_status", "orderStatus"]),
+    ],
+)
+def test_snake_and_camel_case_headers_reach_the_spaced_forms_suggestion(
+    spaced: str, others: list[str]
+) -> None:
+    expected = mapping.suggest([spaced], DS)[spaced]
+    assert expected is not None
+    for header in others:
+        found = mapping.suggest([header], DS)[header]
+        assert found is not None, header
+        assert (found.field, found.unit) == (expected.field, expected.unit), header
+
+
+def test_a_date_header_is_never_guessed_to_be_another_kind_of_field() -> None:
+    m = mapping.suggest(["Date", "Sale Date", "Title", "Price"], DS)
+    assert fields(m) == {
+        "Date": "sale_date",
+        "Sale Date": None,  # not 'status' by its likeness to 'sale status'
+        "Title": "item_name",
+        "Price": "sale_price",
+    }
 
 
 def test_each_field_takes_one_column_the_first_of_equals() -> None:

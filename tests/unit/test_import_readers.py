@@ -78,8 +78,30 @@ def test_utf16_text_is_a_csv_despite_its_nul_bytes() -> None:
             "cp1250",
             "windows-1250",
         ),
+        ("Artikel;Größe\nSocken;M\n", "mac_roman", "mac-roman"),
+        (
+            "Artikel;Größe;Preis\nWeiße Socken;M;3,50\nMüsli für Bären;L;2\n",
+            "mac_roman",
+            "mac-roman",
+        ),
+        ("Artículo;Tamaño\nCamiseta niño;M\nCañón pequeño;L\n", "mac_roman", "mac-roman"),
+        ("Artikel;Größe\nSocken;M\n", "cp1252", "windows-1252"),
+        ("Vare;Pris\nSmørrebrød æble;3,50\nBlåbær øl;2,10\n", "cp1252", "windows-1252"),
+        ("Objednávka;Zboží\n1;Příliš žluťoučký kůň\n", "cp1250", "windows-1250"),
+        ("Prix;Article\n12,50 €;Lampe\n", "iso8859_15", "iso-8859-15"),
     ],
-    ids=["windows-1252", "mac-roman", "windows-1250"],
+    ids=[
+        "windows-1252",
+        "mac-roman-french",
+        "windows-1250-polish",
+        "mac-roman-german-short",
+        "mac-roman-german",
+        "mac-roman-spanish",
+        "windows-1252-german-short",
+        "windows-1252-danish",
+        "windows-1250-czech",
+        "iso-8859-15-euro",
+    ],
 )
 def test_legacy_encodings_are_read_as_written(
     tmp_path: Path, text: str, codec: str, label: str
@@ -105,6 +127,40 @@ def test_a_stray_legacy_byte_on_the_last_line_is_caught_before_reading(tmp_path:
     assert layout.encoding_reason.startswith("not UTF-8")
     assert rows[-1] == ["2", "Café"]
     assert len(rows) == 200_001
+
+
+@pytest.mark.parametrize(
+    ("late", "codec", "label"),
+    [("Smørrebrød æble", "cp1252", "windows-1252"), ("Größe für Bären", "mac_roman", "mac-roman")],
+)
+def test_a_file_ascii_for_its_first_megabytes_is_decoded_by_its_later_text(
+    tmp_path: Path, late: str, codec: str, label: str
+) -> None:
+    path = tmp_path / "late.csv"
+    # German umlauts read the same in Windows-1252 and 1250; the æ after them does not.
+    head = "Order,Title\n" + "1,Lamp\n" * 300_000 + "2,Müsli\n"
+    path.write_bytes(head.encode(codec) + f"3,{late}\n".encode(codec))
+    layout, rows = records(path)
+    assert layout.encoding_label == label
+    assert rows[-2:] == [["2", "Müsli"], ["3", late]]
+
+
+@pytest.mark.parametrize(
+    "ending",
+    ["\r", "\n", "\r\n", "mixed"],
+    ids=["cr-excel-for-mac", "lf", "crlf", "mixed"],
+)
+def test_every_kind_of_line_end_is_a_line_end(tmp_path: Path, ending: str) -> None:
+    lines = ["Order,Title,Price", "1,Lamp,1.50", '2,"Desk\nwith drawer",2.50', "3,Chair,3.00"]
+    ends = ["\r", "\n", "\r\n", "\r"] if ending == "mixed" else [ending] * 4
+    path = tmp_path / "ends.csv"
+    path.write_bytes("".join(line + end for line, end in zip(lines, ends, strict=True)).encode())
+    layout, rows = records(path)
+    assert layout.headers == ["Order", "Title", "Price"]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert rows[1][1] == "Desk\nwith drawer"
+    chunk = next(readers.read_csv(path, layout, readers.Limits(), readers.Skips(), chunk_rows=9))
+    assert chunk.lines == [2, 3, 5]  # the quoted line break counts as a line
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_header(tmp_path: Path) -> None:

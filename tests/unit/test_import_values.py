@@ -38,23 +38,83 @@ def checked(check: Check, values: list[str]) -> tuple[list[Any], dict[int, str]]
 
 
 @pytest.mark.parametrize(
-    ("text", "cents"),
+    ("text", "cents", "currency"),
     [
-        ("5.00-", -500),  # trailing minus (accounting exports)
-        ("\u22125.00", -500),  # the Unicode minus sign
-        ("USD 12.00", 1200),
-        ("12.00 EUR", 1200),
-        ("£1,000", 100000),
-        ("¥500", 50000),
-        ("1'234.50", 123450),  # Swiss thousands
-        ("+4", 400),
-        ("1,234", 123400),  # a thousands comma, not a decimal one, in a point column
+        ("5.00-", -500, "USD"),  # trailing minus (accounting exports)
+        ("12.34-", -1234, "USD"),
+        ("\u22125.00", -500, "USD"),  # the Unicode minus sign
+        ("(12.34)", -1234, "USD"),  # accounting brackets
+        ("($1,234.56)", -123456, "USD"),
+        ("USD 12.00", 1200, "USD"),
+        ("US $1,234.56", 123456, "USD"),  # as a marketplace shows it
+        ("US$ 7.50", 750, "USD"),
+        ("$ -3.00", -300, "USD"),
+        ("C $12.00", 1200, "CAD"),
+        ("CA$12.00", 1200, "CAD"),
+        ("$12.00", 1200, "CAD"),  # a bare $ may be any dollar
+        ("AU $1,000.00", 100000, "AUD"),
+        ("12.00 EUR", 1200, "EUR"),
+        ("€ 7", 700, "EUR"),
+        ("£1,000", 100000, "GBP"),
+        ("¥500", 50000, "JPY"),
+        ("CHF 12.00", 1200, "CHF"),
+        ("1'234.50", 123450, "CHF"),  # Swiss thousands
+        ("+4", 400, "USD"),
+        ("1,234", 123400, "USD"),  # a thousands comma, not a decimal one, in a point column
     ],
 )
-def test_amounts_in_a_point_column(text: str, cents: int) -> None:
-    values, bad = checked(MoneyCheck(DS.field("fees")), [text, "1.50"])
+def test_amounts_in_a_point_column(text: str, cents: int, currency: str) -> None:
+    values, bad = checked(MoneyCheck(DS.field("fees"), currency=currency), [text, "1.50"])
     assert bad == {}
     assert values[0] == cents
+
+
+@pytest.mark.parametrize(
+    ("text", "cents"),
+    [("1.234,56 €", 123456), ("1 234,56 €", 123456), ("-1.234,56 €", -123456), ("12,34-", -1234)],
+)
+def test_amounts_in_a_comma_column_with_the_euro_behind(text: str, cents: int) -> None:
+    check = MoneyCheck(DS.field("fees"), currency="EUR")
+    values, bad = checked(check, [text, "3,50 €"])
+    assert bad == {}
+    assert values[0] == cents
+    assert check.state() == {"decimal_mark": "comma"}
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "message"),
+    [
+        ("C $12.00", "USD", "in CAD (C$), but this account's currency is USD"),
+        ("US $12.00", "CAD", "in USD (US$), but this account's currency is CAD"),
+        ("£12.00", "USD", "in GBP (£), but this account's currency is USD"),
+        ("$12.00", "EUR", "in dollars ($), but this account's currency is EUR"),
+        ("12.00 EUR", "GBP", "in EUR (EUR), but this account's currency is GBP"),
+    ],
+)
+def test_a_currency_that_contradicts_the_accounts_is_refused(
+    text: str, currency: str, message: str
+) -> None:
+    values, bad = checked(MoneyCheck(DS.field("fees"), currency=currency), [text, "1.50"])
+    assert bad == {0: message}
+    assert values == [None, 150]
+
+
+def test_a_column_whose_header_names_another_currency_is_refused() -> None:
+    m = mapping.suggest(["sale_price_eur"], DS)["sale_price_eur"]
+    assert m is not None
+    assert m.unit == "EUR"
+    check = make_check(
+        DS.field("sale_price"), unit=m.unit, decimal_comma=False, date_order=None, currency="USD"
+    )
+    _, bad = checked(check, ["12.00", ""])
+    assert bad == {
+        0: "in EUR (the column's header says so), but this account's currency is USD",
+        1: "required",
+    }
+    same = make_check(
+        DS.field("sale_price"), unit="USD", decimal_comma=False, date_order=None, currency="USD"
+    )
+    assert checked(same, ["12.00"]) == ([1200], {})
 
 
 def test_a_decimal_comma_is_inferred_from_the_column_alone() -> None:
@@ -201,6 +261,31 @@ def test_named_formats_and_excel_serials(text: str, day: date) -> None:
 def test_numbers_outside_excel_serial_dates_are_not_dates(text: str) -> None:
     _, bad = checked(DateCheck(DS.field("sale_date")), [text])
     assert bad == {0: "not a date"}
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "day"),
+    [
+        ("2026-03-01T02:30:00Z", "UTC", date(2026, 3, 1)),
+        ("2026-03-01T02:30:00Z", "America/Los_Angeles", date(2026, 2, 28)),
+        ("2026-03-01T02:30:00+05:00", "UTC", date(2026, 2, 28)),
+        ("2026-02-28 23:30:00-0800", "Europe/Berlin", date(2026, 3, 1)),
+        ("2026-02-28 23:30:00 PST", "UTC", date(2026, 3, 1)),
+        ("2026-02-28T23:30:00.123456+00:00", "Asia/Tokyo", date(2026, 3, 1)),
+        ("2026-02-28 23:30", "Asia/Tokyo", date(2026, 2, 28)),  # no zone: as written
+    ],
+)
+def test_a_timestamp_fills_a_date_with_its_day_in_the_accounts_zone(
+    text: str, zone: str, day: date
+) -> None:
+    check = DateCheck(DS.field("sale_date"), time_zone=zone)
+    values, bad = checked(check, [text])
+    assert bad == {}
+    assert values == [day]
+    state = check.state()
+    assert state is not None
+    zoned = text[-1] == "Z" or text[-5:-4] in "+-" or text.endswith("PST") or "+" in text[-6:]
+    assert (state.get("time_zone") == zone) is zoned
 
 
 def test_the_formats_seen_are_counted_for_the_import_document() -> None:

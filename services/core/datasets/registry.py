@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -69,9 +70,9 @@ class Dataset(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     order_by: list[str] = msgspec.field(default_factory=lambda: ["id"])
     soft_delete_column: str = "deleted_at"
     batch_column: str = "import_batch_id"
-    natural_key: str = ""
-    upsert: bool = False
-    currency: str = "USD"  # of money fields; exports format them with its symbol
+    natural_key: str = ""  # what identifies a record within an account (upserts match on it)
+    currency: str = "USD"  # of money fields in every account; exports format them with it
+    time_zone: str = "UTC"  # where every account's dates fall (a timestamp → its date there)
     fields: list[Field] = []
     presets: dict[str, list[str]] = {}
 
@@ -129,6 +130,12 @@ class Dataset(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
                 raise SettingsError(f"dataset {self.name}: computed field {f.name} is required")
         if self.natural_key and self.natural_key not in names:
             raise SettingsError(f"dataset {self.name}: natural_key {self.natural_key!r} unknown")
+        try:
+            zoneinfo.ZoneInfo(self.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(
+                f"dataset {self.name}: time_zone {self.time_zone!r} is not a known zone"
+            ) from None
 
 
 class Registry:

@@ -1,10 +1,15 @@
 """Which source column feeds which field: remembered, alias, normalised name, fuzzy match.
 
 Every (column, field) pair gets its best evidence — an exact alias, label or field
-name (1.0), the same name once normalised (0.9: accents, case, punctuation, camelCase,
-units in brackets), or a fuzzy match of at least 0.7 (confidence 0.8 times the similarity) —
-and pairs are then taken best first, one column per field and one field per column.
-So "Sales Record Number" never becomes the order id while "Order Number" is there.
+name (1.0), the same name once normalised (0.9: accents, case, punctuation,
+snake_case and camelCase, units in brackets or a trailing currency code), or a fuzzy
+match of at least 0.7 (confidence 0.8 times the similarity) — and pairs are then taken
+best first, one column per field and one field per column. So "Sales Record Number"
+never becomes the order id while "Order Number" is there; and a header about a date
+("Sale Date") is never guessed to be a field of another type ("sale status").
+
+A money column's header may name its unit: ``cents`` (``fees_cents``, ``Fees (cents)``)
+or a currency (``sale_price_usd``, ``Price (€)``), which its values must then agree with.
 """
 
 from __future__ import annotations
@@ -18,14 +23,21 @@ from typing import Any
 
 from services.core.datasets import Dataset
 from services.core.errors import InvalidInput
+from services.core.imports import amounts
 
 FUZZY_THRESHOLD = 0.7
 # Columns of Ferry's own error report: a fixed file comes back with them.
 REPORT_COLUMNS = frozenset({"_row", "_errors"})
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# camelCase and acronyms: "createdAt" → "created At", "SKUNumber" → "SKU Number".
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _BRACKETS = re.compile(r"[(\[][^)\]]*[)\]]")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+# Words in a header that say what the column holds beyond its name.
+CURRENCY_WORDS = {code.lower(): code for code in amounts.CODES}
+CURRENCY_SIGNS = {"€": "EUR", "£": "GBP"}
+_UNIT_TAIL = re.compile(r"(?: in)? (?:" + "|".join(["cents", *sorted(CURRENCY_WORDS)]) + r")$")
+DATE_WORDS = frozenset({"date", "day", "time", "timestamp", "created", "updated", "when"})
 
 
 @dataclass(frozen=True)
@@ -49,13 +61,19 @@ class Match:
 Mapping = dict[str, Match | None]
 
 
-def normalise(name: str) -> str:
-    """``"Sale_Price (USD)"`` → ``"sale price"``; ``"OrderNo."`` → ``"order no"``."""
+def words(name: str) -> str:
+    """The words of a header, brackets kept: ``"createdAt (UTC)"`` → ``"created at utc"``."""
     text = unicodedata.normalize("NFKD", name)
     text = "".join(c for c in text if not unicodedata.combining(c))
-    text = _CAMEL.sub(" ", text).replace("#", " number ")
-    text = _BRACKETS.sub(" ", text).lower()
+    text = _CAMEL.sub(" ", text).replace("#", " number ").lower()
     return " ".join(_NON_ALNUM.sub(" ", text).split())
+
+
+def normalise(name: str) -> str:
+    """``"Sale_Price (USD)"``, ``"sale_price_usd"``, ``"fees_in_cents"`` → ``"sale price"``,
+    ``"fees"`` (the unit is ``_unit``'s); ``"OrderNo."`` → ``"order no"``; ``"createdAt"`` →
+    ``"created at"``."""
+    return _UNIT_TAIL.sub("", words(_BRACKETS.sub(" ", name)))
 
 
 def header_key(dataset: str, headers: list[str]) -> str:
@@ -65,12 +83,22 @@ def header_key(dataset: str, headers: list[str]) -> str:
 
 
 def _unit(header: str, field_type: str) -> str | None:
-    if field_type == "money" and normalise(header).split()[-1:] == ["cents"]:
+    """``cents`` or a currency code, where a money column's header names one."""
+    if field_type != "money":
+        return None
+    named = words(header).split()
+    if "cents" in named[-2:] or "cent" in named[-2:]:
         return "cents"
-    return None
+    for sign, code in CURRENCY_SIGNS.items():
+        if sign in header:
+            return code
+    tail = [CURRENCY_WORDS[w] for w in named[-2:] if w in CURRENCY_WORDS]
+    return tail[-1] if tail else None
 
 
-def _evidence(header: str, names: list[tuple[str, str]]) -> tuple[float, str] | None:
+def _evidence(
+    header: str, names: list[tuple[str, str]], *, fuzzy: bool = True
+) -> tuple[float, str] | None:
     exact = header.strip().casefold()
     for name, kind in names:
         if exact == name.casefold():
@@ -84,7 +112,7 @@ def _evidence(header: str, names: list[tuple[str, str]]) -> tuple[float, str] | 
         other = normalise(name)
         if norm == other:
             return 0.9, "normalised name"
-        ratio = SequenceMatcher(None, norm, other).ratio()
+        ratio = SequenceMatcher(None, norm, other).ratio() if fuzzy else 0.0
         if ratio > best:
             best, like = ratio, name
     if best >= FUZZY_THRESHOLD:
@@ -109,10 +137,13 @@ def suggest(headers: list[str], ds: Dataset, remembered: dict[str, Any] | None =
     for index, header in enumerate(headers):
         if header.strip().casefold() in REPORT_COLUMNS:
             continue
+        dated = not DATE_WORDS.isdisjoint(words(header).split())
         for f in fields:
             names = [(a, "alias") for a in f.aliases]
             names += [(f.label, "label"), (f.name, "field name"), (f.column, "field name")]
-            found = _evidence(header, names)
+            # A header about a date is only guessed at for a date field.
+            fuzzy = not dated or f.type in ("date", "datetime")
+            found = _evidence(header, names, fuzzy=fuzzy)
             if found is not None:
                 pairs.append((found[0], -index, header, f.name, found[1]))
     pairs.sort(reverse=True)

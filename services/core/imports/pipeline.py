@@ -214,6 +214,12 @@ async def validate_upload(
     }
     return {
         "source": source_doc,
+        # What the dataset says of every account (Ferry keeps no account records).
+        "account": {
+            "id": job.params["account_id"],
+            "currency": ds.currency,
+            "time_zone": ds.time_zone,
+        },
         "mapping": mappings.mapping_document(mapping),
         "unmapped_required": mappings.unmapped_required(mapping, ds),
         "formats": validator.formats(),

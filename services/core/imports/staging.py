@@ -85,15 +85,12 @@ async def check_keys(
     name = staging_name(job_id)
     live = f"AND r.{ident(ds.soft_delete_column)} IS NULL" if ds.soft_delete_column else ""
     exists_message = f"{key_field.name}: already exists for this account"
-    if ds.upsert:  # an upsert dataset updates existing records instead (not supported yet)
-        existing_sql = "SELECT NULL::integer, NULL::text WHERE false"
-    else:
-        existing_sql = (
-            f"SELECT s.line, $3::text FROM {name} s "
-            f"WHERE s.{key} IS NOT NULL AND EXISTS (SELECT 1 FROM {table(ds)} r "
-            f"WHERE r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
-            f"AND r.{key} = s.{key} {live})"
-        )
+    existing_sql = (
+        f"SELECT s.line, $3::text FROM {name} s "
+        f"WHERE s.{key} IS NOT NULL AND EXISTS (SELECT 1 FROM {table(ds)} r "
+        f"WHERE r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
+        f"AND r.{key} = s.{key} {live})"
+    )
     # A fresh staging table has no statistics; without sorting off the planner sorts a
     # million text keys (collation-aware, slow) instead of hashing them.
     await conn.execute("SET LOCAL work_mem = '256MB'")

@@ -27,21 +27,37 @@ import numpy.typing as npt
 import pandas as pd
 
 from services.core.datasets import Dataset, Field
+from services.core.imports import amounts
 from services.core.imports.mapping import Mapping
 from services.core.imports.readers import Chunk
 from services.core.imports.staging import RAW_SEPARATOR
 
+NOT_AMOUNT = "not an amount"
 MAX_INT = 2**31 - 1
 MAX_CENTS = 2**53  # beyond this a float no longer holds every cent
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_NAMES = {"\x00": "NUL", "\x7f": "DEL"}
-_CURRENCY = re.compile(r"[$€£¥\s\u00a0']|USD|EUR|GBP|CAD|AUD|CHF", re.IGNORECASE)
 _DOT_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d*\.\d+|\d+\.?")
-_COMMA_NUMBER = re.compile(r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d*,\d+|\d+,?")
-_COMMA_DECIMAL = re.compile(r"^[^.]*\d,\d{1,2}\)?$")
-_DOT_DECIMAL = re.compile(r"\d\.\d{1,2}\)?$")
 _SLASH_DATE = r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})$"
 _ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
+# A timestamp's zone: Z, an offset, or the abbreviations marketplace reports write.
+_ZONE_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+ZONE_OFFSETS = {
+    "UTC": "+00:00",
+    "GMT": "+00:00",
+    "BST": "+01:00",
+    "CET": "+01:00",
+    "CEST": "+02:00",
+    "EST": "-05:00",
+    "EDT": "-04:00",
+    "CST": "-06:00",
+    "CDT": "-05:00",
+    "MST": "-07:00",
+    "MDT": "-06:00",
+    "PST": "-08:00",
+    "PDT": "-07:00",
+}
+_ZONE_NAMES = re.compile(r"\s*\b(" + "|".join(ZONE_OFFSETS) + r")$")
 # Named formats seen in marketplace and spreadsheet exports, tried in order.
 DATE_FORMATS: tuple[tuple[str, str], ...] = (
     ("%b-%d-%y", "Mon-DD-YY"),
@@ -124,32 +140,6 @@ def _grouped_number(value: str) -> float:
     if not _DOT_NUMBER.fullmatch(value.lstrip("+-")):
         raise ValueError(value)
     return float(value.replace(",", ""))
-
-
-def parse_money(value: str, decimal: str = ".") -> float:
-    """``12.34``, ``$1,234.56``, ``1234``, ``(12.00)`` negative, ``39,05`` (decimal comma)."""
-    text = value.strip()
-    negative = False
-    if text.startswith("(") and text.endswith(")"):
-        negative, text = True, text[1:-1]
-    text = _CURRENCY.sub("", text.replace("\u2212", "-"))
-    if text.endswith("-"):
-        negative, text = not negative, text[:-1]
-    if text.startswith("-"):
-        negative, text = not negative, text[1:]
-    elif text.startswith("+"):
-        text = text[1:]
-    if text.startswith(("-", "(")):  # "$-5.00", "-(5)"
-        return -parse_money(text, decimal) if not negative else parse_money(text, decimal)
-    if decimal == ",":
-        if not _COMMA_NUMBER.fullmatch(text):
-            raise ValueError(value)
-        number = float(text.replace(".", "").replace(",", "."))
-    else:
-        if not _DOT_NUMBER.fullmatch(text):
-            raise ValueError(value)
-        number = float(text.replace(",", ""))
-    return -number if negative else number
 
 
 class Check:
@@ -269,15 +259,31 @@ class CentsCheck(IntCheck):
 
 
 class MoneyCheck(Check):
-    """Decimal currency → integer cents; the decimal mark is inferred per column."""
+    """Decimal currency → integer cents; the decimal mark is inferred per column.
+
+    Plain numbers go through ``float`` at C speed; the rest (``US $1,234.56``, ``(5.00)``)
+    through ``amounts.parse_amount``, and a currency marker that rules out the account's
+    currency (``currency``) is an error. So is every value of a column whose header
+    names another currency (``column_currency``).
+    """
 
     strips = False
 
-    def __init__(self, f: Field, *, decimal_comma: bool = False) -> None:
+    def __init__(
+        self,
+        f: Field,
+        *,
+        decimal_comma: bool = False,
+        currency: str = "USD",
+        column_currency: str | None = None,
+    ) -> None:
         self.decimal: str | None = None
         self.hinted = decimal_comma
+        self.currency = currency
+        self.column_currency: str | None = None
         super().__init__(f)
         self.decimal = None  # reading the default must not decide the column
+        self.column_currency = column_currency  # the default is in the account's currency
 
     def state(self) -> dict[str, Any] | None:
         if self.decimal is None:
@@ -285,44 +291,75 @@ class MoneyCheck(Check):
         return {"decimal_mark": "comma" if self.decimal == "," else "point"}
 
     def _infer(self, values: npt.NDArray[np.object_]) -> str:
-        sample = [str(v).strip() for v in values[:2000].tolist()]
-        comma = sum(1 for v in sample if _COMMA_DECIMAL.search(v))
-        dot = sum(1 for v in sample if _DOT_DECIMAL.search(v))
+        sample = [amounts.core(str(v).strip()) for v in values[:2000].tolist()]
+        comma = sum(1 for v in sample if amounts.COMMA_DECIMAL.match(v))
+        dot = sum(1 for v in sample if amounts.DOT_DECIMAL.match(v))
         if comma > dot or (self.hinted and comma == dot == 0):
             return ","
         return "."
 
+    def _numbers(
+        self, values: npt.NDArray[np.object_]
+    ) -> tuple[npt.NDArray[np.float64], dict[int, str]]:
+        """The amounts (NaN where none), and why each contradicting one contradicts."""
+        decimal = self.decimal or "."
+        numbers = _floats(values) if decimal == "." else np.full(len(values), np.nan)
+        contradicted: dict[int, str] = {}
+        for i in np.flatnonzero(np.isnan(numbers)).tolist():
+            try:
+                number, marker = amounts.parse_amount(values[i], decimal)
+            except ValueError:
+                continue
+            if why := amounts.contradiction(marker, self.currency):
+                contradicted[i] = why
+            else:
+                numbers[i] = number
+        if self.column_currency and self.column_currency != self.currency:
+            why = (
+                f"in {self.column_currency} (the column's header says so), but this account's "
+                f"currency is {self.currency}"
+            )
+            contradicted = dict.fromkeys(range(len(values)), why)
+            numbers[:] = np.nan
+        return numbers, contradicted
+
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         if self.decimal is None:
             self.decimal = self._infer(values)
-        decimal = self.decimal
-        if decimal == ".":
-            numbers = _floats(values)
-            if np.isnan(numbers).any():
-                slow = np.flatnonzero(np.isnan(numbers))
-                numbers[slow] = _floats(values[slow], parse_money)
-        else:
-            numbers = _floats(values, lambda v: parse_money(v, ","))
+        numbers, contradicted = self._numbers(values)
         cents = np.rint(numbers * 100)
         finite = np.isfinite(cents)
         exact = finite & (np.abs(numbers * 100 - cents) <= 1e-6 * np.maximum(1, np.abs(cents)))
         large = finite & (np.abs(cents) > MAX_CENTS)
         # Only amounts in range are cast: a larger one would not fit an int64.
-        safe = np.where(finite & ~large, cents, 0).astype(np.int64)
-        checked = Checked(safe.tolist())
-        checked.fail(np.flatnonzero(~finite), "not an amount")
+        checked = Checked(np.where(finite & ~large, cents, 0).astype(np.int64).tolist())
+        unread = np.flatnonzero(~finite).tolist()
+        checked.fail([i for i in unread if i not in contradicted], NOT_AMOUNT)
+        for i, why in contradicted.items():
+            checked.fail([i], why)
         checked.fail(np.flatnonzero(finite & ~exact), "more than two decimals")
         checked.fail(np.flatnonzero(large), "too large")
         return checked
 
 
 class DateCheck(Check):
-    """ISO, MM/DD/YYYY or DD/MM/YYYY (order inferred per column), Mon-DD-YY, Excel serials."""
+    """ISO, MM/DD/YYYY or DD/MM/YYYY (order inferred per column), Mon-DD-YY, Excel serials.
+
+    A timestamp counts on its date: in the account's ``time_zone`` when it carries a zone
+    (``2026-03-01T02:30:00Z`` is 28 February in Los Angeles), as written when it does not.
+    """
 
     def __init__(
-        self, f: Field, *, day_first: bool = False, order: tuple[str, str] | None = None
+        self,
+        f: Field,
+        *,
+        day_first: bool = False,
+        order: tuple[str, str] | None = None,
+        time_zone: str = "UTC",
     ) -> None:
         # ``order`` is fixed when the file is read again after a later chunk decided it.
+        self.time_zone = time_zone
+        self.zoned = False
         self.order: str | None = order[0] if order else None
         self.assumed = False
         self.reason = order[1] if order else ""
@@ -338,6 +375,8 @@ class DateCheck(Check):
         if self.order:
             doc["order"] = f"{self.order}-first"
             doc["order_reason"] = self.reason
+        if self.zoned:
+            doc["time_zone"] = self.time_zone
         return doc
 
     def _count(self, name: str, n: int) -> None:
@@ -363,14 +402,9 @@ class DateCheck(Check):
         self, values: npt.NDArray[np.object_], days: npt.NDArray[np.datetime64], rest: Indices
     ) -> None:
         sub = pd.Series(values[rest], dtype=object)
-        # ISO with a time: the date part.
         timed = sub.str.match(_ISO_PREFIX).to_numpy(bool)
         if timed.any():
-            parsed = pd.to_datetime(
-                sub[timed].str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
-            ).to_numpy("datetime64[D]")
-            days[rest[timed]] = parsed
-            self._count("YYYY-MM-DD hh:mm", int((~np.isnat(parsed)).sum()))
+            self._timestamps(sub[timed], days, rest[timed])
         rest = rest[np.isnat(days[rest])]
         if len(rest):
             self._slashed(values, days, rest)
@@ -390,6 +424,27 @@ class DateCheck(Check):
             whole = np.where(serial, np.floor(numbers), 0).astype(np.int64)
             days[rest[serial]] = EXCEL_EPOCH + whole[serial].astype("timedelta64[D]")
             self._count("Excel serial number", int(serial.sum()))
+
+    def _timestamps(
+        self, texts: pd.Series[Any], days: npt.NDArray[np.datetime64], at: Indices
+    ) -> None:
+        """ISO with a time: with a zone, its date in the account's zone; else the date part."""
+        texts = texts.str.replace(_ZONE_NAMES, lambda m: ZONE_OFFSETS[m.group(1)], regex=True)
+        zoned = texts.str.contains(_ZONE_SUFFIX).to_numpy(bool)
+        if zoned.any():
+            stamps = pd.to_datetime(texts[zoned], format="ISO8601", utc=True, errors="coerce")
+            local = stamps.dt.tz_convert(self.time_zone).dt.tz_localize(None)
+            parsed = local.to_numpy("datetime64[D]")
+            days[at[zoned]] = parsed
+            found = int((~np.isnat(parsed)).sum())
+            self._count("YYYY-MM-DD hh:mm with a zone", found)
+            self.zoned = self.zoned or found > 0
+        if (~zoned).any():
+            parsed = pd.to_datetime(
+                texts[~zoned].str.slice(0, 10), format="%Y-%m-%d", errors="coerce"
+            ).to_numpy("datetime64[D]")
+            days[at[~zoned]] = parsed
+            self._count("YYYY-MM-DD hh:mm", int((~np.isnat(parsed)).sum()))
 
     def _slashed(
         self, values: npt.NDArray[np.object_], days: npt.NDArray[np.datetime64], rest: Indices
@@ -488,16 +543,22 @@ class DatetimeCheck(Check):
 
 
 def make_check(
-    f: Field, *, unit: str | None, decimal_comma: bool, date_order: tuple[str, str] | None
+    f: Field,
+    *,
+    unit: str | None,
+    decimal_comma: bool,
+    date_order: tuple[str, str] | None,
+    currency: str = "USD",
+    time_zone: str = "UTC",
 ) -> Check:
     if f.type == "money":
         if unit == "cents":
             return CentsCheck(f)
-        return MoneyCheck(f, decimal_comma=decimal_comma)
+        return MoneyCheck(f, decimal_comma=decimal_comma, currency=currency, column_currency=unit)
     if f.type == "int":
         return IntCheck(f)
     if f.type == "date":
-        return DateCheck(f, day_first=decimal_comma, order=date_order)
+        return DateCheck(f, day_first=decimal_comma, order=date_order, time_zone=time_zone)
     if f.type == "enum":
         return EnumCheck(f)
     if f.type == "bool":
@@ -540,6 +601,8 @@ class Validator:
                 unit=match.unit if match else None,
                 decimal_comma=european,
                 date_order=(date_orders or {}).get(f.name),
+                currency=ds.currency,
+                time_zone=ds.time_zone,
             )
             self.plans.append((f, source, check))
 

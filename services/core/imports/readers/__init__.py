@@ -8,7 +8,8 @@ text before the header, report footers after the data — are counted in ``Skips
 
 - ``layout``   — file kind by its first bytes, limits, header row (every kind)
 - ``chunks``   — ``Chunk``, ``Skips`` and the builder that holds back footers
-- ``csv``      — encoding, line ends, delimiter, fast and careful CSV reading
+- ``encoding`` — BOM, UTF-8, or the code page that reads a file's text best
+- ``csv``      — line ends, delimiter, fast and careful CSV reading
 - ``guard``    — zip-bomb checks and each sheet's used range, before any parser runs
 - ``sheets``   — the reader process of a workbook (python-calamine, memory-capped)
 - ``workbook`` — starts that process, chooses the sheet, hands its chunks on
@@ -20,13 +21,8 @@ and whatever else goes wrong in there cannot take the worker down.
 """
 
 from services.core.imports.readers.chunks import Chunk, Skips
-from services.core.imports.readers.csv import (
-    ReadAgain,
-    csv_layout,
-    detect_delimiter,
-    detect_encoding,
-    read_csv,
-)
+from services.core.imports.readers.csv import ReadAgain, csv_layout, detect_delimiter, read_csv
+from services.core.imports.readers.encoding import detect_encoding
 from services.core.imports.readers.guard import check_workbook, check_zip
 from services.core.imports.readers.layout import (
     WORKBOOKS,

@@ -1,15 +1,13 @@
 """CSV: the encoding, the delimiter and the header row of a file, then its records.
 
-The encoding is a byte order mark, else UTF-8 if the whole file decodes as such, else
-a guess among the code pages spreadsheet programs write. The delimiter is the one
-that cuts a sample into the most regular columns. Line numbers are the physical
-lines a person sees in an editor (quoted line breaks counted). Memory is bounded by
-one chunk: the file is read as a stream.
+The encoding comes from ``readers.encoding``. The delimiter is the one that cuts a
+sample into the most regular columns. A line ends at CR, LF or CRLF, mixed as they
+come. Line numbers are the physical lines a person sees in an editor (quoted line
+breaks counted). Memory is bounded by one chunk: the file is read as a stream.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import itertools
@@ -20,8 +18,8 @@ from typing import Any
 
 from services.core.errors import InvalidInput
 from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips
+from services.core.imports.readers.encoding import detect_encoding
 from services.core.imports.readers.layout import (
-    BOMS,
     SAMPLE_ROWS,
     Layout,
     Limits,
@@ -31,58 +29,8 @@ from services.core.imports.readers.layout import (
     trimmed,
 )
 
-# Where a file is not UTF-8, these are the encodings spreadsheet users really produce;
-# charset-normalizer chooses among them only (left free it guesses exotic code pages).
-FALLBACK_ENCODINGS = ["cp1252", "cp1250", "iso8859_15", "mac_roman"]
-ENCODING_LABELS = {
-    "cp1252": "windows-1252",
-    "cp1250": "windows-1250",
-    "iso8859_15": "iso-8859-15",
-    "mac_roman": "mac-roman",
-}
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_CHARS = 64 * 1024
-
-
-def detect_encoding(path: Path) -> tuple[str, str, str]:
-    """``(codec, label, reason)``: BOM, else strict UTF-8 over the whole file, else a guess.
-
-    The UTF-8 check reads the whole file (C speed, ~1 GB/s), so a stray Windows-1252
-    byte on the last line is caught before parsing, not after half the rows.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-        for bom, codec, label in BOMS:
-            if head.startswith(bom):
-                return codec, label, "byte order mark"
-        fh.seek(0)
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        try:
-            while block := fh.read(1024 * 1024):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            pass
-        else:
-            return "utf-8", "utf-8", "valid UTF-8"
-        fh.seek(0)
-        sample = fh.read(1024 * 1024)
-    import charset_normalizer  # only for files that are not UTF-8 (and not in the sheet reader)
-
-    matches = charset_normalizer.from_bytes(
-        sample, cp_isolation=FALLBACK_ENCODINGS, preemptive_behaviour=False
-    )
-    best = matches.best()
-    candidates = {m.encoding: m for m in matches}
-    codec = "cp1252"
-    if best is not None and best.encoding in ENCODING_LABELS:
-        codec = best.encoding
-        # Where Windows-1252 reads the text as well as the winner, it is far likelier.
-        ours = candidates.get("cp1252")
-        if ours is not None and ours.chaos <= best.chaos + 0.01:
-            codec = "cp1252"
-    label = ENCODING_LABELS[codec]
-    return codec, label, f"not UTF-8; reads best as {label}"
 
 
 def _sample_text(path: Path, codec: str) -> str:
@@ -99,7 +47,8 @@ def _sample_rows(
     text: str, delimiter: str, limit: int = SAMPLE_ROWS
 ) -> list[tuple[int, list[str]]]:
     """(line, row) of the first records of the sample; stops at a row it cannot read."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    # newline="": a line ends at CR, LF or CRLF (Excel for Mac writes CR alone).
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[tuple[int, list[str]]] = []
     prev = 0
     try:
