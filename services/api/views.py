@@ -25,6 +25,8 @@ IMPORT_PARTS = (
     "unmapped_required",
     "formats",
     "totals",
+    "existing",
+    "modes",
     "skipped",
     "preview",
     "errors",

@@ -42,6 +42,7 @@ class JobStatus(StrEnum):
     VALIDATED = "validated"
     COMMITTING = "committing"
     COMMITTED = "committed"
+    ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
 
 
@@ -49,7 +50,9 @@ S = JobStatus
 
 # Which status may become which (DESIGN.md, Jobs). ``x → x`` in a working status is a
 # new attempt after a dead worker or a transient failure; ``→ queued``/``→ uploaded`` hands
-# a job back after a transient failure, to be retried with backoff.
+# a job back after a transient failure, to be retried with backoff. A committed import is
+# final but for its undo: ``committed → rolling_back`` (a worker runs the rollback), which
+# ends ``rolled_back``, or back at ``committed`` (with the error) when it cannot.
 TRANSITIONS: dict[Kind, dict[JobStatus, frozenset[JobStatus]]] = {
     "export": {
         S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
@@ -61,18 +64,22 @@ TRANSITIONS: dict[Kind, dict[JobStatus, frozenset[JobStatus]]] = {
         S.VALIDATING: frozenset({S.VALIDATING, S.UPLOADED, S.VALIDATED, S.FAILED, S.CANCELLED}),
         S.VALIDATED: frozenset({S.VALIDATING, S.COMMITTING, S.CANCELLED}),
         S.COMMITTING: frozenset({S.COMMITTING, S.COMMITTED, S.FAILED, S.CANCELLED}),
-        S.COMMITTED: frozenset({S.ROLLED_BACK}),
+        S.COMMITTED: frozenset({S.ROLLING_BACK}),
+        S.ROLLING_BACK: frozenset({S.ROLLING_BACK, S.ROLLED_BACK, S.COMMITTED}),
     },
 }
 INITIAL: dict[Kind, JobStatus] = {"export": S.QUEUED, "import": S.UPLOADED}
 
 # The status sets, each defined once; together they partition JobStatus.
 WAITING = frozenset({S.QUEUED, S.UPLOADED})  # no worker has started it yet
-RUNNING = frozenset({S.RUNNING, S.VALIDATING, S.COMMITTING})  # a worker holds it (or will)
+# A worker holds it (or will).
+RUNNING = frozenset({S.RUNNING, S.VALIDATING, S.COMMITTING, S.ROLLING_BACK})
 AWAITING_USER = frozenset({S.VALIDATED})  # the next step is a person's
 TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED, S.COMMITTED, S.ROLLED_BACK})
 ACTIVE = WAITING | RUNNING  # a worker will move it on: the reconciler's and the metrics' set
-CANCELLABLE = frozenset(JobStatus) - TERMINAL
+# A rollback runs to its end: cancelled halfway it would leave the import neither here nor
+# there (it is one transaction, so it never does; it just cannot be asked to).
+CANCELLABLE = frozenset(JobStatus) - TERMINAL - {S.ROLLING_BACK}
 # A job's event stream ends once no worker will move the job on by itself.
 STREAM_ENDS = frozenset(JobStatus) - ACTIVE
 
@@ -116,6 +123,7 @@ class Stage:
     running: JobStatus
     retry: JobStatus
     ends: frozenset[JobStatus]
+    failed: JobStatus = S.FAILED  # where an attempt that cannot go on ends
 
     @property
     def claimable(self) -> frozenset[JobStatus]:
@@ -148,14 +156,22 @@ COMMIT_IMPORT = Stage(
     retry=S.COMMITTING,
     ends=frozenset({S.COMMITTED, S.FAILED, S.CANCELLED}),
 )
-STAGES = (RUN_EXPORT, VALIDATE_IMPORT, COMMIT_IMPORT)
+ROLLBACK_IMPORT = Stage(
+    "import",
+    waiting=frozenset(),  # a rollback is requested in its working status
+    running=S.ROLLING_BACK,
+    retry=S.ROLLING_BACK,
+    ends=frozenset({S.ROLLED_BACK, S.COMMITTED}),
+    failed=S.COMMITTED,  # a rollback that cannot be done leaves the import committed
+)
+STAGES = (RUN_EXPORT, VALIDATE_IMPORT, COMMIT_IMPORT, ROLLBACK_IMPORT)
 
 # The status writes of this module besides the stages' (each used by its function below).
 CANCEL = {k: Move(k, CANCELLABLE & statuses(k), S.CANCELLED) for k in TRANSITIONS}
 EXPIRE_EXPORT = Move("export", frozenset({S.SUCCEEDED}), S.EXPIRED)
 REVALIDATE_IMPORT = Move("import", frozenset({S.VALIDATED}), S.VALIDATING)
 REQUEST_COMMIT = Move("import", frozenset({S.VALIDATED}), S.COMMITTING)
-ROLL_BACK_IMPORT = Move("import", frozenset({S.COMMITTED}), S.ROLLED_BACK)
+REQUEST_ROLLBACK = Move("import", frozenset({S.COMMITTED}), S.ROLLING_BACK)
 EXPIRE_VALIDATED = Move("import", frozenset({S.VALIDATED}), S.CANCELLED)
 
 
@@ -165,7 +181,7 @@ def moves() -> Iterator[Move]:
         yield from stage.moves()
     yield from CANCEL.values()
     yield from (EXPIRE_EXPORT, EXPIRE_VALIDATED)
-    yield from (REVALIDATE_IMPORT, REQUEST_COMMIT, ROLL_BACK_IMPORT)
+    yield from (REVALIDATE_IMPORT, REQUEST_COMMIT, REQUEST_ROLLBACK)
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -502,6 +518,7 @@ async def request_commit(
     on_error: str,
     commit_key: str | None,
     accepted_mapping: dict[str, str | None],
+    mode: str = "insert",
 ) -> Job | None:
     """Hand a validated import to a worker to commit; None when a commit or a cancel won."""
     validated, committing = REQUEST_COMMIT.params
@@ -514,16 +531,18 @@ async def request_commit(
         accepted_mapping,
         validated,
         committing,
+        mode,
     )
     return _maybe(row)
 
 
-async def mark_rolled_back(
-    db: Pool | Connection, job: Job, batch: dict[str, Any], rows: int
-) -> Job | None:
-    """A committed import whose batch was rolled back; None if it was not committed."""
-    committed, rolled_back = ROLL_BACK_IMPORT.params
-    row = await db.fetchrow(Q.mark_rolled_back, job.id, batch, rows, committed, rolled_back)
+async def request_rollback(db: Pool | Connection, job: Job, *, confirm: bool) -> Job | None:
+    """Hand a committed import to a worker to roll back, under a new run; None when it is
+    no longer committed (a concurrent rollback won)."""
+    committed, rolling_back = REQUEST_ROLLBACK.params
+    row = await db.fetchrow(
+        Q.request_rollback, job.id, job.org_id, confirm, committed, rolling_back
+    )
     return _maybe(row)
 
 

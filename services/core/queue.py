@@ -37,6 +37,7 @@ FUNCTIONS: dict[str, Stage] = {
     "run_export": jobs.RUN_EXPORT,
     "validate_import": jobs.VALIDATE_IMPORT,
     "commit_import": jobs.COMMIT_IMPORT,
+    "rollback_import": jobs.ROLLBACK_IMPORT,
 }
 
 

@@ -208,7 +208,7 @@ async def run_job(
             return
         if time.monotonic() - attempt.started >= d.settings.job_timeout_seconds - 1:
             message = f"the job ran longer than {d.settings.job_timeout_seconds} s and was stopped"
-            await asyncio.shield(attempt.finish(JobStatus.FAILED, error={"message": message}))
+            await asyncio.shield(attempt.finish(stage.failed, error={"message": message}))
         raise  # worker shutdown: the lease lapses and the reconciler runs it again
     except TRANSIENT as exc:
         tries = job_try(ctx)
@@ -220,20 +220,21 @@ async def run_job(
             await jobs.finish_job(d.db, attempt.job, stage.retry)
             raise Retry(defer=2**tries) from exc
         failed = _error(exc, "storage or database kept failing")
-        await attempt.finish(JobStatus.FAILED, error=failed)
+        await attempt.finish(stage.failed, error=failed)
     except FerryError as exc:
-        await attempt.finish(JobStatus.FAILED, error=_error(exc))
+        await attempt.finish(stage.failed, error=_error(exc))
     except Exception as exc:
         log.exception("job crashed", extra={"action": "job_crashed", **extra})
         failed = _error(exc, "internal error; the job did not finish")
-        await attempt.finish(JobStatus.FAILED, error=failed)
+        await attempt.finish(stage.failed, error=failed)
     else:
         log.info("job ended", extra={"action": "job_ended", "status": attempt.job.status, **extra})
 
 
 def _error(exc: BaseException, fallback: str | None = None) -> dict[str, Any]:
     if isinstance(exc, FerryError) and fallback is None:
-        doc: dict[str, Any] = {"type": exc.slug, "message": exc.detail}
+        # The problem's own members (e.g. the edited records of a refused rollback) too.
+        doc: dict[str, Any] = {**exc.extra, "type": exc.slug, "message": exc.detail}
         if exc.errors:
             doc["errors"] = exc.errors
         return doc

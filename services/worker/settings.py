@@ -20,6 +20,7 @@ from services.worker.jobs.imports import (
     close_rollback_windows,
     commit_import,
     purge_import_batches,
+    rollback_import,
     validate_import,
 )
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
@@ -46,7 +47,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """What every Ferry worker runs; ``worker_kwargs`` adds the per-deployment parts."""
 
-    functions: ClassVar[list[Any]] = [run_export, validate_import, commit_import, deliver_webhooks]
+    functions: ClassVar[list[Any]] = [
+        run_export,
+        validate_import,
+        commit_import,
+        rollback_import,
+        deliver_webhooks,
+    ]
     cron_jobs: ClassVar[list[CronJob]] = [
         cron(reconcile_jobs, second={5, 35}, run_at_startup=True, timeout=60),
         cron(abort_stale_uploads, minute={17}, second=0, timeout=300),

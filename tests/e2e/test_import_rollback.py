@@ -29,17 +29,29 @@ async def committed(
     return done
 
 
+async def rolled_back(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, doc_id: str, **body: Any
+) -> dict[str, Any]:
+    """Ask for the rollback (202, a job), let a worker run it, read the import."""
+    response = await client.post(f"/v1/imports/{doc_id}/rollback", headers=auth, json=body or None)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "rolling_back"
+    await run_worker()
+    done = (await client.get(f"/v1/imports/{doc_id}", headers=auth)).json()
+    assert isinstance(done, dict)
+    return done
+
+
 async def test_a_rollback_soft_deletes_the_batch_and_twice_is_harmless(
     client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps
 ) -> None:
     doc = await committed(client, auth, run_worker)
     assert len(await records(deps)) == 5
     url = f"/v1/imports/{doc['id']}/rollback"
-    response = await client.post(url, headers=auth)
-    assert response.status_code == 200
-    body = response.json()
+    body = await rolled_back(client, auth, run_worker, doc["id"])
     assert body["status"] == "rolled_back"
     assert body["batch"]["rolled_back_at"] is not None
+    assert body["result"]["batch"]["rolled_back_at"] is not None
     assert await records(deps) == []
     deleted = await deps.db.fetchval(
         "SELECT count(*) FROM bookkeeping_records WHERE deleted_at IS NOT NULL"
@@ -71,8 +83,8 @@ async def test_edited_records_need_confirmation(
     assert problem["edited_count"] == 1
     assert "edited" in problem["detail"]
     assert len(await records(deps)) == 5  # nothing happened
-    confirmed = await client.post(url, headers=auth, json={"confirm": True})
-    assert confirmed.status_code == 200
+    confirmed = await rolled_back(client, auth, run_worker, doc["id"], confirm=True)
+    assert confirmed["status"] == "rolled_back"
     assert await records(deps) == []
 
 

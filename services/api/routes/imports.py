@@ -37,15 +37,43 @@ from services.core.storage import keys
 log = logging.getLogger(__name__)
 
 # A commit was asked for already: committing again answers with the import as it is.
-COMMIT_REQUESTED = frozenset({JobStatus.COMMITTING, JobStatus.COMMITTED, JobStatus.ROLLED_BACK})
+COMMIT_REQUESTED = frozenset(
+    {JobStatus.COMMITTING, JobStatus.COMMITTED, JobStatus.ROLLING_BACK, JobStatus.ROLLED_BACK}
+)
+ROLLBACK_REQUESTED = frozenset({JobStatus.ROLLING_BACK, JobStatus.ROLLED_BACK})
 
 
 class CommitBody(msgspec.Struct, forbid_unknown_fields=True):
-    on_error: Literal["abort", "skip"] = "abort"
+    """How to commit a validated import."""
+
+    on_error: Annotated[
+        Literal["abort", "skip"],
+        msgspec.Meta(
+            description="`abort` (default): any invalid row stops the commit (409); "
+            "`skip`: commit the valid rows, count the others as skipped."
+        ),
+    ] = "abort"
+    mode: Annotated[
+        Literal["insert", "upsert", "skip_existing"],
+        msgspec.Meta(
+            description="`insert` (default): a row whose natural key names a live record "
+            "of the account is invalid; `upsert`: it updates that record (the columns the "
+            "file maps; a rollback restores the record exactly); `skip_existing`: it is "
+            "left out. The result counts `inserted`, `updated` and `skipped_existing`."
+        ),
+    ] = "insert"
 
 
 class RollbackBody(msgspec.Struct, forbid_unknown_fields=True):
-    confirm: bool = False
+    """How to roll back a committed import."""
+
+    confirm: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Roll back even records edited since the import (their edits are "
+            "lost); without it such records make the answer 409."
+        ),
+    ] = False
 
 
 async def load_import(deps: Deps, principal: Principal, job_id: str, *, write: bool) -> Job:
@@ -292,9 +320,12 @@ async def commit_import(
 ) -> Response[dict[str, Any]]:
     """All-or-nothing: with any invalid row the answer is 409 with the counts and the
     error report. `{"on_error": "skip"}` commits the valid rows and records how many
-    were skipped. The job goes `committing → committed` with `batch` set. Committing
-    again (or replaying an `Idempotency-Key`) returns the same import and never inserts
-    twice; the same key with another body is refused.
+    were skipped. `mode` says what a row whose natural key (`ebay_order_id`) names a live
+    record of the account does: `insert` (an error), `upsert` (updates it) or
+    `skip_existing` (left out); the import's `modes` shows what each would commit. The
+    job goes `committing → committed` with `batch` set (`inserted`, `updated`,
+    `skipped_existing`). Committing again (or replaying an `Idempotency-Key`) returns
+    the same import and never inserts twice; the same key with another body is refused.
     """
     body = data or CommitBody()
     job = await load_import(deps, principal, job_id, write=True)
@@ -304,7 +335,12 @@ async def commit_import(
     result = job.result or {}
     accepted = mappings.document_choices(result.get("mapping"))
     requested = await jobs.request_commit(
-        deps.db, job, on_error=body.on_error, commit_key=idempotency_key, accepted_mapping=accepted
+        deps.db,
+        job,
+        on_error=body.on_error,
+        commit_key=idempotency_key,
+        accepted_mapping=accepted,
+        mode=body.mode,
     )
     if requested is None:  # a concurrent commit (or cancel) won
         job = await load_import(deps, principal, job_id, write=True)
@@ -326,7 +362,8 @@ async def _replayed(
     key: str | None,
 ) -> dict[str, Any]:
     same_key = key is not None and job.params.get("commit_key") == key
-    if same_key and job.params.get("on_error") != body.on_error:
+    sent = (job.params.get("on_error"), job.params.get("mode", "insert"))
+    if same_key and sent != (body.on_error, body.mode):
         raise jobs.key_reused()
     return await import_view(request, deps, principal, job)
 
@@ -339,50 +376,59 @@ def _committable(job: Job, body: CommitBody) -> None:
         )
     if job.status != JobStatus.VALIDATED:
         raise Conflict(f"the import is {job.status}; it cannot be committed", job_status=job.status)
-    commits.check_committable(job, on_error=body.on_error, report=import_links(job)["error_report"])
+    commits.check_committable(
+        job, on_error=body.on_error, mode=body.mode, report=import_links(job)["error_report"]
+    )
 
 
 @post(
     "/v1/imports/{job_id:str}/rollback",
     tags=["imports"],
-    summary="Undo a committed import",
-    status_code=200,
+    summary="Undo a committed import (runs as a job)",
+    status_code=202,
 )
 async def rollback_import(
     request: Request[Any, Any, Any],
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
+    queue: NamedDependency[ArqRedis],
     data: JSONBody[RollbackBody | None] = None,
-) -> dict[str, Any]:
-    """Within the rollback window (24 h by default) soft-deletes the batch's records.
-    If any was edited since the import, 409 lists them with `requires_confirmation`;
-    `{"confirm": true}` rolls back anyway. After the window, 409. Rolling back twice is
-    harmless.
+) -> Response[dict[str, Any]]:
+    """Within the rollback window (24 h by default) undoes the batch: records it inserted
+    are soft-deleted, records an upsert updated get every column back. If any was edited
+    since the import, 409 lists them with `requires_confirmation`; `{"confirm": true}`
+    rolls back anyway. After the window, 409. Otherwise 202 with the import, now
+    `rolling_back`: a worker undoes the batch in one transaction, with `progress` —
+    follow `links.events` until `rolled_back` (or `committed` again, with the `error`
+    that stopped it). Asking again while it runs, or after, returns the import as it is.
     """
     body = data or RollbackBody()
     job = await load_import(deps, principal, job_id, write=True)
-    if job.status == JobStatus.ROLLED_BACK:
-        return await import_view(request, deps, principal, job)
+    if job.status in ROLLBACK_REQUESTED:
+        view = await import_view(request, deps, principal, job)
+        return _response(view, 202 if job.status == JobStatus.ROLLING_BACK else 200)
     if job.status != JobStatus.COMMITTED:
         raise Conflict(
             f"only a committed import can be rolled back; this one is {job.status}",
             job_status=job.status,
         )
     ds = deps.registry.get(job.dataset)
-    async with deps.db.acquire() as conn, conn.transaction():
-        batch, rows, already = await commits.rollback(conn, ds, job, confirm=body.confirm)
-        rolled_back = await jobs.mark_rolled_back(conn, job, commits.batch_document(batch), rows)
-    if rolled_back is not None:
-        job = rolled_back
-        await deps.events.announce(job, job.status)
-        log.info(
-            "import rolled back",
-            extra={"action": "import_rolled_back", "job_id": str(job.id), "rows": rows},
-        )
-    elif not already:
+    # Refused here, before a job starts: the window closed, or edits without confirm. The
+    # worker checks again under its locks.
+    async with deps.db.acquire() as conn, conn.transaction(readonly=True):
+        await commits.check_rollback(conn, ds, job, confirm=body.confirm)
+    requested = await jobs.request_rollback(deps.db, job, confirm=body.confirm)
+    if requested is None:  # a concurrent rollback won
         job = await load_import(deps, principal, job_id, write=True)
-    return await import_view(request, deps, principal, job)
+        return _response(await import_view(request, deps, principal, job), 202)
+    await enqueue(queue, requested)
+    await deps.events.announce(requested, "status")
+    log.info(
+        "import rollback requested",
+        extra={"action": "import_rollback_requested", "job_id": str(requested.id)},
+    )
+    return _response(await import_view(request, deps, principal, requested), 202)
 
 
 routes = [create_import, get_import, put_mapping, get_error_report, commit_import, rollback_import]

@@ -122,6 +122,8 @@ async def cancel_job(
         raise Forbidden("only the user who started this job can cancel it")
     if job.final:
         raise Conflict(f"the job already ended ({job.status}); nothing to cancel")
+    if job.status not in jobs.CANCELLABLE:
+        raise Conflict(f"a job that is {job.status} runs to its end; it cannot be cancelled")
     done = await jobs.cancel_job(deps.db, job)
     if done is None:
         current = await jobs.get_job(deps.db, job_id, principal.org)

@@ -149,16 +149,29 @@ SELECT * FROM import_batches WHERE job_id = $1;
 -- name: insert_batch
 -- job_id is UNIQUE: a second commit of the same import stops here.
 INSERT INTO import_batches (id, job_id, org_id, account_id, user_id, dataset,
-                            filename, skipped_count, rollback_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::interval)
+                            filename, skipped_count, rollback_until, mode)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::interval, $10)
 RETURNING *;
 
 -- name: count_batch_rows
-UPDATE import_batches SET row_count = $2 WHERE id = $1 RETURNING *;
+-- row_count: records inserted or updated; $3 of them updated, $4 left alone (existing).
+UPDATE import_batches SET row_count = $2, updated_count = $3, skipped_existing_count = $4
+WHERE id = $1 RETURNING *;
 
 -- name: lock_batch
 -- Rollback takes the batch row first, so two rollbacks of one import queue up.
 SELECT *, now() > rollback_until AS closed FROM import_batches WHERE job_id = $1 FOR UPDATE;
+
+-- name: batch_state
+SELECT *, now() > rollback_until AS closed FROM import_batches WHERE job_id = $1;
+
+-- name: count_images
+SELECT count(*) FROM import_batch_images WHERE batch_id = $1;
+
+-- name: table_columns
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1
+ORDER BY ordinal_position;
 
 -- name: mark_batch_rolled_back
 UPDATE import_batches SET rolled_back_at = now() WHERE id = $1 RETURNING *;
@@ -185,16 +198,18 @@ RETURNING *;
 UPDATE jobs
 SET status = $7,
     params = params || jsonb_build_object('on_error', $3::text, 'commit_key', $4::text,
-                                          'accepted_mapping', $5::jsonb),
+                                          'accepted_mapping', $5::jsonb, 'mode', $8::text),
     updated_at = now()
 WHERE id = $1 AND org_id = $2 AND status = ANY($6::text[]) AND cancel_requested_at IS NULL
 RETURNING *;
 
--- name: mark_rolled_back
+-- name: request_rollback
+-- From one of $4 to $5 under a new run (arq refuses an id it still holds); a rollback
+-- asked again after one that could not be done starts afresh.
 UPDATE jobs
-SET status = $5, updated_at = now(),
-    result = result || jsonb_build_object('batch', $2::jsonb, 'rolled_back_rows', $3::int)
-WHERE id = $1 AND status = ANY($4::text[])
+SET status = $5, run = run + 1, error = NULL, progress = NULL, updated_at = now(),
+    params = params || jsonb_build_object('rollback_confirm', $3::boolean)
+WHERE id = $1 AND org_id = $2 AND status = ANY($4::text[])
 RETURNING *;
 
 -- name: close_rollback_windows

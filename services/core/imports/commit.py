@@ -1,20 +1,30 @@
-"""Commit a staged import as one batch, and roll a batch back.
+"""Commit a staged import as one batch, in one of three modes, and roll a batch back.
 
 Commit: one transaction inserts the ``import_batches`` row — ``job_id`` is UNIQUE, so
-a retried or duplicated commit of the same import stops right there — then every
-valid staged row with one ``INSERT … SELECT``. Either both land or neither does.
+a retried or duplicated commit of the same import stops right there — then the
+records. Either all land or none does. The mode decides what a row whose natural key
+(``Dataset.natural_key``) names a live record of the account does:
 
-Rollback: the batch row is locked, then every live record of the batch
-(``SELECT … FOR UPDATE``), so an edit racing the rollback either happened before
-(and is reported as an edit) or waits and then finds the record deleted; never a
-live record of a rolled-back batch.
+- ``insert`` (the default): it is an error (validation said "already exists");
+- ``upsert``: it updates that record — the columns the file maps, the others keep
+  their values — after the record's *image* (every column, as it was) is kept in
+  ``import_batch_images`` for the rollback;
+- ``skip_existing``: it is left out, counted as ``skipped_existing``.
+
+Rollback: the batch row is locked, then every record the batch touched (``SELECT …
+FOR UPDATE``): the live records it inserted and the records it updated. Any edited
+since the commit (``updated_at`` later than the batch) needs ``confirm``. Then, in
+chunks with progress, each updated record gets its image back (``updated_at``
+included) and each inserted one is soft-deleted. An edit racing the rollback either
+happened before (and is reported) or waits and then finds the record rolled back.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -26,13 +36,23 @@ from services.core.errors import Conflict
 from services.core.imports import staging
 from services.core.jobs import Job
 
+Mode = Literal["insert", "upsert", "skip_existing"]
+MODES: tuple[Mode, ...] = ("insert", "upsert", "skip_existing")
 EDITED_SHOWN = 100
+ROLLBACK_CHUNK = 10_000
+# (records done, records in all) as a rollback goes.
+RollbackProgress = Callable[[int, int], Awaitable[None]]
 
 
 def batch_document(row: Any) -> dict[str, Any]:
+    updated = row["updated_count"]
     return {
         "id": str(row["id"]),
+        "mode": row["mode"],
         "rows": row["row_count"],
+        "inserted": row["row_count"] - updated,
+        "updated": updated,
+        "skipped_existing": row["skipped_existing_count"],
         "skipped": row["skipped_count"],
         "created_at": row["created_at"].isoformat(),
         "rollback_until": row["rollback_until"].isoformat(),
@@ -40,11 +60,26 @@ def batch_document(row: Any) -> dict[str, Any]:
     }
 
 
-def check_committable(job: Job, *, on_error: str, report: str | None = None) -> None:
+def mode_totals(result: dict[str, Any], mode: str) -> dict[str, int]:
+    """``valid`` and ``invalid`` rows of a validated import under a commit mode: in
+    ``upsert`` and ``skip_existing`` a row whose only fault is an existing key is valid."""
+    totals = result.get("totals") or {}
+    existing = result.get("existing", 0) if mode != "insert" else 0
+    return {
+        "rows": totals.get("rows", 0),
+        "valid": totals.get("valid", 0) + existing,
+        "invalid": totals.get("invalid", 0) - existing,
+    }
+
+
+def check_committable(
+    job: Job, *, on_error: str, mode: str = "insert", report: str | None = None
+) -> None:
     """Refuse (409) to commit a validated import that is not ready: the api answers
     with it, and the worker checks again before it writes anything."""
     result = job.result or {}
     totals = result.get("totals") or {}
+    counts = mode_totals(result, mode)
     if result.get("unmapped_required"):
         missing = ", ".join(result["unmapped_required"])
         raise Conflict(
@@ -52,17 +87,17 @@ def check_committable(job: Job, *, on_error: str, report: str | None = None) -> 
             f"PUT /v1/imports/{job.id}/mapping",
             unmapped_required=result["unmapped_required"],
         )
-    if not totals.get("valid"):
+    if not counts["valid"]:
         raise Conflict(
             "no row of this file is valid; fix the file and upload it again",
             totals=totals,
             error_report=report,
         )
-    if totals.get("invalid") and on_error != "skip":
+    if counts["invalid"] and on_error != "skip":
         raise Conflict(
-            f"{totals['invalid']} of {totals['rows']} rows are invalid, so nothing was "
+            f"{counts['invalid']} of {counts['rows']} rows are invalid, so nothing was "
             'committed; fix them (see error_report) or send {"on_error": "skip"} to commit '
-            f"the {totals['valid']} valid rows only",
+            f"the {counts['valid']} valid rows only",
             totals=totals,
             error_report=report,
         )
@@ -73,7 +108,13 @@ async def find_batch(conn: Any, job_id: uuid.UUID) -> Any:
 
 
 async def insert_batch(
-    conn: Connection, ds: Dataset, job: Job, *, window: timedelta, skipped: int
+    conn: Connection,
+    ds: Dataset,
+    job: Job,
+    *,
+    window: timedelta,
+    skipped: int,
+    mode: Mode = "insert",
 ) -> Any | None:
     """The batch row of this import, or None when the import was committed already."""
     try:
@@ -88,6 +129,7 @@ async def insert_batch(
             job.params.get("filename", ""),
             skipped,
             window,
+            mode,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "import_batches_job_id_key":
@@ -95,75 +137,240 @@ async def insert_batch(
         raise
 
 
+def _added_meanwhile(exc: asyncpg.UniqueViolationError) -> Conflict:
+    return Conflict(
+        "a record with the same key was added to this account after the file was "
+        f"validated ({exc.detail or exc}); nothing was imported — upload the file again",
+    )
+
+
+class _Sql:
+    """The SQL of one commit: the dataset's table, the import's staging table, the key."""
+
+    def __init__(self, ds: Dataset, job: Job) -> None:
+        self.ds = ds
+        self.table = table(ds)
+        self.stage = staging.staging_name(job.id)
+        self.columns = staging.staged_columns(ds)
+        self.target = ", ".join(
+            ident(c) for c in [ds.org_column, ds.scope_column, ds.batch_column, *self.columns]
+        )
+        self.values = ", ".join(ident(c) for c in self.columns)
+        # In the dataset's export order: the export index then grows at its right edge
+        # instead of taking random inserts (about 10% faster), and the rows lie in it.
+        self.order = ", ".join([ident(c) for c in ds.order_by if c in self.columns] or ["line"])
+        key = ident(ds.field(ds.natural_key).column) if ds.natural_key else ""
+        self.match = (
+            f"r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
+            f"AND r.{key} = s.{key} AND r.{ident(ds.soft_delete_column)} IS NULL"
+        )
+
+    def usable(self, message: int) -> str:
+        """Rows that commit: valid, or whose only fault is their existing key (the
+        message in parameter ``$message``)."""
+        return f"(s.errors IS NULL OR (s.existing_id IS NOT NULL AND s.errors = ${message}))"
+
+
 async def insert_records(conn: Connection, ds: Dataset, job: Job, batch_id: uuid.UUID) -> int:
     """Every valid staged row of ``job`` into the dataset's table, tagged with the batch."""
-    columns = staging.staged_columns(ds)
-    target = ", ".join(
-        ident(c) for c in [ds.org_column, ds.scope_column, ds.batch_column, *columns]
-    )
-    values = ", ".join(ident(c) for c in columns)
-    # In the dataset's export order: the export index then grows at its right edge
-    # instead of taking random inserts (about 10% faster), and the rows lie in it.
-    order = ", ".join([ident(c) for c in ds.order_by if c in columns] or ["line"])
+    sql = _Sql(ds, job)
     await conn.execute("SET LOCAL work_mem = '256MB'")
     try:
         status = await conn.execute(
-            f"INSERT INTO {table(ds)} ({target}) SELECT $1, $2, $3, {values} "
-            f"FROM {staging.staging_name(job.id)} WHERE errors IS NULL ORDER BY {order}",
+            f"INSERT INTO {sql.table} ({sql.target}) SELECT $1, $2, $3, {sql.values} "
+            f"FROM {sql.stage} WHERE errors IS NULL ORDER BY {sql.order}",
             job.org_id,
             job.params["account_id"],
             batch_id,
         )
     except asyncpg.UniqueViolationError as exc:
-        raise Conflict(
-            "a record with the same key was added to this account after the file was "
-            f"validated ({exc.detail or exc}); nothing was imported — upload the file again",
-        ) from None
+        raise _added_meanwhile(exc) from None
     return int(status.split()[-1])
 
 
-async def rollback(
-    conn: Connection, ds: Dataset, job: Job, *, confirm: bool
-) -> tuple[Any, int, bool]:
-    """Soft-delete the batch's live records; ``(batch, rows, already_rolled_back)``.
+async def write_records(
+    conn: Connection,
+    ds: Dataset,
+    job: Job,
+    batch_id: uuid.UUID,
+    *,
+    mode: Mode,
+    fields: list[str],
+) -> tuple[int, int, int]:
+    """The records of a commit in ``mode``: ``(inserted, updated, skipped_existing)``.
 
-    Runs inside the caller's transaction. Raises Conflict when the window closed, or
-    when records were edited since the import and ``confirm`` is false.
+    ``fields`` are the fields the file maps: what an upsert updates.
     """
-    batch = await conn.fetchrow(Q.lock_batch, job.id)
+    if mode == "insert":
+        return await insert_records(conn, ds, job, batch_id), 0, 0
+    sql = _Sql(ds, job)
+    org, account, message = job.org_id, job.params["account_id"], [staging.exists_message(ds)]
+    await conn.execute("SET LOCAL work_mem = '256MB'")
+    updated = usable = 0
+    if mode == "upsert":
+        updated = await _update_existing(conn, sql, (org, account, message, batch_id), fields)
+    else:
+        found = await conn.fetchval(
+            f"SELECT count(*) FROM {sql.stage} s WHERE {sql.usable(1)}", message
+        )
+        usable = int(found)
+    try:
+        status = await conn.execute(
+            f"INSERT INTO {sql.table} ({sql.target}) SELECT $1, $2, $3, {sql.values} "
+            f"FROM {sql.stage} s WHERE {sql.usable(4)} AND NOT EXISTS "
+            f"(SELECT 1 FROM {sql.table} r WHERE {sql.match}) ORDER BY {sql.order}",
+            org,
+            account,
+            batch_id,
+            message,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _added_meanwhile(exc) from None
+    inserted = int(status.split()[-1])
+    skipped = usable - inserted if mode == "skip_existing" else 0
+    return inserted, updated, skipped
+
+
+async def _update_existing(
+    conn: Connection, sql: _Sql, args: tuple[str, str, list[str], uuid.UUID], fields: list[str]
+) -> int:
+    """Keep the image of each live record the file names, locked; then update it."""
+    ds = sql.ds
+    org, account, message, batch_id = args
+    await conn.execute(
+        f"INSERT INTO import_batch_images (batch_id, record_key, image) "
+        f"SELECT $4, r.{ident(ds.primary_key)}::text, to_jsonb(r) "
+        f"FROM {sql.table} r JOIN {sql.stage} s ON {sql.match} WHERE {sql.usable(3)} "
+        f"FOR UPDATE OF r",
+        org,
+        account,
+        message,
+        batch_id,
+    )
+    columns = [ds.field(name).column for name in fields if name != ds.natural_key]
+    if not columns:
+        return int(await conn.fetchval(Q.count_images, batch_id))
+    assignments = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in columns)
+    status = await conn.execute(
+        f"UPDATE {sql.table} r SET {assignments} FROM {sql.stage} s "
+        f"WHERE {sql.match} AND {sql.usable(3)}",
+        org,
+        account,
+        message,
+    )
+    return int(status.split()[-1])
+
+
+# --- rollback -----------------------------------------------------------------------------
+
+
+class _Touched:
+    """The SQL naming the records a batch touched: inserted (live) and updated (imaged)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.table = table(ds)
+        self.key = ident(ds.primary_key)
+        self.deleted = ident(ds.soft_delete_column)
+        self.inserted = f"{ident(ds.batch_column)} = $1 AND {self.deleted} IS NULL"
+        self.image_keys = (
+            f"SELECT (jsonb_populate_record(NULL::{self.table}, image)).{self.key} "
+            "FROM import_batch_images WHERE batch_id = $1"
+        )
+        self.sources = (self.inserted, f"{self.key} IN ({self.image_keys})")
+
+
+def _window_closed(batch: Any) -> Conflict:
+    until: datetime = batch["rollback_until"]
+    return Conflict(
+        f"the rollback window of this import closed at {until.isoformat()}; "
+        "its records can only be changed one by one now",
+        rollback_until=until.isoformat(),
+    )
+
+
+async def check_rollback(
+    conn: Connection, ds: Dataset, job: Job, *, confirm: bool, lock: bool = False
+) -> tuple[Any, int]:
+    """The batch and how many records its rollback touches; Conflict when there is no
+    batch, its window closed, or records were edited since the commit and ``confirm`` is
+    false. With ``lock`` (inside the rollback's transaction) the batch and every record
+    it touched are locked, so the answer holds until the rollback is done.
+    """
+    batch = await conn.fetchrow(Q.lock_batch if lock else Q.batch_state, job.id)
     if batch is None:
         raise Conflict("this import has no committed batch to roll back")
     if batch["rolled_back_at"] is not None:
-        return batch, 0, True
+        return batch, 0
     if batch["closed"]:
-        until: datetime = batch["rollback_until"]
-        raise Conflict(
-            f"the rollback window of this import closed at {until.isoformat()}; "
-            "its records can only be changed one by one now",
-            rollback_until=until.isoformat(),
+        raise _window_closed(batch)
+    sql = _Touched(ds)
+    touched, edited, ids = 0, 0, list[Any]()
+    for where in sql.sources:  # two statements: FOR UPDATE takes no OR of two indexes
+        found = await conn.fetchrow(
+            f"SELECT count(*) AS touched, count(*) FILTER (WHERE edited) AS edited, "
+            f"(array_agg(id ORDER BY id) FILTER (WHERE edited))[1:{EDITED_SHOWN}] AS ids "
+            f"FROM (SELECT {sql.key} AS id, updated_at > $2 AS edited FROM {sql.table} "
+            f"WHERE {where} {'FOR UPDATE' if lock else ''}) touched",
+            batch["id"],
+            batch["created_at"],
         )
-    records = table(ds)
-    key, deleted = ident(ds.primary_key), ident(ds.soft_delete_column)
-    batch_col = ident(ds.batch_column)
-    locked = await conn.fetchrow(
-        f"SELECT count(*) AS live, count(*) FILTER (WHERE edited) AS edited, "
-        f"(array_agg(id ORDER BY id) FILTER (WHERE edited))[1:{EDITED_SHOWN}] AS ids "
-        f"FROM (SELECT {key} AS id, updated_at > created_at AS edited FROM {records} "
-        f"WHERE {batch_col} = $1 AND {deleted} IS NULL FOR UPDATE) locked",
-        batch["id"],
-    )
-    assert locked is not None
-    if locked["edited"] and not confirm:
+        assert found is not None
+        touched += found["touched"]
+        edited += found["edited"]
+        ids += found["ids"] or []
+    if edited and not confirm:
         raise Conflict(
-            f"{locked['edited']} record(s) of this import were edited since it was committed; "
+            f"{edited} record(s) of this import were edited since it was committed; "
             'send {"confirm": true} to roll back anyway (the edits are lost)',
-            edited_count=locked["edited"],
-            records=list(locked["ids"] or []),
+            edited_count=edited,
+            records=sorted(ids)[:EDITED_SHOWN],
             requires_confirmation=True,
         )
-    status = await conn.execute(
-        f"UPDATE {records} SET {deleted} = now() WHERE {batch_col} = $1 AND {deleted} IS NULL",
-        batch["id"],
+    return batch, touched
+
+
+async def rollback(
+    conn: Connection,
+    ds: Dataset,
+    job: Job,
+    *,
+    confirm: bool,
+    progress: RollbackProgress | None = None,
+) -> tuple[Any, int, bool]:
+    """Undo the batch: images back, inserted records soft-deleted; ``(batch, rows,
+    already_rolled_back)``. Runs inside the caller's transaction (see the module doc)."""
+    batch, total = await check_rollback(conn, ds, job, confirm=confirm, lock=True)
+    if batch["rolled_back_at"] is not None:
+        return batch, 0, True
+    sql = _Touched(ds)
+    columns = [
+        r["column_name"]
+        for r in await conn.fetch(Q.table_columns, ds.table)
+        if r["column_name"] != ds.primary_key
+    ]
+    restore = ", ".join(f"{ident(c)} = i.{ident(c)}" for c in columns)
+    steps = (
+        # An updated record gets every column back, updated_at included (see 0031).
+        (
+            "SELECT record_key FROM import_batch_images WHERE batch_id = $1 ORDER BY record_key",
+            f"UPDATE {sql.table} r SET {restore} FROM ("
+            f"SELECT (jsonb_populate_record(NULL::{sql.table}, image)).* "
+            f"FROM import_batch_images WHERE batch_id = $1 AND record_key = ANY($2::text[])) i "
+            f"WHERE r.{sql.key} = i.{sql.key}",
+        ),
+        (
+            f"SELECT {sql.key} FROM {sql.table} WHERE {sql.inserted} ORDER BY {sql.key}",
+            f"UPDATE {sql.table} SET {sql.deleted} = now() "
+            f"WHERE {sql.key} = ANY($2) AND {ident(ds.batch_column)} = $1",
+        ),
     )
+    done = 0
+    for select, update in steps:
+        cursor = await conn.cursor(select, batch["id"])
+        while keys := [r[0] for r in await cursor.fetch(ROLLBACK_CHUNK)]:
+            await conn.execute(update, batch["id"], keys)
+            done += len(keys)
+            if progress is not None:
+                await progress(done, total)
     batch = await conn.fetchrow(Q.mark_batch_rolled_back, batch["id"])
-    return batch, int(status.split()[-1]), False
+    return batch, done, False

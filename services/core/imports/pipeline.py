@@ -195,6 +195,7 @@ async def validate_upload(
                 conn, ds, job.id, org_id=job.org_id, scope=job.params["account_id"]
             )
         rows, valid = await staging.totals(deps.db, job.id)
+        existing = await staging.existing(deps.db, ds, job.id)
         if rows == 0:
             raise InvalidInput(
                 "the file has a header row but no records",
@@ -230,6 +231,13 @@ async def validate_upload(
             "skipped_lines": skips.count,
         },
         "skipped": skips.document(),
+        # Rows whose key names a live record: errors for an insert, updated by an upsert.
+        "existing": existing,
+        "modes": {
+            "insert": {"valid": valid, "invalid": rows - valid},
+            "upsert": {"valid": valid + existing, "invalid": rows - valid - existing},
+            "skip_existing": {"valid": valid + existing, "invalid": rows - valid - existing},
+        },
         "preview": preview,
         "errors": errors,
         "error_report": rows > valid,

@@ -43,10 +43,17 @@ async def create(conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID) -> Non
     columns = ", ".join(ident(c) for c in staged_columns(ds))
     name = staging_name(job_id)
     await conn.execute(f"DROP TABLE IF EXISTS {name}")
+    # existing_id: the live record with the row's natural key, if any (an upsert updates it).
     await conn.execute(
         f"CREATE UNLOGGED TABLE {name} AS SELECT 0::integer AS line, {columns}, "
-        f"NULL::text[] AS errors, NULL::text AS raw FROM {table(ds)} WITH NO DATA"
+        f"NULL::text[] AS errors, NULL::text AS raw, {ident(ds.primary_key)} AS existing_id "
+        f"FROM {table(ds)} WITH NO DATA"
     )
+
+
+def exists_message(ds: Dataset) -> str:
+    """The error of a row whose natural key names a live record of the account."""
+    return f"{ds.natural_key}: already exists for this account"
 
 
 async def drop(conn: Connection | Pool, job_id: uuid.UUID | str) -> None:
@@ -76,7 +83,9 @@ async def check_keys(
     """Mark rows whose natural key repeats an earlier line, or exists already; returns how many.
 
     The first occurrence of a repeated key stays valid; each later one names it
-    (``ebay_order_id: duplicate of line 25``). One statement, hash aggregates only.
+    (``ebay_order_id: duplicate of line 25``). A row whose key exists gets the record's
+    id in ``existing_id`` and an error only an insert commit minds (``exists_message``).
+    One statement, hash aggregates only.
     """
     if not ds.natural_key:
         return 0
@@ -84,12 +93,10 @@ async def check_keys(
     key = ident(key_field.column)
     name = staging_name(job_id)
     live = f"AND r.{ident(ds.soft_delete_column)} IS NULL" if ds.soft_delete_column else ""
-    exists_message = f"{key_field.name}: already exists for this account"
     existing_sql = (
-        f"SELECT s.line, $3::text FROM {name} s "
-        f"WHERE s.{key} IS NOT NULL AND EXISTS (SELECT 1 FROM {table(ds)} r "
-        f"WHERE r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
-        f"AND r.{key} = s.{key} {live})"
+        f"SELECT s.line, $3::text, r.{ident(ds.primary_key)} FROM {name} s "
+        f"JOIN {table(ds)} r ON r.{ident(ds.org_column)} = $1 "
+        f"AND r.{ident(ds.scope_column)} = $2 AND r.{key} = s.{key} {live}"
     )
     # A fresh staging table has no statistics; without sorting off the planner sorts a
     # million text keys (collation-aware, slow) instead of hashing them.
@@ -97,10 +104,12 @@ async def check_keys(
     await conn.execute("SET LOCAL enable_sort = off")
     status = await conn.execute(
         f"""
-        UPDATE {name} s SET errors = coalesce(s.errors, '{{}}') || m.messages
+        UPDATE {name} s SET errors = coalesce(s.errors, '{{}}') || m.messages,
+            existing_id = m.existing_id
         FROM (
-            SELECT line, array_agg(message) AS messages FROM (
-                SELECT later.line, $4::text || ': duplicate of line ' || repeated.first AS message
+            SELECT line, array_agg(message) AS messages, max(existing_id) AS existing_id FROM (
+                SELECT later.line, $4::text || ': duplicate of line ' || repeated.first AS message,
+                    NULL AS existing_id
                 FROM (
                     SELECT {key} AS key, min(line) AS first FROM {name}
                     WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1
@@ -114,7 +123,7 @@ async def check_keys(
         """,
         org_id,
         scope,
-        exists_message,
+        exists_message(ds),
         key_field.name,
     )
     return int(status.split()[-1])
@@ -128,6 +137,16 @@ async def totals(conn: Connection | Pool, job_id: uuid.UUID | str) -> tuple[int,
     )
     assert row is not None
     return int(row["rows"]), int(row["valid"])
+
+
+async def existing(conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID | str) -> int:
+    """Rows whose only fault is a key that exists: an upsert updates them."""
+    found = await conn.fetchval(
+        f"SELECT count(*) FROM {staging_name(job_id)} "
+        "WHERE existing_id IS NOT NULL AND errors = $1",
+        [exists_message(ds)],
+    )
+    return int(found)
 
 
 async def write_report(

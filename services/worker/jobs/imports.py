@@ -13,6 +13,7 @@ from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict
 from services.core.imports import commit, pipeline, staging
+from services.core.imports import mapping as mappings
 from services.core.jobs import JobStatus
 from services.core.storage import keys
 from services.worker.context import deps
@@ -63,7 +64,8 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                 await committed(done)
                 await _drop_staging(d, job.id)
                 return
-            commit.check_committable(job, on_error=job.params.get("on_error", "abort"))
+            mode = job.params.get("mode", "insert")
+            commit.check_committable(job, on_error=job.params.get("on_error", "abort"), mode=mode)
             if not await staging.exists(conn, job.id):
                 raise Conflict(
                     "the validated rows of this import are gone (the database restarted?); "
@@ -72,28 +74,38 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
             rows, valid = await staging.totals(conn, job.id)
             if (rows, valid) != (document["totals"]["rows"], document["totals"]["valid"]):
                 raise Conflict("the staged rows do not match the validation; upload the file again")
-            await attempt.progress(0, valid, rows=0, unit="rows")
+            await attempt.progress(
+                0, commit.mode_totals(document, mode)["valid"], rows=0, unit="rows"
+            )
             transaction = conn.transaction()
             await transaction.start()
             settled = False  # the transaction was committed or rolled back
             try:
                 window = timedelta(hours=d.settings.rollback_window_hours)
+                usable = commit.mode_totals(document, mode)["valid"]
                 batch = await commit.insert_batch(
-                    conn, ds, job, window=window, skipped=rows - valid
+                    conn, ds, job, window=window, skipped=rows - usable, mode=mode
                 )
                 if batch is None:  # a concurrent attempt committed first
                     await transaction.rollback()
                     settled = True
                     await committed(await commit.find_batch(conn, job.id))
                     return
-                inserted = await commit.insert_records(conn, ds, job, batch["id"])
-                batch = await conn.fetchrow(Q.count_batch_rows, batch["id"], inserted)
+                fields = [
+                    f for f in mappings.document_choices(document.get("mapping")).values() if f
+                ]
+                inserted, updated, skipped = await commit.write_records(
+                    conn, ds, job, batch["id"], mode=mode, fields=fields
+                )
+                batch = await conn.fetchrow(
+                    Q.count_batch_rows, batch["id"], inserted + updated, updated, skipped
+                )
                 choices = job.params.get("accepted_mapping")
                 if isinstance(choices, dict):
                     await pipeline.remember_mapping(
                         conn, job.org_id, job.dataset, document["source"]["headers"], choices
                     )
-                await attempt.progress(inserted, valid, rows=inserted, unit="rows")
+                await attempt.progress(usable, usable, rows=inserted + updated, unit="rows")
                 # From here on the batch is in: a cancel request waits until the job says so.
                 async with attempt.critical():
                     await transaction.commit()
@@ -107,6 +119,46 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
         await _drop_staging(d, job.id)
 
     await run_job(ctx, job_id, run, stage=jobs.COMMIT_IMPORT, body=body)
+
+
+async def rollback_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
+    """Undo a committed batch in one transaction, with progress; ``rolled_back``, or back to
+    ``committed`` with the reason (records edited meanwhile, the window closed)."""
+
+    async def body(attempt: JobRun) -> None:
+        d, job = attempt.deps, attempt.job
+        ds = d.registry.get(job.dataset)
+        confirm = bool(job.params.get("rollback_confirm"))
+
+        async def progress(done: int, total: int) -> None:
+            await attempt.progress(done, total, rows=done, unit="rows")
+
+        async with d.db.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            settled = False  # the transaction was committed
+            try:
+                batch, rows, already = await commit.rollback(
+                    conn, ds, job, confirm=confirm, progress=progress
+                )
+                result = {**(job.result or {}), "batch": commit.batch_document(batch)}
+                if not already:
+                    result["rolled_back_rows"] = rows
+                # The commit and the job's word on it go together.
+                async with attempt.critical():
+                    await transaction.commit()
+                    settled = True
+                    await attempt.finish(JobStatus.ROLLED_BACK, result=result)
+            finally:
+                if not settled:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(transaction.rollback())
+        log.info(
+            "import rolled back",
+            extra={"action": "import_rolled_back", "job_id": job_id, "rows": rows},
+        )
+
+    await run_job(ctx, job_id, run, stage=jobs.ROLLBACK_IMPORT, body=body)
 
 
 async def _drop_staging(d: Deps, job_id: Any) -> None:
