@@ -27,6 +27,7 @@ from services.api.routes import (
     jobs,
     links,
     presets,
+    uploads,
     webhooks,
 )
 from services.api.state import provide_deps, provide_queue
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> Litestar:
         *datasets.routes,
         *exports.routes,
         *imports.routes,
+        *uploads.routes,
         *jobs.routes,
         *events.routes,
         *presets.routes,

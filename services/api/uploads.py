@@ -51,9 +51,12 @@ class Received:
 class Sink:
     """Counts, bounds and sniffs the bytes of the file on their way into storage."""
 
-    def __init__(self, upload: Upload, limit: int) -> None:
+    def __init__(
+        self, upload: Upload, limit: int, over: Callable[[int], TooLarge] | None = None
+    ) -> None:
         self.upload = upload
         self.limit = limit
+        self.over = over or too_large
         self.size = 0
         self.head = bytearray()
         self.kind: str | None = None
@@ -61,7 +64,7 @@ class Sink:
     async def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            raise too_large(self.limit)
+            raise self.over(self.limit)
         if self.kind is None:
             self.head += data
             if len(self.head) >= SNIFF_BYTES:
@@ -129,6 +132,34 @@ async def receive(
     if form is not None:
         got.filename, got.fields = form.filename, form.fields
     return got
+
+
+async def receive_exact(
+    request: Request[Any, Any, Any], storage: Storage, key: str, *, size: int
+) -> Received:
+    """Stream a raw body of exactly ``size`` bytes into ``key`` (a direct upload's PUT).
+
+    A declared length other than ``size``, or a body that runs over it, is 413 before or
+    as soon as it happens; one that ends short is 422. Nothing is stored either way.
+    """
+
+    def over(limit: int) -> TooLarge:
+        return TooLarge(f"the body is larger than the {limit:,} bytes promised", limit=limit)
+
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > size:
+        raise over(size)
+    async with storage.writer(key) as upload:
+        sink = Sink(upload, size, over)
+        async for chunk in request.stream():
+            await sink.write(chunk)
+        await sink.close()
+        if sink.size != size:
+            raise InvalidInput(
+                f"the body has {sink.size:,} bytes; the upload promised {size:,}",
+                errors=[{"field": "body", "message": f"{sink.size} of {size} bytes"}],
+            )
+    return sink.received()
 
 
 class _Form:

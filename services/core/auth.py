@@ -23,6 +23,7 @@ from services.core.settings import Settings
 EVENTS_AUDIENCE = "ferry:events"
 LINK_AUDIENCE = "ferry:link"
 LINK_TTL = 60
+UPLOAD_AUDIENCE = "ferry:upload"
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -130,6 +131,37 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the {what} is not valid: {exc}") from None
         return claims
+
+    def mint_upload_token(self, upload_id: object, org: str, expires_at: int) -> str:
+        """The credential of a direct-upload URL of the local folder: one upload, until
+        ``expires_at`` (Unix time)."""
+        claims = {
+            "upl": str(upload_id),
+            "org": org,
+            "aud": UPLOAD_AUDIENCE,
+            "iss": self.settings.jwt_issuer,
+            "exp": expires_at,
+        }
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256")
+
+    def verify_upload_token(self, token: str, upload_id: object) -> str:
+        """The org of a direct-upload URL made for this upload; Forbidden otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=UPLOAD_AUDIENCE,
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["exp", "upl", "org"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Forbidden("the upload URL has expired; ask for a new one") from None
+        except jwt.PyJWTError as exc:
+            raise Forbidden(f"the upload URL is not valid: {exc}") from None
+        if claims["upl"] != str(upload_id):
+            raise Forbidden("the upload URL was made for another upload")
+        return str(claims["org"])
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

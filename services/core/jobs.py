@@ -266,6 +266,11 @@ async def create_job(
     return existing, False
 
 
+async def job_by_key(db: Pool | Connection, *, org_id: str, user_id: str, key: str) -> Job | None:
+    """The job one caller created with an ``Idempotency-Key``, if any."""
+    return _maybe(await db.fetchrow(Q.get_job_by_key, org_id, user_id, key))
+
+
 def key_reused() -> InvalidInput:
     """The answer to an ``Idempotency-Key`` sent again with a different request."""
     return InvalidInput(

@@ -187,6 +187,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "a sheet whose used range needs more is refused (64 bytes a cell).",
         ),
     ] = 1024 * 1024 * 1024
+    upload_url_ttl: Annotated[
+        Positive,
+        Meta(description="Lifetime in seconds of a direct upload URL (POST /v1/uploads)."),
+    ] = 900
     import_keep_days: Annotated[
         Positive,
         Meta(

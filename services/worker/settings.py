@@ -19,6 +19,7 @@ from services.worker.jobs.imports import (
     clean_imports,
     close_rollback_windows,
     commit_import,
+    expire_uploads,
     purge_import_batches,
     rollback_import,
     validate_import,
@@ -60,6 +61,7 @@ class WorkerSettings:
         cron(expire_exports, minute={7, 37}, second=0, timeout=300),
         cron(close_rollback_windows, minute=set(range(2, 60, 10)), second=0, timeout=300),
         cron(clean_imports, minute={27}, second=0, timeout=600),
+        cron(expire_uploads, minute={47}, second=0, timeout=300),
         cron(purge_import_batches, hour={3}, minute={41}, second=0, timeout=1800),
         # Deliveries whose wake-up was lost (Redis) or whose worker died; woken otherwise.
         cron(deliver_webhooks, second={20, 50}, timeout=300),

@@ -288,7 +288,12 @@ async def test_upload_form_errors_name_the_field(
     unknown = await upload(client, auth, orders_csv(1), dataset="invoices")
     assert unknown.status_code == 404
     json_body = await client.post("/v1/imports", headers=auth, json={"file": "x"})
-    assert json_body.status_code == 415
+    assert json_body.status_code == 422  # JSON names a direct upload, and this does not
+    assert json_body.json()["errors"][0]["field"] == "body"
+    xml_body = await client.post(
+        "/v1/imports", headers={**auth, "Content-Type": "application/xml"}, content=b"<x/>"
+    )
+    assert xml_body.status_code == 415
     assert await deps.db.fetchval("SELECT count(*) FROM jobs") == 0
 
 
@@ -302,8 +307,13 @@ async def test_openapi_documents_the_import_routes(client: Client) -> None:
         "/v1/imports/{job_id}/errors.csv",
         "/v1/imports/{job_id}/commit",
         "/v1/imports/{job_id}/rollback",
+        "/v1/uploads",
+        "/v1/uploads/{upload_id}/content",
     ):
         assert path in paths, path
+    commit = paths["/v1/imports/{job_id}/commit"]["post"]
+    assert "upsert" in commit["description"]
+    assert "202" in paths["/v1/imports/{job_id}/rollback"]["post"]["responses"]
     upload = paths["/v1/imports"]["post"]
     assert "413" in upload["description"]
     assert {p["name"] for p in upload["parameters"]} >= {

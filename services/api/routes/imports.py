@@ -23,13 +23,14 @@ from services.api.auth import load_job
 from services.api.params import IdempotencyKey
 from services.api.views import import_links, import_view, stored_file
 from services.core import jobs
+from services.core import uploads as upload_records
 from services.core.auth import Principal
 from services.core.datasets import Dataset
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from services.core.imports import commit as commits
 from services.core.imports import mapping as mappings
-from services.core.imports import pipeline
+from services.core.imports import pipeline, readers
 from services.core.jobs import Job, JobStatus
 from services.core.queue import enqueue
 from services.core.storage import keys
@@ -129,6 +130,101 @@ def _import_params(
     }
 
 
+class ImportFromUpload(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/imports` with a JSON body: import a file put to a direct upload URL."""
+
+    upload_id: Annotated[str, msgspec.Meta(description="The id POST /v1/uploads gave.")]
+    dataset: Annotated[str, msgspec.Meta(description="Dataset to import into.")]
+    account_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=200, description="Account of the records.")
+    ]
+    sheet: Annotated[
+        str | None, msgspec.Meta(description="A workbook's sheet to read (default: best match).")
+    ] = None
+    filename: (
+        Annotated[str, msgspec.Meta(max_length=255, description="Default: the upload's name.")]
+        | None
+    ) = None
+
+
+def _decode(raw: bytes) -> ImportFromUpload:
+    try:
+        return msgspec.json.decode(raw, type=ImportFromUpload)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(
+            f"invalid body: {exc}", errors=[{"field": "body", "message": str(exc)}]
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(
+            f"the body is not JSON: {exc}", errors=[{"field": "body", "message": "not JSON"}]
+        ) from None
+
+
+async def _replay(
+    deps: Deps, principal: Principal, body: ImportFromUpload, key: str | None, upload: Any
+) -> Job | None:
+    """The import this same request made before (by its key, or by the upload), if any."""
+    if key is not None:
+        job = await jobs.job_by_key(deps.db, org_id=principal.org, user_id=principal.sub, key=key)
+        if job is not None:
+            if job.params.get("upload_id") != body.upload_id:
+                raise jobs.key_reused()
+            return job
+    if upload.used_by is not None and upload.user_id == principal.sub:
+        job = await jobs.get_job(deps.db, upload.used_by, principal.org)
+        if (job.dataset, job.params.get("account_id")) == (body.dataset, body.account_id):
+            return job
+    return None
+
+
+async def _from_upload(
+    request: Request[Any, Any, Any], deps: Deps, principal: Principal, key: str | None
+) -> tuple[Job, bool]:
+    """The import of a finished direct upload (see ``services.core.uploads``)."""
+    body = _decode(await request.body())
+    ds = _writable(deps, principal, body.dataset)
+    assert ds is not None
+    upload = await upload_records.get_upload(deps.db, body.upload_id, principal.org)
+    if (replay := await _replay(deps, principal, body, key, upload)) is not None:
+        return replay, False
+    await upload_records.check_upload(deps.storage, upload, user_id=principal.sub)
+    kind = await _sniffed(deps, upload.key)
+    job_id = uuid.uuid4()
+    target = keys.import_source(principal.org, job_id)
+    await upload_records.take_upload(deps.db, deps.storage, upload, job_id=job_id, target=target)
+    params = {
+        "account_id": body.account_id.strip(),
+        "filename": (body.filename or upload.filename)[:255],
+        "sheet": body.sheet or None,
+        "kind": kind,
+        "bytes": upload.bytes,
+        "upload_id": str(upload.id),
+    }
+    try:
+        return await jobs.create_job(
+            deps.db,
+            kind="import",
+            org_id=principal.org,
+            user_id=principal.sub,
+            dataset=ds.name,
+            params=params,
+            idempotency_key=key,
+            job_id=job_id,
+        )
+    except BaseException:
+        await upload_records.give_back(deps.db, deps.storage, upload, job_id=job_id, source=target)
+        raise
+
+
+async def _sniffed(deps: Deps, key: str) -> str:
+    """The kind of a stored file by its first bytes (refused if it is no table)."""
+    head = b""
+    async for block in deps.storage.read(key, chunk_size=uploads.SNIFF_BYTES):
+        head = block
+        break
+    return readers.sniff_kind(head)
+
+
 @post(
     "/v1/imports",
     tags=["imports"],
@@ -153,20 +249,36 @@ async def create_import(
     ] = None,
     sheet: Annotated[
         str | None,
-        QueryParameter(description="XLSX: the sheet to read (default: the first non-empty one)."),
+        QueryParameter(
+            description="A workbook's sheet to read (default: the one whose headers match "
+            "the dataset best; `source.sheets` lists them all)."
+        ),
     ] = None,
 ) -> Response[dict[str, Any]]:
-    """Either `multipart/form-data` with a `file` part and `dataset`, `account_id` (and
-    optionally `sheet`) fields, or the file itself as the body (`Content-Type: text/csv`
-    or `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet`) with
-    `dataset`, `account_id` and `filename` as query parameters.
+    """One of three bodies:
 
-    The file streams into storage as it arrives; over the import limit the answer is
-    413 without reading the rest. Answers 202 with the import; validation starts by
+    - `multipart/form-data` with a `file` part and `dataset`, `account_id` (and
+      optionally `sheet`) fields;
+    - the file itself (`Content-Type: text/csv`, a spreadsheet type such as
+      `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet`, or
+      `application/octet-stream`) with `dataset`, `account_id` and `filename` as query
+      parameters;
+    - `application/json` `{"upload_id", "dataset", "account_id", "sheet"?, "filename"?}`
+      (`ImportFromUpload`): the file of a direct upload (`POST /v1/uploads`), finished.
+      Refused: another org's upload (404), another user's (403), an expired one (410),
+      one already taken by another import or not all there yet (409).
+
+    CSV (any encoding, delimiter, line ends) and workbooks (.xlsx, .xls, .xlsb, .ods) are
+    read; the sheet is the one whose headers match the dataset best unless `sheet` names
+    one. The file streams into storage as it arrives; over the import limit the answer
+    is 413 without reading the rest. Answers 202 with the import; validation starts by
     itself — follow `links.events` or poll `GET /v1/imports/{id}` until `validated`.
     """
     _writable(deps, principal, dataset)  # refused before a byte of the file is read
     _require_some_write(deps, principal)
+    if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        job, created = await _from_upload(request, deps, principal, idempotency_key)
+        return await _accepted(request, deps, principal, queue, job, created)
     job_id = uuid.uuid4()
     key = keys.import_source(principal.org, job_id)
     got = await uploads.receive(
@@ -194,15 +306,31 @@ async def create_import(
         with contextlib.suppress(Exception):
             await deps.storage.delete(key)
         raise
+    if not created:
+        await deps.storage.delete(key)  # a replay: the first upload is the import
+    return await _accepted(request, deps, principal, queue, job, created)
+
+
+async def _accepted(
+    request: Request[Any, Any, Any],
+    deps: Deps,
+    principal: Principal,
+    queue: ArqRedis,
+    job: Job,
+    created: bool,
+) -> Response[dict[str, Any]]:
+    """202 with the import; a new one goes to the workers."""
     if created:
         await enqueue(queue, job)
         await deps.events.announce(job, "status")  # the caller's feed shows new jobs
         log.info(
             "import uploaded",
-            extra={"action": "import_uploaded", "job_id": str(job.id), "bytes": got.size},
+            extra={
+                "action": "import_uploaded",
+                "job_id": str(job.id),
+                "bytes": job.params["bytes"],
+            },
         )
-    else:
-        await deps.storage.delete(key)  # a replay: the first upload is the import
     body = await import_view(request, deps, principal, job)
     return _response(body, 202, Location=f"/v1/imports/{job.id}")
 

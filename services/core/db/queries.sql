@@ -270,3 +270,26 @@ SELECT * FROM export_presets WHERE org_id = $1 AND user_id = $2 AND dataset = $3
 
 -- name: delete_preset
 DELETE FROM export_presets WHERE id = $1 AND org_id = $2 AND user_id = $3 RETURNING id;
+-- --- direct uploads ------------------------------------------------------------------
+
+-- name: insert_upload
+INSERT INTO uploads (id, org_id, user_id, filename, content_type, bytes, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+RETURNING *, now() > expires_at AS expired;
+
+-- name: get_upload
+SELECT *, now() > expires_at AS expired FROM uploads WHERE id = $1 AND org_id = $2;
+
+-- name: claim_upload
+-- An upload becomes one import, once, before it expires.
+UPDATE uploads SET used_by = $2, used_at = now()
+WHERE id = $1 AND used_at IS NULL AND expires_at > now()
+RETURNING *;
+
+-- name: release_upload
+UPDATE uploads SET used_by = NULL, used_at = NULL WHERE id = $1 AND used_by = $2;
+
+-- name: expired_uploads
+-- Uploads never used, expired more than $1 seconds ago: their files go, then the rows.
+DELETE FROM uploads WHERE used_at IS NULL AND expires_at < now() - make_interval(secs => $1)
+RETURNING id, org_id;

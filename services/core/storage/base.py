@@ -111,6 +111,17 @@ class Storage(abc.ABC):
     ) -> str | None:
         """A time-limited GET URL, or None when the api must serve the file itself."""
 
+    async def presigned_put(
+        self, key: str, *, content_type: str, content_length: int, expires_in: int
+    ) -> str | None:
+        """A time-limited PUT URL with the type and length bound into its signature, or
+        None when the api must take the file itself (the local folder)."""
+        return None
+
+    @abc.abstractmethod
+    async def move(self, source: str, target: str) -> None:
+        """Give a stored file another key (``FileNotFoundError`` if there is none)."""
+
     @abc.abstractmethod
     async def abort_stale_uploads(self, older_than: timedelta) -> int:
         """Abort uploads started before ``older_than`` ago and never finished."""

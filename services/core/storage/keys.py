@@ -3,6 +3,7 @@
     {org}/exports/{job}/{filename}    an export's file
     {org}/imports/{job}/source        an upload, as it arrived
     {org}/imports/{job}/errors.csv    its error report
+    {org}/uploads/{upload}/source     a direct upload, until an import takes it
 
 A job's files share its prefix, so deleting the prefix deletes them all.
 """
@@ -28,3 +29,7 @@ def import_source(org_id: str, job_id: object) -> str:
 
 def import_report(org_id: str, job_id: object) -> str:
     return import_prefix(org_id, job_id) + "errors.csv"
+
+
+def upload_file(org_id: str, upload_id: object) -> str:
+    return f"{org_id}/uploads/{upload_id}/source"

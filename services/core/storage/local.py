@@ -106,6 +106,11 @@ class LocalStorage(Storage):
     ) -> str | None:
         return None  # the api streams local files itself
 
+    async def move(self, source: str, target: str) -> None:
+        destination = self.path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(source), destination)  # atomic on one filesystem
+
     async def abort_stale_uploads(self, older_than: timedelta) -> int:
         cutoff = time.time() - older_than.total_seconds()
         removed = 0

@@ -217,6 +217,34 @@ class S3Storage(Storage):
         )
         return url
 
+    async def presigned_put(
+        self, key: str, *, content_type: str, content_length: int, expires_in: int
+    ) -> str | None:
+        # Content-Type and Content-Length become signed headers: a PUT of another type or
+        # size does not match the signature (X-Amz-SignedHeaders names them).
+        url: str = await self.client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ContentType": content_type,
+                "ContentLength": content_length,
+            },
+            ExpiresIn=expires_in,
+        )
+        return url
+
+    async def move(self, source: str, target: str) -> None:
+        try:
+            await self.client.copy_object(
+                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(source) from exc
+            raise Transient(f"storage refused to copy {source}: {exc}") from exc
+        await self.client.delete_object(Bucket=self.bucket, Key=source)
+
     async def abort_stale_uploads(self, older_than: timedelta) -> int:
         cutoff = datetime.now(UTC) - older_than
         aborted = 0

@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from services.core import jobs
+from services.core import jobs, uploads
 from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import Conflict
@@ -181,6 +181,15 @@ async def close_rollback_windows(ctx: dict[str, Any]) -> int:
     if rows:
         log.info("rollback windows closed", extra={"action": "windows_closed", "count": len(rows)})
     return len(rows)
+
+
+async def expire_uploads(ctx: dict[str, Any]) -> int:
+    """Direct uploads nobody imported: their files go an hour after their URL expired."""
+    d = deps(ctx)
+    removed = await uploads.expire_uploads(d.db, d.storage, grace_seconds=3600)
+    if removed:
+        log.info("uploads expired", extra={"action": "uploads_expired", "count": removed})
+    return removed
 
 
 async def purge_import_batches(ctx: dict[str, Any]) -> int:
