@@ -16,6 +16,7 @@ so a German file whose umlauts read the same in 1252 and 1250 is 1252, and a lat
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 import unicodedata
 from pathlib import Path
@@ -32,7 +33,6 @@ CODE_PAGES = (
 )
 EVIDENCE_BYTES = 64 * 1024
 BLOCK = 1024 * 1024
-_NON_ASCII_LINES = re.compile(rb"[^\n\r]*[\x80-\xff][^\n\r]*")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # Symbols people type in tables; fine between words, odd inside one.
 SYMBOLS = frozenset("€£¥§°±²³µ¶·¹º»«¼½¾¿¡–—‘’‚“”„†‡•…‰‹›™×÷©®¢¦¨ª¬¯´¸\u00a0")  # noqa: RUF001
@@ -68,7 +68,7 @@ def _read(fh: BinaryIO) -> tuple[bool, bytes]:
             except UnicodeDecodeError:
                 utf8 = False
         if len(evidence) < EVIDENCE_BYTES and not block.isascii():
-            for line in _NON_ASCII_LINES.findall(block):
+            for line in itertools.filterfalse(bytes.isascii, block.splitlines()):
                 evidence += line + b"\n"
                 if len(evidence) >= EVIDENCE_BYTES:
                     break
