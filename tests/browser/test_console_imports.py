@@ -3,8 +3,10 @@ shown, committed without them, then rolled back through the edited-records warni
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,5 +126,11 @@ async def test_a_messy_import_is_mapped_committed_and_rolled_back(
     assert len(await live_records(deps)) == 53  # nothing happened before the confirmation
 
     await warning.get_by_role("button", name="Roll back anyway").click()
+    # The rollback is a job now (202): once the api has handed it over, a worker runs it.
+    deadline = time.monotonic() + 20
+    while await deps.db.fetchval("SELECT count(*) FROM jobs WHERE status = 'rolling_back'") == 0:
+        assert time.monotonic() < deadline, "the rollback was never requested"
+        await asyncio.sleep(0.05)
+    await run_worker()
     await row.get_by_text("Rolled back", exact=True).wait_for()
     assert await live_records(deps) == []

@@ -199,7 +199,7 @@ async def test_exports_and_imports_reach_the_receiver_signed_with_their_job_docu
     assert commit.status_code == 202, commit.text
     await run_worker()
     rollback = await client.post(f"/v1/imports/{uploaded['id']}/rollback", headers=manager)
-    assert rollback.json()["status"] == "rolled_back"
+    assert rollback.json()["status"] == "rolling_back"  # a job: the worker rolls it back
     await run_worker()
 
     seen = {(r.json()["type"], r.json()["data"]["id"]) for r in receiver.got}
