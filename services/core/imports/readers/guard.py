@@ -217,6 +217,8 @@ def check_zip(path: Path, limits: Limits) -> Guarded:
                     else:
                         for _ in blocks:
                             pass
+            if kind == "xlsx":
+                _recheck(zf, parts, limits)
             return Guarded(kind, _by_sheet_name(kind, zf, names, parts))
     except zipfile.BadZipFile as exc:
         raise not_tabular(f"the file looks like a workbook but is not a valid zip: {exc}") from None
@@ -225,6 +227,18 @@ def check_zip(path: Path, limits: Limits) -> Guarded:
 
 
 _SHEET_FOLDERS = frozenset({"xl/worksheets", "xl/macrosheets", "xl/dialogsheets", "xl/chartsheets"})
+
+
+def _recheck(zf: zipfile.ZipFile, parts: dict[str, UsedRange], limits: Limits) -> None:
+    """Scan again, carefully, a sheet the fast scan found over the budget (it counts
+    empty cells): only what calamine would place is refused."""
+    for name, used in parts.items():
+        if over_budget(name, used, limits) is not None:
+            with zf.open(name) as fh:
+                blocks = iter(lambda: fh.read(BLOCK), b"")
+                again = _scan_xlsx_sheet(blocks, parts, careful_only=True)
+            again.declared = used.declared
+            parts[name] = again
 
 
 def _is_sheet(kind: str, name: str) -> bool:
@@ -286,10 +300,11 @@ def _by_sheet_name(
 
 # --- xlsx: the sheet XML --------------------------------------------------------------------
 
-# A filled cell in the form every spreadsheet program writes: ``r`` first, not self-closing
-# (calamine leaves a cell without a value out of the range).
-_CELL_COLS = re.compile(rb'<c r="([A-Z]{1,3})\d{1,7}"[^>]*(?<!/)>')
-_CELL_ROWS = re.compile(rb'<c r="[A-Z]{1,3}(\d{1,7})"[^>]*(?<!/)>')
+# A cell in the form every spreadsheet program writes: ``r`` first. The fast scan counts
+# empty (self-closing) cells too, which calamine leaves out of the range; a sheet it
+# finds over the budget is scanned again carefully before it is refused.
+_CELL_COLS = re.compile(rb'<c r="([A-Z]{1,3})')
+_CELL_ROWS = re.compile(rb'<c r="[A-Z]{1,3}(\d{1,7})')
 # Every cell and row tag, any prefix and attribute order (the careful scan).
 _TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(c|row)(?=[\s>/])([^>]*)>")
 _ATTR_R = re.compile(rb'\sr="([A-Z]*)(\d*)"')
@@ -321,17 +336,19 @@ class _CarefulXlsx:
 
 def _canonical(chunk: bytes) -> bool:
     """Every cell tag of the chunk starts ``<c r="`` (no prefix, ``r`` first)."""
-    return chunk.count(b"<c ") + chunk.count(b"<c>") == chunk.count(b'<c r="')
+    return b"<c>" not in chunk and chunk.count(b"<c ") == chunk.count(b'<c r="')
 
 
-def _scan_xlsx_sheet(blocks: Iterator[bytes], parts: dict[str, UsedRange]) -> UsedRange:
+def _scan_xlsx_sheet(
+    blocks: Iterator[bytes], parts: dict[str, UsedRange], *, careful_only: bool = False
+) -> UsedRange:
     """The used range of one sheet's XML, streaming; whole tags only per step.
 
     Where every cell is written ``<c r="…">`` (all programs do), two regular expressions
     find the columns and rows at C speed; otherwise each tag is looked at in order.
     """
     used = UsedRange()
-    careful: _CarefulXlsx | None = None
+    careful: _CarefulXlsx | None = _CarefulXlsx() if careful_only else None
     rest = b""
     for block in blocks:
         data = rest + block
