@@ -139,14 +139,19 @@ async def totals(conn: Connection | Pool, job_id: uuid.UUID | str) -> tuple[int,
     return int(row["rows"]), int(row["valid"])
 
 
-async def existing(conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID | str) -> int:
-    """Rows whose only fault is a key that exists: an upsert updates them."""
-    found = await conn.fetchval(
-        f"SELECT count(*) FROM {staging_name(job_id)} "
-        "WHERE existing_id IS NOT NULL AND errors = $1",
+async def counts(
+    conn: Connection | Pool, ds: Dataset, job_id: uuid.UUID | str
+) -> tuple[int, int, int]:
+    """``(rows, valid, existing)`` in one pass: existing rows are those whose only fault
+    is a key that exists (an upsert updates them)."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS rows, count(*) FILTER (WHERE errors IS NULL) AS valid, "
+        f"count(*) FILTER (WHERE existing_id IS NOT NULL AND errors = $1) AS existing "
+        f"FROM {staging_name(job_id)}",
         [exists_message(ds)],
     )
-    return int(found)
+    assert row is not None
+    return int(row["rows"]), int(row["valid"]), int(row["existing"])
 
 
 async def write_report(
