@@ -51,7 +51,7 @@ ProgressCallback = Callable[[Progress], object]
 OnError = Literal["fail", "skip"]
 
 # A worker moves a job on by itself while it is in one of these.
-ACTIVE = frozenset({"queued", "running", "uploaded", "validating", "committing"})
+ACTIVE = frozenset({"queued", "running", "uploaded", "validating", "committing", "rolling_back"})
 # SSE: the read timeout, well above the server's heartbeat (15 s by default).
 EVENTS_READ_TIMEOUT = 60.0
 # Consecutive failed attempts at the event stream before falling back to polling.
