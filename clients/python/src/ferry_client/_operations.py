@@ -174,6 +174,7 @@ class _Feed:
         self.last_id: str | None = None
         self.got = False  # an event came over the current connection
         self.ended = False
+        self.reported: Progress | None = None
 
     def call(self) -> Call:
         headers = {"Accept": "text/event-stream"}
@@ -191,14 +192,32 @@ class _Feed:
                 self.got = True
                 self.last_id = event.id or self.last_id
                 if event.event == "progress":
-                    if self.progress is not None:
-                        self.progress(msgspec.json.decode(event.data, type=Progress))
+                    self._report(msgspec.json.decode(event.data, type=Progress))
                 elif _ended(event.event, event.data):
                     self.ended = True
+                    self._report(_final_progress(event.data))
                     break
             if not self.ended and self.deadline.passed:
                 raise WaitTimeout("the job did not end in time; it carries on on the server")
         yield Close(response)  # (after an error the driver closes it)
+
+    def _report(self, progress: Progress | None) -> None:
+        # Progress events are throttled, so a short job may end before one is sent:
+        # the final document's progress is reported too, once, so a bar reaches its end.
+        if self.progress is not None and progress is not None and progress != self.reported:
+            self.reported = progress
+            self.progress(progress)
+
+
+def _final_progress(data: str) -> Progress | None:
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        document = msgspec.json.decode(data, type=_WithProgress)
+        return document.progress
+    return None
+
+
+class _WithProgress(msgspec.Struct):
+    progress: Progress | None = None
 
 
 def _ended(event: str, data: str) -> bool:
