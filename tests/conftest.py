@@ -253,6 +253,9 @@ def settings(
         storage_dir=str(tmp_path / "storage"),
         jwt_secret=SECRET,
         db_pool_max=8,
+        # Limits far above what a test does (tests of the limits set their own).
+        rate_limit_user=100_000,
+        rate_limit_org=100_000,
         **s3,
     )
 

@@ -42,7 +42,8 @@ async def open_deps(settings: Settings, *, check_schema: bool = True) -> AsyncIt
         if check_schema:
             async with db.acquire() as conn:
                 await registry.check_schema(conn)
-        redis = Redis.from_url(redis_url)
+        # A connect that hangs must fail (and the request answer 503), not wait for ever.
+        redis = Redis.from_url(redis_url, socket_connect_timeout=5)
         stack.push_async_callback(redis.aclose)
         storage = await stack.enter_async_context(open_storage(settings))
         events = EventBus(redis, retention_seconds=settings.event_retention_seconds)

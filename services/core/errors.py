@@ -10,7 +10,12 @@
     ├── Gone                    410  it existed, but no longer (an expired export file)
     ├── TooLarge                413  over a configured size or row limit
     ├── UnsupportedMediaType    415  a body of a kind this route does not take
+    ├── TooManyRequests         429  over a rate limit (``retry_after`` says when to come back)
+    │   └── QueueFull           429  too many of the caller's jobs wait to start
     └── Unavailable             503  a dependency (database, Redis, storage) failed
+        └── DatabaseUnavailable      PostgreSQL cannot be reached
+
+``retry_after`` (seconds) travels to the client as ``Retry-After``.
 
 In the worker, ``Transient`` marks failures worth a retry with backoff; everything
 else fails the job with its message.
@@ -27,17 +32,21 @@ class FerryError(Exception):
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
+    retry_after: int | None = None
 
     def __init__(
         self,
         detail: str | None = None,
         *,
         errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
         **extra: Any,
     ) -> None:
         self.detail = detail or (self.__doc__ or self.title).strip()
         self.errors = errors
         self.extra = extra
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(self.detail)
 
 
@@ -112,12 +121,34 @@ class UnsupportedMediaType(FerryError):
     title = "Unsupported media type"
 
 
+class TooManyRequests(FerryError):
+    """Too many requests; slow down."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+    retry_after = 1
+
+
+class QueueFull(TooManyRequests):
+    """Too many of your jobs are waiting to start; wait for some to finish or cancel some."""
+
+    slug = "too-many-queued-jobs"
+    title = "Too many queued jobs"
+    retry_after = 10
+
+
 class Unavailable(FerryError):
     """A dependency is unavailable; try again shortly."""
 
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+    retry_after = 5
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached; try again shortly."""
 
 
 class Transient(FerryError):

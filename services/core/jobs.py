@@ -23,9 +23,10 @@ from typing import Any, Literal, NamedTuple
 import asyncpg
 import msgspec
 
-from services.core.db.pool import Connection, Pool
+from services.core import logs
+from services.core.db.pool import Connection, Pool, connection_lost
 from services.core.db.queries import Q
-from services.core.errors import InvalidInput, NotFound
+from services.core.errors import InvalidInput, NotFound, QueueFull
 
 Kind = Literal["export", "import"]
 
@@ -197,6 +198,7 @@ class Job(msgspec.Struct, kw_only=True):
     error: dict[str, Any] | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    request_id: str | None = None  # X-Request-ID of the request that created it
     attempt: int = 0
     run: int = 0
     lease_until: datetime | None = None
@@ -238,28 +240,36 @@ async def create_job(
     idempotency_key: str | None = None,
     job_id: uuid.UUID | None = None,
     status: JobStatus | None = None,
+    max_waiting: int | None = None,
 ) -> tuple[Job, bool]:
     """Insert a job in its kind's first status; with an idempotency key, a replay
     returns the first job. (``status`` lets tests start a job further along.)
 
     Returns ``(job, created)``. The same key with a different body is refused,
-    also when twenty requests race: the unique constraint decides the winner.
+    also when twenty requests race: the unique constraint decides the winner. With
+    ``max_waiting``, a caller who has that many jobs waiting already gets QueueFull
+    (a replay is still answered). The job remembers the current request id.
+
+    A pooled connection that dies under the insert leaves its fate unknown; the row's
+    id tells whether it ran, so the insert is sent again only when it did not.
     """
     digest = request_hash({"kind": kind, "dataset": dataset, "params": params})
-    row = await db.fetchrow(
-        Q.insert_job,
-        job_id or uuid.uuid4(),
-        kind,
-        org_id,
-        user_id,
-        dataset,
-        status or INITIAL[kind],
-        params,
-        idempotency_key,
-        digest if idempotency_key else None,
-    )
-    if row is not None:
-        return from_record(row), True
+    job_id = job_id or uuid.uuid4()
+    row = (
+        job_id, kind, org_id, user_id, dataset, status or INITIAL[kind], params,
+        idempotency_key, digest if idempotency_key else None, logs.request_id.get(),
+    )  # fmt: skip
+    for last in (False, True):
+        try:
+            inserted = await _insert_job(db, row, max_waiting)
+            break
+        except Exception as exc:
+            if last or not connection_lost(exc) or not isinstance(db, asyncpg.Pool):
+                raise
+            if (inserted := await db.fetchrow(Q.get_job_unscoped, job_id)) is not None:
+                break
+    if inserted is not None:
+        return from_record(inserted), True
     existing = from_record(await db.fetchrow(Q.get_job_by_key, org_id, user_id, idempotency_key))
     if existing.request_hash != digest:
         raise key_reused()
@@ -269,6 +279,26 @@ async def create_job(
 async def job_by_key(db: Pool | Connection, *, org_id: str, user_id: str, key: str) -> Job | None:
     """The job one caller created with an ``Idempotency-Key``, if any."""
     return _maybe(await db.fetchrow(Q.get_job_by_key, org_id, user_id, key))
+
+
+async def _insert_job(db: Pool | Connection, row: tuple[Any, ...], max_waiting: int | None) -> Any:
+    """The inserted row, or None when its idempotency key is taken."""
+    if max_waiting is None:
+        return await db.fetchrow(Q.insert_job, *row)
+    org_id, user_id, key = row[2], row[3], row[7]
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute(Q.lock_caller, org_id, user_id)
+        if key is not None and await conn.fetchrow(Q.get_job_by_key, org_id, user_id, key):
+            return None  # a replay: answered whatever the queue holds now
+        waiting = await conn.fetchval(Q.count_waiting, org_id, user_id, values(WAITING))
+        if waiting >= max_waiting:
+            raise QueueFull(
+                f"you have {waiting} jobs waiting to start, the most allowed "
+                "(FERRY_MAX_QUEUED_JOBS_PER_USER); wait for some to finish, or cancel some",
+                waiting=waiting,
+                limit=max_waiting,
+            )
+        return await conn.fetchrow(Q.insert_job, *row)
 
 
 def key_reused() -> InvalidInput:

@@ -1,12 +1,20 @@
-"""Logging: human text locally, one JSON object per line in deployment."""
+"""Logging: human text locally, one JSON object per line in deployment.
+
+Every line logged while a request (or a job a request created) is handled carries its
+``request_id``: the api sets ``request_id`` for each request, the worker for each job.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+# The request being handled (or that created the job being run), for every log line.
+request_id: ContextVar[str | None] = ContextVar("ferry_request_id", default=None)
 
 # Attributes every LogRecord has; anything else came in through ``extra``
 # (uvicorn adds an ANSI-coloured copy of each message, which is no use here).
@@ -16,6 +24,17 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "taskName",
     "color_message",
 }
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current ``request_id`` (set on a handler, so it sees
+    the records of every logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = request_id.get()
+        if current is not None and not hasattr(record, "request_id"):
+            record.request_id = current
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,6 +67,7 @@ def log_config(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once per process."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

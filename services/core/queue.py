@@ -6,10 +6,17 @@ and the worker runs what it enqueued, so neither needs the other.
 The arq job id is ``<function>:<job id>:<run>``. arq refuses an id it already
 holds, so enqueuing the same run twice is harmless; a job that must run again
 (re-validation, recovery from a dead worker) gets a new run number first.
+
+PostgreSQL is the truth: a job whose row is written is accepted even when Redis is
+away. ``submit`` is how a request hands a job over: it logs a failed enqueue instead
+of failing, and the reconciler (``reconcile_jobs``) enqueues the job once Redis is
+back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
 
 import msgspec
@@ -21,10 +28,15 @@ from arq.constants import (
     retry_key_prefix,
 )
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.core import jobs
 from services.core.db.pool import Pool
 from services.core.jobs import Job, Stage
+
+log = logging.getLogger(__name__)
+
+SUBMIT_TIMEOUT = 2.0  # seconds a request waits for Redis before leaving it to the reconciler
 
 serialize = msgspec.msgpack.encode
 deserialize = msgspec.msgpack.decode
@@ -69,6 +81,20 @@ async def enqueue(redis: ArqRedis, job: Job) -> bool:
     return queued is not None
 
 
+async def submit(redis: ArqRedis, job: Job) -> bool:
+    """``enqueue``, but Redis being away is no failure: the job row is written, and the
+    reconciler enqueues it when Redis is back. False when it was not enqueued now."""
+    try:
+        async with asyncio.timeout(SUBMIT_TIMEOUT):
+            return await enqueue(redis, job)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "enqueue failed; the reconciler will enqueue the job",
+            extra={"action": "enqueue_deferred", "job_id": str(job.id), "error": repr(exc)[:200]},
+        )
+        return False
+
+
 async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
     """Remove arq's delivery of an older run of ``job`` (a dead worker's).
 
@@ -98,7 +124,7 @@ async def admit_next(db: Pool, redis: ArqRedis, org_id: str, user_id: str, *, li
     )
     started = 0
     for job in ready:
-        started += await enqueue(redis, job)
+        started += await submit(redis, job)
     return started
 
 

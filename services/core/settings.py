@@ -26,6 +26,7 @@ CLIENT_VARIABLES = frozenset({"url", "token"})
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 Positive = Annotated[int, Meta(ge=1)]
+NonNegative = Annotated[int, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECRET = {"secret": True}  # Meta extra: `ferry settings` masks the value
@@ -94,6 +95,25 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Port,
         Meta(description="Port the api listens on."),
     ] = 8000
+    cors_origins: Annotated[
+        str,
+        Meta(
+            description="Comma-separated origins (`https://app.example.com`) whose pages may "
+            "call the api from a browser; empty: none. `*` is refused.",
+        ),
+    ] = ""
+    rate_limit_user: Annotated[
+        NonNegative,
+        Meta(description="Requests one user may make per rate-limit window; 0: no limit."),
+    ] = 600
+    rate_limit_org: Annotated[
+        NonNegative,
+        Meta(description="Requests all users of one org may make per window; 0: no limit."),
+    ] = 3000
+    rate_limit_window_seconds: Annotated[
+        Positive,
+        Meta(description="The rate-limit window in seconds (limits refill evenly over it)."),
+    ] = 60
 
     # Authentication. Bearer tokens are HS256 with the secret, or RS256 via JWKS.
     jwt_secret: Annotated[
@@ -118,8 +138,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ] = "ferry"
     events_token_ttl: Annotated[
         Positive,
-        Meta(description="Lifetime in seconds of the token in a job's `links.events`."),
+        Meta(
+            description="Seconds the token in a job's `links.events` lasts once the job has "
+            "ended (while it runs, it always opens the job's events).",
+        ),
     ] = 600
+    events_feed_ttl: Annotated[
+        Positive,
+        Meta(description="Lifetime in seconds of the token in `GET /v1/jobs`' `links.events`."),
+    ] = 24 * 3600
 
     # Exports.
     direct_export_max_rows: Annotated[
@@ -138,6 +165,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Positive,
         Meta(description="Exports that run at once per user; more wait queued."),
     ] = 3
+    max_queued_jobs_per_user: Annotated[
+        Positive,
+        Meta(description="Jobs one user may have waiting to start; more are refused (429)."),
+    ] = 20
     xlsx_engine: Annotated[
         Literal["postgres", "xlsxwriter"],
         Meta(

@@ -24,7 +24,7 @@ import asyncpg
 import redis.exceptions
 from arq import Retry
 
-from services.core import jobs
+from services.core import jobs, logs
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
 from services.core.jobs import Job, JobStatus, Stage
@@ -186,6 +186,8 @@ async def run_job(
     if job is None:
         log.info("job not claimed", extra={"action": "job_skipped", "job_id": job_id, "run": run})
         return
+    # Each arq job runs in a task of its own: its log lines name the request behind it.
+    logs.request_id.set(job.request_id)
     extra = {"job_id": job_id, "kind": job.kind, "attempt": job.attempt}
     log.info("job started", extra={"action": "job_started", **extra})
     attempt = JobRun(d, job, stage)

@@ -3,10 +3,20 @@
 
 -- name: insert_job
 -- Idempotent create: a repeated (org, user, key) returns nothing and the caller reads the row.
-INSERT INTO jobs (id, kind, org_id, user_id, dataset, status, params, idempotency_key, request_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO jobs (id, kind, org_id, user_id, dataset, status, params, idempotency_key,
+                  request_hash, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (org_id, user_id, idempotency_key) DO NOTHING
 RETURNING *;
+
+-- name: lock_caller
+-- Serialises the job creations of one caller, so the cap on waiting jobs holds.
+SELECT pg_advisory_xact_lock(hashtext($1 || chr(31) || $2));
+
+-- name: count_waiting
+-- The caller's jobs no worker has started yet ($3: the waiting statuses).
+SELECT count(*) FROM jobs
+WHERE org_id = $1 AND user_id = $2 AND status = ANY($3::text[]) AND cancel_requested_at IS NULL;
 
 -- name: get_job_by_key
 SELECT * FROM jobs WHERE org_id = $1 AND user_id = $2 AND idempotency_key = $3;
