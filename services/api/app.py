@@ -14,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
+from services.api import edge
 from services.api.auth import provide_principal
 from services.api.params import provide_idempotency_key
 from services.api.problems import EXCEPTION_HANDLERS
@@ -42,7 +43,17 @@ DESCRIPTION = """\
 Ferry moves tabular business records out of PostgreSQL as CSV, JSON, NDJSON or
 XLSX, and uploaded CSV/XLSX files back in: validated, all-or-nothing, with a
 24-hour undo. Every route but health needs `Authorization: Bearer <JWT>`; every
-error is RFC 9457 `application/problem+json`.
+error is RFC 9457 `application/problem+json` naming its `request_id`.
+
+Every answer carries `X-Request-ID` (yours, when you send one of 1-128 letters, digits
+or `. _ : / + = @ -`). Requests with a bearer token count against per-user and per-org
+rate limits: over them the answer is 429 with `Retry-After`; `RateLimit-Policy` and
+`RateLimit` tell the quota and what is left. While PostgreSQL (or Redis, where it is
+needed) is unavailable, the answer is 503 with `Retry-After`.
+
+Jobs: anyone who may read or write a job's dataset may see it (its events, file and
+error report); only the user who started it changes it (cancel, mapping, commit,
+rollback), or an admin (`ferry.admin` or `<dataset>.admin`).
 """
 
 
@@ -72,7 +83,7 @@ def create_app(settings: Settings) -> Litestar:
         *console.routes,
         *webhooks.routes,
     ]
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         state=State({"verifier": TokenVerifier(settings), "settings": settings}),
@@ -100,4 +111,6 @@ def create_app(settings: Settings) -> Litestar:
         ),
         logging_config=None,  # the process configured logging (services.core.logs)
         debug=False,
+        cors_config=edge.cors_config(settings.cors_origins),
     )
+    return edge.wrap(app)

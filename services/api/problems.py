@@ -1,4 +1,8 @@
-"""Every error leaves the api as RFC 9457 ``application/problem+json``."""
+"""Every error leaves the api as RFC 9457 ``application/problem+json``.
+
+Each problem names the request (``request_id``, also in ``X-Request-ID``). A failure
+of PostgreSQL or Redis being away is a 503 with ``Retry-After``, never a 500.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from services.core.errors import FerryError
+from services.core import logs
+from services.core.db.pool import outage
+from services.core.errors import FerryError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,8 @@ def problem(
         "detail": detail,
         "instance": request.url.path,
     }
+    if (request_id := logs.request_id.get()) is not None:
+        body["request_id"] = request_id
     if errors:
         body["errors"] = errors
     for key, value in (extra or {}).items():
@@ -97,9 +105,17 @@ def problem(
 
 
 def ferry_error(request: Request[Any, Any, Any], exc: FerryError) -> Response[dict[str, Any]]:
-    if exc.status >= 500:
+    if isinstance(exc, Unavailable):
+        cause = exc.__cause__ or exc
+        log.warning(
+            "dependency unavailable",
+            extra={"action": "outage", "path": request.url.path, "error": repr(cause)[:300]},
+        )
+    elif exc.status >= 500:
         log.error("request failed", exc_info=exc, extra={"path": request.url.path})
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return problem(
         request,
         status=exc.status,
@@ -140,6 +156,10 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if outage(exc):
+        unavailable = Unavailable()
+        unavailable.__cause__ = exc
+        return ferry_error(request, unavailable)
     log.exception("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return problem(
         request,
