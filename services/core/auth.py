@@ -3,27 +3,46 @@
 Algorithms, audience and issuer come from settings, never from the token, so
 ``alg: none`` or an HS256 token signed with a public key is simply refused.
 Event-link tokens (for browsers' EventSource, which cannot send headers) are a
-separate audience: they open one job's event stream and nothing else. Link tokens
-(a third audience) let a browser follow one download link as its caller, for a
-minute: GET of one path, nothing else.
+separate audience: they open one job's event stream (or the caller's feed) and
+nothing else. A job's link keeps opening that job's stream while the job runs,
+however long, and for ``FERRY_EVENTS_TOKEN_TTL`` seconds after it ended (or after
+the link was made, whichever is later), so an EventSource reconnects until it has
+seen the end. The feed's link lasts ``FERRY_EVENTS_FEED_TTL``. Link tokens (a third
+audience) let a browser follow one download link as its caller, for a minute: GET
+of one path, nothing else.
+
+Who may do what to a job is one rule, ``authorize``.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import msgspec
 
 from services.core.errors import Forbidden, SettingsError, Unauthorized
+from services.core.jobs import STREAM_ENDS, Job
 from services.core.settings import Settings
 
 EVENTS_AUDIENCE = "ferry:events"
 LINK_AUDIENCE = "ferry:link"
 LINK_TTL = 60
 UPLOAD_AUDIENCE = "ferry:upload"
+ADMIN = "ferry.admin"
+
+# What a caller does to a job. "view" covers reading it, its events, its file and its
+# error report; the others change it.
+Action = Literal["view", "cancel", "map", "commit", "rollback"]
+_VERBS: dict[Action, str] = {
+    "view": "see",
+    "cancel": "cancel",
+    "map": "change the mapping of",
+    "commit": "commit",
+    "rollback": "roll back",
+}
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -39,6 +58,54 @@ class Principal(msgspec.Struct, frozen=True):
     def require(self, perm: str) -> None:
         if perm not in self.perms:
             raise Forbidden(f"this token lacks the permission {perm!r}")
+
+
+def authorize(principal: Principal, job: Job, action: Action) -> None:
+    """The one rule for every job action (the caller's org is checked before: 404).
+
+    An admin (``ferry.admin``, or ``<dataset>.admin``) may do anything. Anyone else
+    may see a job of a dataset they may read or write; only the user who started it
+    may change it (cancel, mapping, commit, rollback), and only while they still hold
+    the permission it was started with (``.read`` for an export, ``.write`` for an
+    import). Otherwise 403.
+    """
+    ds = job.dataset
+    if principal.can(ADMIN) or principal.can(f"{ds}.admin"):
+        return
+    if action == "view":
+        if not (principal.can(f"{ds}.read") or principal.can(f"{ds}.write")):
+            raise Forbidden(f"this token lacks the permission '{ds}.read'")
+        return
+    if job.user_id != principal.sub:
+        raise Forbidden(
+            f"only the user who started this {job.kind} (or an admin: {ADMIN!r} or "
+            f"'{ds}.admin') can {_VERBS[action]} it"
+        )
+    principal.require(f"{ds}.{'read' if job.kind == 'export' else 'write'}")
+
+
+class EventsLink(msgspec.Struct, frozen=True):
+    """A verified event-link token: who it speaks for, and until when it surely holds."""
+
+    principal: Principal
+    expires_at: float
+
+    def check(self, job: Job | None, *, grace: int) -> None:
+        """Unauthorized unless the link still opens ``job``'s stream (None: the feed).
+
+        Past its own expiry a job's link holds while the job runs, and for ``grace``
+        seconds after it ended.
+        """
+        now = time.time()
+        if now < self.expires_at:
+            return
+        if job is not None:
+            if job.status not in STREAM_ENDS:
+                return
+            ended_at = job.finished_at or job.updated_at  # validated: awaits its user
+            if ended_at.timestamp() + grace > now:
+                return
+        raise Unauthorized("the event link has expired; fetch the job again")
 
 
 class TokenVerifier:
@@ -76,17 +143,21 @@ class TokenVerifier:
         return _principal(claims)
 
     def mint_events_token(self, principal: Principal, job_id: object | None) -> str:
-        """A short-lived token opening one job's events (or the caller's feed when None)."""
+        """A token opening one job's events (or the caller's feed when None)."""
+        s = self.settings
+        ttl = s.events_token_ttl if job_id is not None else s.events_feed_ttl
         claims = {"job": str(job_id) if job_id is not None else None}
-        return self._sign(principal, claims, EVENTS_AUDIENCE, self.settings.events_token_ttl)[0]
+        return self._sign(principal, claims, EVENTS_AUDIENCE, ttl)[0]
 
-    def verify_events_token(self, token: str, job_id: object | None) -> Principal:
-        """The caller behind an event-link token, if it was made for this stream."""
-        claims = self._unsign(token, EVENTS_AUDIENCE, "event link", "fetch the job again")
+    def verify_events_token(self, token: str, job_id: object | None) -> EventsLink:
+        """The link behind an event-link token, if it was made for this stream; whether
+        it still holds is ``EventsLink.check``'s to say (a job's link outlives ``exp``)."""
+        claims = self._unsign(token, EVENTS_AUDIENCE, "event link", "", verify_exp=False)
         wanted = str(job_id) if job_id is not None else None
         if claims.get("job") != wanted:
             raise Unauthorized("the event link was made for another stream")
-        return Principal(sub=claims["sub"], org=claims["org"])
+        principal = _principal({"sub": claims["sub"], "org": claims["org"]})
+        return EventsLink(principal, float(claims["exp"]))
 
     def mint_link_token(self, principal: Principal, path: str) -> tuple[str, int]:
         """A token letting a browser GET ``path`` as this caller; and its expiry (epoch)."""
@@ -115,7 +186,9 @@ class TokenVerifier:
         }
         return jwt.encode(claims, self.settings.jwt_secret, algorithm="HS256"), now + ttl
 
-    def _unsign(self, token: str, audience: str, what: str, remedy: str) -> dict[str, Any]:
+    def _unsign(
+        self, token: str, audience: str, what: str, remedy: str, *, verify_exp: bool = True
+    ) -> dict[str, Any]:
         """The claims of a token this api signed for ``audience``, or Unauthorized."""
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -124,7 +197,7 @@ class TokenVerifier:
                 algorithms=["HS256"],
                 audience=audience,
                 issuer=self.settings.jwt_issuer,
-                options={"require": ["exp", "sub", "org"]},
+                options={"require": ["exp", "sub", "org"], "verify_exp": verify_exp},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized(f"the {what} has expired; {remedy}") from None

@@ -18,6 +18,7 @@ class Sse:
         self.events: list[dict[str, Any]] = []
         self.comments: list[str] = []
         self.opened = asyncio.Event()
+        self.received = asyncio.Event()  # set at each event
         self.status = 0
 
     async def read(self, url: str, headers: dict[str, str] | None = None) -> None:
@@ -39,6 +40,7 @@ class Sse:
                 elif "event" in event:
                     event["data"] = msgspec.json.decode(event["data"])
                     self.events.append(event)
+                    self.received.set()
                     event = {}
                 if line.startswith("retry:"):
                     event = {}

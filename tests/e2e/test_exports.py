@@ -281,11 +281,16 @@ async def test_the_feed_streams_every_job_event_of_the_caller(
 
 
 async def test_event_links_that_expired_or_were_forged_are_401(
-    client: AsyncTestClient[Litestar], auth: dict[str, str]
+    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps
 ) -> None:
     body = {"dataset": "bookkeeping_records", "format": "csv"}
     job = (await client.post("/v1/exports", json=body, headers=auth)).json()
     other = (await client.post("/v1/exports", json={**body, "format": "json"}, headers=auth)).json()
+    # An expired link still opens a running job's events; this job ended an hour ago.
+    await client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    await deps.db.execute(
+        "UPDATE jobs SET finished_at = now() - interval '1 hour' WHERE id = $1", job["id"]
+    )
     now = int(time.time())
     claims = {"sub": "alice", "org": "acme", "job": job["id"], "aud": "ferry:events"}
     claims |= {"iss": "ferry", "iat": now - 700, "exp": now - 100}
