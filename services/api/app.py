@@ -34,6 +34,7 @@ from services.api.routes import (
 from services.api.state import provide_deps, provide_queue
 from services.core.auth import TokenVerifier
 from services.core.deps import open_deps
+from services.core.limits import RateLimiter
 from services.core.queue import arq_redis
 from services.core.settings import Settings
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> Litestar:
         async with open_deps(settings) as deps:
             app.state.deps = deps
             app.state.queue = arq_redis(deps.redis)
+            app.state.limiter = RateLimiter(deps.redis, settings)
             yield
 
     prometheus = PrometheusConfig(
@@ -109,8 +111,8 @@ def create_app(settings: Settings) -> Litestar:
             ),
             security=[{"bearer": []}],
         ),
+        cors_config=edge.cors_config(settings.cors_origins),
         logging_config=None,  # the process configured logging (services.core.logs)
         debug=False,
-        cors_config=edge.cors_config(settings.cors_origins),
     )
     return edge.wrap(app)

@@ -26,7 +26,7 @@ from services.core.errors import Conflict, Gone, InvalidInput, NotFound, TooLarg
 from services.core.exports.run import count_rows, snapshot, write_export
 from services.core.exports.spec import ExportSpec, Format, build_spec
 from services.core.jobs import JobStatus
-from services.core.queue import enqueue
+from services.core.queue import submit
 from services.core.storage import content_disposition, keys
 
 log = logging.getLogger(__name__)
@@ -239,10 +239,11 @@ async def create_export(
         dataset=ds.name,
         params=spec.to_params(),
         idempotency_key=idempotency_key,
+        max_waiting=deps.settings.max_queued_jobs_per_user,
     )
     if job.status == JobStatus.QUEUED:
         # Also on a replay: a request that died between insert and enqueue recovers.
-        await enqueue(queue, job)
+        await submit(queue, job)
     if created:
         await deps.events.announce(job, "status")  # the caller's feed shows new jobs
     headers = {"Location": f"/v1/jobs/{job.id}"}

@@ -24,7 +24,7 @@ from services.api.params import IdempotencyKey
 from services.api.views import import_links, import_view, stored_file
 from services.core import jobs
 from services.core import uploads as upload_records
-from services.core.auth import Principal
+from services.core.auth import Action, Principal
 from services.core.datasets import Dataset
 from services.core.deps import Deps
 from services.core.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -32,7 +32,7 @@ from services.core.imports import commit as commits
 from services.core.imports import mapping as mappings
 from services.core.imports import pipeline, readers
 from services.core.jobs import Job, JobStatus
-from services.core.queue import enqueue
+from services.core.queue import submit
 from services.core.storage import keys
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,11 @@ class RollbackBody(msgspec.Struct, forbid_unknown_fields=True):
     ] = False
 
 
-async def load_import(deps: Deps, principal: Principal, job_id: str, *, write: bool) -> Job:
-    """An import of the caller's org (404 otherwise) that the caller may see or change."""
-    return await load_job(deps.db, principal, job_id, kind="import", write=write)
+async def load_import(
+    deps: Deps, principal: Principal, job_id: str, action: Action = "view"
+) -> Job:
+    """An import of the caller's org (404 otherwise) on which the caller may do ``action``."""
+    return await load_job(deps.db, principal, job_id, kind="import", action=action)
 
 
 def _response(body: dict[str, Any], status: int = 200, **headers: str) -> Response[dict[str, Any]]:
@@ -210,6 +212,7 @@ async def _from_upload(
             params=params,
             idempotency_key=key,
             job_id=job_id,
+            max_waiting=deps.settings.max_queued_jobs_per_user,
         )
     except BaseException:
         await upload_records.give_back(deps.db, deps.storage, upload, job_id=job_id, source=target)
@@ -301,6 +304,7 @@ async def create_import(
             params=params,
             idempotency_key=idempotency_key,
             job_id=job_id,
+            max_waiting=deps.settings.max_queued_jobs_per_user,
         )
     except BaseException:
         with contextlib.suppress(Exception):
@@ -321,7 +325,7 @@ async def _accepted(
 ) -> Response[dict[str, Any]]:
     """202 with the import; a new one goes to the workers."""
     if created:
-        await enqueue(queue, job)
+        await submit(queue, job)
         await deps.events.announce(job, "status")  # the caller's feed shows new jobs
         log.info(
             "import uploaded",
@@ -355,7 +359,7 @@ async def get_import(
     with per-field errors, skipped lines and why, totals, the first errors and
     `links.error_report`; after a commit, `batch` (id, rows, skipped, `rollback_until`).
     """
-    job = await load_import(deps, principal, job_id, write=False)
+    job = await load_import(deps, principal, job_id)
     return await import_view(request, deps, principal, job)
 
 
@@ -377,7 +381,7 @@ async def put_mapping(
     others keep their mapping. The import goes back to `validating`; the mapping is
     remembered for this org and set of headers.
     """
-    job = await load_import(deps, principal, job_id, write=True)
+    job = await load_import(deps, principal, job_id, "map")
     if job.status != JobStatus.VALIDATED:
         raise Conflict(
             f"the mapping can be changed once the import is validated; it is {job.status}",
@@ -397,7 +401,7 @@ async def put_mapping(
         choices = mappings.mapping_choices(shown)
         await pipeline.remember_mapping(conn, job.org_id, job.dataset, headers, choices)
     job = changed
-    await enqueue(queue, job)
+    await submit(queue, job)
     await deps.events.announce(job, "status")
     return await import_view(request, deps, principal, job)
 
@@ -415,7 +419,7 @@ async def get_error_report(
     """The original failed rows with `_row` (the line as seen in the file) and `_errors`;
     307 to a short-lived URL on S3, the file itself on local storage.
     """
-    job = await load_import(deps, principal, job_id, write=False)
+    job = await load_import(deps, principal, job_id)
     if import_links(job)["error_report"] is None:
         raise NotFound("this import has no error report (no row failed, or it was deleted)")
     base = (job.params.get("filename") or "import").rsplit(".", 1)[0]
@@ -456,7 +460,7 @@ async def commit_import(
     the same import and never inserts twice; the same key with another body is refused.
     """
     body = data or CommitBody()
-    job = await load_import(deps, principal, job_id, write=True)
+    job = await load_import(deps, principal, job_id, "commit")
     if job.status in COMMIT_REQUESTED:
         return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
     _committable(job, body)
@@ -471,12 +475,12 @@ async def commit_import(
         mode=body.mode,
     )
     if requested is None:  # a concurrent commit (or cancel) won
-        job = await load_import(deps, principal, job_id, write=True)
+        job = await load_import(deps, principal, job_id, "commit")
         if job.status in COMMIT_REQUESTED:
             return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
         raise Conflict(f"the import is {job.status}; it cannot be committed", job_status=job.status)
     job = requested
-    await enqueue(queue, job)
+    await submit(queue, job)
     await deps.events.announce(job, "status")
     return _response(await import_view(request, deps, principal, job), 202)
 
@@ -532,7 +536,7 @@ async def rollback_import(
     that stopped it). Asking again while it runs, or after, returns the import as it is.
     """
     body = data or RollbackBody()
-    job = await load_import(deps, principal, job_id, write=True)
+    job = await load_import(deps, principal, job_id, "rollback")
     if job.status in ROLLBACK_REQUESTED:
         view = await import_view(request, deps, principal, job)
         return _response(view, 202 if job.status == JobStatus.ROLLING_BACK else 200)
@@ -548,9 +552,9 @@ async def rollback_import(
         await commits.check_rollback(conn, ds, job, confirm=body.confirm)
     requested = await jobs.request_rollback(deps.db, job, confirm=body.confirm)
     if requested is None:  # a concurrent rollback won
-        job = await load_import(deps, principal, job_id, write=True)
+        job = await load_import(deps, principal, job_id, "rollback")
         return _response(await import_view(request, deps, principal, job), 202)
-    await enqueue(queue, requested)
+    await submit(queue, requested)
     await deps.events.announce(requested, "status")
     log.info(
         "import rollback requested",

@@ -19,7 +19,7 @@ from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
 from services.core.deps import Deps
-from services.core.errors import Conflict, Forbidden, InvalidInput
+from services.core.errors import Conflict, InvalidInput
 from services.core.jobs import JobStatus
 from services.core.queue import admit_next
 
@@ -116,10 +116,8 @@ async def cancel_job(
     """A waiting job is `cancelled` at once (200). A running one is asked to stop (202,
     `cancel_requested: true`): its worker stops within a second or two, removes any
     partial upload and the job reads `cancelled`. A job that already ended: 409.
-    Only the user who started a job may cancel it."""
-    job = await load_job(deps.db, principal, job_id)
-    if job.user_id != principal.sub:
-        raise Forbidden("only the user who started this job can cancel it")
+    Only the user who started a job may cancel it, or an admin."""
+    job = await load_job(deps.db, principal, job_id, action="cancel")
     if job.final:
         raise Conflict(f"the job already ended ({job.status}); nothing to cancel")
     if job.status not in jobs.CANCELLABLE:
