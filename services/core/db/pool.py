@@ -115,6 +115,16 @@ class FerryPool(_PoolBase):
                     )
         raise AssertionError("unreachable")
 
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Give a connection back; one that died after its last statement (its reset
+        failed) is closed, which is no failure of the work done on it."""
+        try:
+            await super().release(connection, timeout=timeout)
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            log.info("a released connection was closed", extra={"action": "db_closed"})
+
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
         status: str = await self._send("execute", query, args, kwargs)
         return status
