@@ -13,7 +13,7 @@
     ├── TooManyRequests         429  over a rate limit (``retry_after`` says when to come back)
     │   └── QueueFull           429  too many of the caller's jobs wait to start
     └── Unavailable             503  a dependency (database, Redis, storage) failed
-        └── DatabaseUnavailable      PostgreSQL cannot be reached
+        └── DatabaseUnavailable      PostgreSQL cannot be reached (and a Transient)
 
 ``retry_after`` (seconds) travels to the client as ``Retry-After``.
 
@@ -147,12 +147,12 @@ class Unavailable(FerryError):
     retry_after = 5
 
 
-class DatabaseUnavailable(Unavailable):
-    """The database cannot be reached; try again shortly."""
-
-
 class Transient(FerryError):
     """A temporary failure (storage, database connection); the job is retried."""
 
     slug = "transient"
     title = "Temporary failure"
+
+
+class DatabaseUnavailable(Unavailable, Transient):
+    """The database cannot be reached; try again shortly."""

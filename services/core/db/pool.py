@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0  # seconds; asyncpg waits 60 by default, a request should not
 
-_READ = re.compile(r"^\s*SELECT\b(?!.*\bFOR\s+(UPDATE|SHARE|NO KEY|KEY)\b)", re.IGNORECASE | re.S)
+# A statement that only reads (after its comment lines): safe to send twice.
+_READ = re.compile(
+    r"^(\s*--[^\n]*\n)*\s*SELECT\b(?!.*\bFOR\s+(UPDATE|SHARE|NO KEY|KEY)\b)", re.I | re.S
+)
 
 
 def connection_lost(exc: BaseException) -> bool:
