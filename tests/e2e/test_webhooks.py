@@ -227,7 +227,7 @@ async def test_exports_and_imports_reach_the_receiver_signed_with_their_job_docu
         assert event["data"]["status"] == event["type"].split(".")[1]
         # Its events link opens that job's stream as its owner.
         token = event["data"]["links"]["events"].partition("?token=")[2]
-        assert tokens.verify_events_token(token, job_id).sub == "alice"
+        assert tokens.verify_events_token(token, job_id).principal.sub == "alice"
     succeeded = next(r.json() for r in receiver.got if r.json()["type"] == "job.succeeded")
     assert succeeded["data"]["result"]["rows"] == 50
     assert succeeded["data"]["links"]["download"] == f"/v1/exports/{exported['id']}/download"
