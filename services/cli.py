@@ -155,9 +155,13 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from services.worker.settings import create_worker
+    from services.worker.settings import create_worker, health
 
     settings = _settings()
+    if args.check:
+        healthy, line = asyncio.run(health(settings))
+        print(line)
+        raise SystemExit(0 if healthy else 1)
     log_config(settings.log_level, settings.log_format)
     asyncio.run(_reachable(settings))
     create_worker(settings).run()
@@ -426,7 +430,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     sub.add_parser("api", help="run the HTTP api").set_defaults(func=cmd_api)
-    sub.add_parser("worker", help="run an arq worker").set_defaults(func=cmd_worker)
+    worker = sub.add_parser("worker", help="run an arq worker")
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if this host's worker recorded its health recently, 1 if not (probes)",
+    )
+    worker.set_defaults(func=cmd_worker)
     dev = sub.add_parser(
         "dev", help="run everything locally (embedded servers unless FERRY_* URLs are set)"
     )

@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_deps(settings) as deps:
+        async with open_deps(settings, role="ferry-api") as deps:
             app.state.deps = deps
             app.state.queue = arq_redis(deps.redis)
             app.state.limiter = RateLimiter(deps.redis, settings)

@@ -26,17 +26,23 @@ class Deps:
 
 
 @contextlib.asynccontextmanager
-async def open_deps(settings: Settings, *, check_schema: bool = True) -> AsyncIterator[Deps]:
+async def open_deps(
+    settings: Settings, *, check_schema: bool = True, role: str = "ferry"
+) -> AsyncIterator[Deps]:
     """Open the pool, Redis, storage and registry; close them on exit in reverse order.
 
-    The registry is checked against the live schema, so a dataset file that names a
-    missing column stops start-up with a message naming it.
+    ``role`` names the process to PostgreSQL (``application_name``). The registry is
+    checked against the live schema, so a dataset file that names a missing column
+    stops start-up with a message naming it.
     """
     database_url, redis_url = required(settings, "database_url"), required(settings, "redis_url")
     registry = load_registry(settings.datasets_dir)
     async with contextlib.AsyncExitStack() as stack:
         db = await create_pool(
-            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            application_name=role,
         )
         stack.push_async_callback(db.close)
         if check_schema:

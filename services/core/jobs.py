@@ -174,6 +174,9 @@ REVALIDATE_IMPORT = Move("import", frozenset({S.VALIDATED}), S.VALIDATING)
 REQUEST_COMMIT = Move("import", frozenset({S.VALIDATED}), S.COMMITTING)
 REQUEST_ROLLBACK = Move("import", frozenset({S.COMMITTED}), S.ROLLING_BACK)
 EXPIRE_VALIDATED = Move("import", frozenset({S.VALIDATED}), S.CANCELLED)
+# A job that ended its worker's life FERRY_JOB_MAX_CRASHES times is not revived again:
+# it ends where its stage's attempts that cannot go on end.
+CRASHED_OUT = {s.running: Move(s.kind, frozenset({s.running}), s.failed) for s in STAGES}
 
 
 def moves() -> Iterator[Move]:
@@ -181,6 +184,7 @@ def moves() -> Iterator[Move]:
     for stage in STAGES:
         yield from stage.moves()
     yield from CANCEL.values()
+    yield from CRASHED_OUT.values()
     yield from (EXPIRE_EXPORT, EXPIRE_VALIDATED)
     yield from (REVALIDATE_IMPORT, REQUEST_COMMIT, REQUEST_ROLLBACK)
 
@@ -201,6 +205,7 @@ class Job(msgspec.Struct, kw_only=True):
     request_id: str | None = None  # X-Request-ID of the request that created it
     attempt: int = 0
     run: int = 0
+    crashes: int = 0
     lease_until: datetime | None = None
     cancel_requested_at: datetime | None = None
     created_at: datetime
@@ -460,9 +465,38 @@ async def finish_job(
     return _maybe(row)
 
 
-async def expired_leases(db: Pool | Connection) -> list[Job]:
-    """Bump the run of jobs whose worker died, so they can be enqueued afresh."""
-    return [from_record(r) for r in await db.fetch(Q.expired_leases, values(RUNNING))]
+async def expired_leases(db: Pool | Connection, *, max_crashes: int) -> list[Job]:
+    """Count a crash for each job whose worker died (its lease lapsed).
+
+    Each comes back under a new run, to be enqueued afresh — or, at its ``max_crashes``-th
+    crash, ends where its stage fails (``job.final``) with a message saying why it was
+    not retried.
+    """
+    ends = {running.value: move.target.value for running, move in CRASHED_OUT.items()}
+    errors = {running.value: crash_error(running, max_crashes) for running in CRASHED_OUT}
+    rows = await db.fetch(
+        Q.expired_leases, values(RUNNING), max_crashes, ends, errors, S.COMMITTING.value
+    )
+    return [from_record(r) for r in rows]
+
+
+def crash_error(running: JobStatus, crashes: int) -> dict[str, Any]:
+    """What a person reads on a job that kept taking its worker down while ``running``."""
+    why, remedy = {
+        S.RUNNING: ("the export may be too large", "export fewer rows or columns"),
+        S.ROLLING_BACK: ("the import stays committed", "try the rollback again later"),
+    }.get(running, ("the file may be too large or too complex to read", "upload a simpler file"))
+    return {
+        "type": "crashed",
+        "message": f"this job stopped its worker {crashes} times ({why}); it was not "
+        f"retried again — {remedy}, or contact support",
+    }
+
+
+async def hand_back(db: Pool | Connection, job: Job) -> Job | None:
+    """Give a running job back, lease released and under a new run (a worker is stopping);
+    None when this attempt no longer holds it."""
+    return _maybe(await db.fetchrow(Q.hand_back, job.id, job.attempt))
 
 
 async def waiting_jobs(db: Pool | Connection, *, older_than: float) -> list[Job]:

@@ -11,6 +11,9 @@ PostgreSQL is the truth: a job whose row is written is accepted even when Redis 
 away. ``submit`` is how a request hands a job over: it logs a failed enqueue instead
 of failing, and the reconciler (``reconcile_jobs``) enqueues the job once Redis is
 back.
+
+Idle workers do not poll: they block on the ``WAKE`` list, and ``enqueue`` pushes a
+token onto it, so a new job starts within milliseconds.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ from services.core.jobs import Job, Stage
 log = logging.getLogger(__name__)
 
 SUBMIT_TIMEOUT = 2.0  # seconds a request waits for Redis before leaving it to the reconciler
+# Idle workers BLPOP this list; each enqueue pushes a token. Capped: a burst of jobs with
+# no worker listening leaves a few spare wake-ups, never a growing list.
+WAKE = "ferry:wake"
+WAKE_TOKENS = 16
 
 serialize = msgspec.msgpack.encode
 deserialize = msgspec.msgpack.decode
@@ -78,7 +85,18 @@ async def enqueue(redis: ArqRedis, job: Job) -> bool:
     queued = await redis.enqueue_job(
         function, str(job.id), job.run, _job_id=arq_job_id(function, job)
     )
-    return queued is not None
+    if queued is None:
+        return False
+    await wake(redis)
+    return True
+
+
+async def wake(redis: Redis) -> None:
+    """Wake one idle worker (it takes every job that is due, not only this one)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(WAKE, b"1")
+        pipe.ltrim(WAKE, 0, WAKE_TOKENS - 1)
+        await pipe.execute()
 
 
 async def submit(redis: ArqRedis, job: Job) -> bool:
@@ -96,20 +114,21 @@ async def submit(redis: ArqRedis, job: Job) -> bool:
 
 
 async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
-    """Remove arq's delivery of an older run of ``job`` (a dead worker's).
+    """Remove arq's delivery of an older run of ``job`` (a dead or stopping worker's).
 
     Left alone it would sit in the queue until arq's in-progress mark expires (the
-    job timeout), counting as queue depth, and then only find a newer run.
+    job timeout), counting as queue depth, and then only find a newer run. A job that
+    ended (crashed out) may have been delivered to any function of its kind.
     """
     function = function_for(job)
-    if function is None:
-        return
-    stale = f"{function}:{job.id}:{run}"
+    functions = [function] if function else [f for f, s in FUNCTIONS.items() if s.kind == job.kind]
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(default_queue_name, stale)
-        pipe.delete(
-            job_key_prefix + stale, in_progress_key_prefix + stale, retry_key_prefix + stale
-        )
+        for name in functions:
+            stale = f"{name}:{job.id}:{run}"
+            pipe.zrem(default_queue_name, stale)
+            pipe.delete(
+                job_key_prefix + stale, in_progress_key_prefix + stale, retry_key_prefix + stale
+            )
         await pipe.execute()
 
 

@@ -78,6 +78,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         str,
         Meta(description="S3 secret key.", extra=SECRET),
     ] = ""
+    s3_public_url: Annotated[
+        str,
+        Meta(
+            description="S3 endpoint as browsers reach it, for presigned download links; "
+            "empty: FERRY_S3_ENDPOINT_URL.",
+        ),
+    ] = ""
     s3_part_size: Annotated[
         int,
         Meta(
@@ -242,6 +249,20 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Positive,
         Meta(description="Longest a single job may run."),
     ] = 3600
+    job_max_crashes: Annotated[
+        Positive,
+        Meta(
+            description="Times a job may take its worker down (killed, out of memory) "
+            "before it fails instead of running again.",
+        ),
+    ] = 3
+    worker_drain_seconds: Annotated[
+        Annotated[float, Meta(ge=0)],
+        Meta(
+            description="On SIGTERM, seconds a worker lets running jobs finish before it "
+            "hands the rest to other workers.",
+        ),
+    ] = 30.0
 
     # Events.
     sse_heartbeat_seconds: Annotated[
@@ -398,6 +419,16 @@ def markdown_table() -> str:
             shown = f"`{value}`" if value != "" else "(empty)"
         rows.append(f"| `{PREFIX}{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(rows)
+
+
+def environ(settings: Settings) -> dict[str, str]:
+    """The ``FERRY_*`` variables that load back into ``settings`` (those off their default)."""
+    defaults = Settings()
+    return {
+        PREFIX + name.upper(): str(getattr(settings, name))
+        for name in Settings.__struct_fields__
+        if getattr(settings, name) != getattr(defaults, name)
+    }
 
 
 def _masked(value: Any, secret: bool) -> str:

@@ -8,7 +8,9 @@ arq runs a job at least once, so every job function goes through ``run_job``:
   notices a cancel request or a lost lease, and then cancels the job's task, so
   ``async with storage.writer(...)`` aborts its partial upload;
 - transient failures go back to the waiting status and ``arq.Retry`` with
-  backoff; permanent ones fail the job with a message a user can act on.
+  backoff; permanent ones fail the job with a message a user can act on;
+- a job cancelled because its worker is stopping (a deploy) is handed back: its
+  lease released and a new run enqueued, so another worker starts it at once.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from services.core import jobs, logs
 from services.core.deps import Deps
 from services.core.errors import FerryError, Transient
 from services.core.jobs import Job, JobStatus, Stage
-from services.worker.context import deps, job_try
+from services.core.queue import drop_delivery, enqueue
+from services.worker.context import deps, job_try, queue
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,21 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,  # pg_terminate_backend, a restart: the next try reconnects
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    # A connection killed mid-COPY can leave asyncpg's protocol in a state its pool
+    # reset trips over ("another operation is in progress"); the pool drops it.
+    asyncpg.InternalClientError,
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
 )
+# Pauses between tries of the write that hands a failed attempt back for its retry.
+RELEASE_PAUSES = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 class JobRun:
@@ -211,7 +223,9 @@ async def run_job(
         if time.monotonic() - attempt.started >= d.settings.job_timeout_seconds - 1:
             message = f"the job ran longer than {d.settings.job_timeout_seconds} s and was stopped"
             await asyncio.shield(attempt.finish(stage.failed, error={"message": message}))
-        raise  # worker shutdown: the lease lapses and the reconciler runs it again
+            raise
+        await asyncio.shield(hand_back(ctx, attempt.job))  # the worker is stopping
+        raise
     except TRANSIENT as exc:
         tries = job_try(ctx)
         if tries < MAX_TRIES:
@@ -219,7 +233,7 @@ async def run_job(
                 "transient failure; retrying",
                 extra={"action": "job_retry", "error": str(exc), "try": tries, **extra},
             )
-            await jobs.finish_job(d.db, attempt.job, stage.retry)
+            await _release(d, attempt.job, stage.retry)
             raise Retry(defer=2**tries) from exc
         failed = _error(exc, "storage or database kept failing")
         await attempt.finish(stage.failed, error=failed)
@@ -231,6 +245,41 @@ async def run_job(
         await attempt.finish(stage.failed, error=failed)
     else:
         log.info("job ended", extra={"action": "job_ended", "status": attempt.job.status, **extra})
+
+
+async def _release(d: Deps, job: Job, status: JobStatus) -> None:
+    """Hand a failed attempt back for its retry, trying a few times: the failure was
+    often the database's, and a job left holding its lease would count as a crash."""
+    for pause in RELEASE_PAUSES:
+        await asyncio.sleep(pause)
+        try:
+            await jobs.finish_job(d.db, job, status)
+            return
+        except TRANSIENT:
+            continue
+    log.warning("job not released for its retry", extra={"job_id": str(job.id)})
+
+
+async def hand_back(ctx: dict[str, Any], job: Job) -> None:
+    """Release the job and enqueue it under a new run for another worker (not a crash).
+
+    If PostgreSQL or Redis refuses, the job is left to the reconciler: its lease lapses
+    (PostgreSQL down) or it waits unqueued (Redis down) until the next reconcile.
+    """
+    d, extra = deps(ctx), {"job_id": str(job.id), "attempt": job.attempt}
+    try:
+        back = await jobs.hand_back(d.db, job)
+        if back is None:  # it ended, or a newer attempt holds it
+            return
+        await drop_delivery(queue(ctx), job, job.run)
+        await enqueue(queue(ctx), back)
+    except TRANSIENT as exc:
+        log.warning(
+            "job not handed back; the reconciler will revive it",
+            extra={"action": "hand_back_failed", "error": str(exc), **extra},
+        )
+        return
+    log.info("job handed back", extra={"action": "job_handed_back", "run": back.run, **extra})
 
 
 def _error(exc: BaseException, fallback: str | None = None) -> dict[str, Any]:

@@ -428,7 +428,7 @@ async def test_at_most_three_exports_run_per_user_and_the_rest_wait_their_turn(
         ids[3:],
     )
     ctx = {"deps": deps, "redis": arq_redis(deps.redis), "settings": settings}
-    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}
+    assert await reconcile_jobs(ctx) == {"revived": 0, "crashed_out": 0, "requeued": 0}
     assert await deps.redis.zcard("arq:queue") == 3
 
     gate.open.set()

@@ -11,6 +11,10 @@ from services.core.queue import arq_redis, enqueue
 from services.worker.jobs.maintenance import reconcile_jobs
 from tests.conftest import JobFactory, job_fields
 
+NOTHING = {"revived": 0, "crashed_out": 0, "requeued": 0}
+REVIVED = NOTHING | {"revived": 1}
+REQUEUED = NOTHING | {"requeued": 1}
+
 
 async def test_twenty_concurrent_creates_with_one_key_make_one_job(deps: Deps) -> None:
     # create_job itself (not make_job): its `created` flag is what is under test.
@@ -46,7 +50,7 @@ async def test_a_claim_fences_out_the_previous_attempt(deps: Deps, make_job: Job
     await deps.db.execute(
         "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1", job.id
     )
-    [revived] = await jobs.expired_leases(deps.db)
+    [revived] = await jobs.expired_leases(deps.db, max_crashes=3)
     assert revived.run == 1
     # The dead worker's arq delivery (run 0) is now stale and claims nothing.
     assert (
@@ -75,18 +79,18 @@ async def test_reconciler_re_enqueues_a_job_whose_lease_expired(
     claimed = await jobs.claim_job(deps.db, job.id, run=0, stage=jobs.RUN_EXPORT, lease_seconds=60)
     assert claimed is not None
     ctx = {"deps": deps, "redis": queue}
-    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # lease still live
+    assert await reconcile_jobs(ctx) == NOTHING  # lease still live
 
     await deps.db.execute(
         "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1", job.id
     )
-    assert await reconcile_jobs(ctx) == {"revived": 1, "requeued": 0}
+    assert await reconcile_jobs(ctx) == REVIVED
     # Only the new run is queued: the dead worker's delivery is gone with its marks.
     queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
     assert queued == {f"run_export:{job.id}:1"}
     assert await deps.redis.exists(f"arq:in-progress:run_export:{job.id}:0") == 0
     assert await deps.redis.exists(f"arq:job:run_export:{job.id}:0") == 0
-    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # nothing more to do
+    assert await reconcile_jobs(ctx) == NOTHING  # nothing more to do
 
 
 async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(
@@ -94,12 +98,12 @@ async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(
 ) -> None:
     job = await make_job()
     ctx = {"deps": deps, "redis": arq_redis(deps.redis)}
-    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # still in its grace time
+    assert await reconcile_jobs(ctx) == NOTHING  # still in its grace time
     await deps.db.execute(
         "UPDATE jobs SET updated_at = now() - interval '1 min' WHERE id = $1", job.id
     )
-    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 1}
-    assert await reconcile_jobs(ctx) == {"revived": 0, "requeued": 0}  # arq holds it now
+    assert await reconcile_jobs(ctx) == REQUEUED
+    assert await reconcile_jobs(ctx) == NOTHING  # arq holds it now
     queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
     assert queued == {f"run_export:{job.id}:0"}
 

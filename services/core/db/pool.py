@@ -150,8 +150,13 @@ async def connect(url: str) -> asyncpg.Connection[asyncpg.Record]:
     return conn
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
-    """A pool whose connections decode json/jsonb into Python values."""
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "ferry"
+) -> Pool:
+    """A pool whose connections decode json/jsonb into Python values.
+
+    ``application_name`` shows in ``pg_stat_activity``: which process holds a backend.
+    """
     pool = FerryPool(
         url,
         min_size=min_size,
@@ -165,7 +170,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Poo
         record_class=asyncpg.Record,
         timeout=CONNECT_TIMEOUT,
         command_timeout=None,
-        server_settings={"application_name": "ferry"},
+        server_settings={"application_name": application_name},
     )
     await pool
     return pool

@@ -39,14 +39,15 @@ LIMIT $7;
 
 -- name: claim_job
 -- Take a job for this run: bump the attempt (the fencing token) and set a lease.
--- A job in one of $3 is taken when nobody holds it: no lease, or a lapsed one (its worker
--- died). A stale arq delivery (older run) or a cancelled job is left alone.
+-- A job in one of $3 is taken when nobody holds it (no lease). A lapsed lease is the
+-- reconciler's to clear, so every crash is counted; a stale arq delivery (older run) or a
+-- cancelled job is left alone.
 UPDATE jobs
 SET status = $4, attempt = attempt + 1,
     lease_until = now() + make_interval(secs => $5),
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND run = $2 AND cancel_requested_at IS NULL
-  AND status = ANY($3) AND (lease_until IS NULL OR lease_until < now())
+  AND status = ANY($3) AND lease_until IS NULL
 RETURNING *;
 
 -- name: renew_lease
@@ -68,10 +69,34 @@ WHERE id = $1 AND attempt = $2 AND status = ANY($8::text[])
 RETURNING *;
 
 -- name: expired_leases
--- Jobs whose worker stopped renewing its lease; a new run gets them going again.
--- Clearing the lease marks the job as waiting for that run. $1: the working statuses.
-UPDATE jobs SET run = run + 1, lease_until = NULL, updated_at = now()
-WHERE status = ANY($1::text[]) AND lease_until < now()
+-- Jobs whose worker stopped renewing its lease (it died, or stalled): each counts a crash.
+-- Below $2 crashes a new run gets the job going again (no lease: waiting for that run); the
+-- $2-th ends it where its stage fails ($3, by working status) with the error of $4 — unless
+-- it was a commit ($5) whose batch is in (it landed before the worker died), which the next
+-- run only has to record. $1: the working statuses.
+WITH lapsed AS (
+    SELECT id, crashes + 1 >= $2
+               AND NOT (status = $5 AND EXISTS (SELECT 1 FROM import_batches b
+                                                WHERE b.job_id = jobs.id)) AS spent
+    FROM jobs
+    WHERE status = ANY($1::text[]) AND lease_until < now()
+    FOR UPDATE
+)
+UPDATE jobs j
+SET crashes = j.crashes + 1, lease_until = NULL, updated_at = now(),
+    run = j.run + CASE WHEN l.spent THEN 0 ELSE 1 END,
+    status = CASE WHEN l.spent THEN $3::jsonb ->> j.status ELSE j.status END,
+    error = CASE WHEN l.spent THEN $4::jsonb -> j.status ELSE j.error END,
+    finished_at = CASE WHEN l.spent THEN now() ELSE j.finished_at END
+FROM lapsed l
+WHERE j.id = l.id
+RETURNING j.*;
+
+-- name: hand_back
+-- A stopping worker gives a running job back: no lease and a new run, so the next worker
+-- starts it at once. Not a crash. Fenced by the attempt.
+UPDATE jobs SET lease_until = NULL, run = run + 1, updated_at = now()
+WHERE id = $1 AND attempt = $2 AND lease_until IS NOT NULL
 RETURNING *;
 
 -- name: waiting_jobs
@@ -105,7 +130,7 @@ SET status = $4, attempt = attempt + 1,
     lease_until = now() + make_interval(secs => $5),
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND run = $2 AND cancel_requested_at IS NULL
-  AND status = ANY($3) AND (lease_until IS NULL OR lease_until < now())
+  AND status = ANY($3) AND lease_until IS NULL
   AND (SELECT count(*) FROM jobs o
        WHERE o.org_id = j.org_id AND o.user_id = j.user_id AND o.kind = j.kind
          AND o.id <> j.id AND o.status = ANY($3) AND o.cancel_requested_at IS NULL

@@ -13,11 +13,16 @@ from a sample of up to 1,000 rows.
 
 A sheet holds at most 1,048,576 rows; an export that would not fit fails with a
 message instead of losing rows.
+
+The reference engine's thread pulls its row batches from the event loop; it never
+waits on the loop for long, and stops once the export is cancelled or the loop has
+stopped, so it cannot outlive the loop (and hang the process's exit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -290,6 +295,7 @@ async def _stream(
 # --- xlsxwriter: the reference engine ------------------------------------------------------
 
 BATCH = 5_000
+WAIT_STEP = 0.5  # seconds the writer thread waits for a batch before looking at the loop
 Batches = Iterator[list[Any]]
 
 
@@ -340,6 +346,20 @@ def write_with_xlsxwriter(path: Path, sheet: Sheet, batches: Batches) -> None:
                         writers[c](r, c, value)
     finally:
         workbook.close()
+
+
+def _result(
+    future: concurrent.futures.Future[list[Any]],
+    loop: asyncio.AbstractEventLoop,
+    stop: threading.Event | None = None,
+) -> list[Any]:
+    """The batch a fetch on ``loop`` returns; Stopped once ``stop`` is set or the loop
+    no longer runs (nobody would ever complete the fetch)."""
+    while True:
+        if (stop is not None and stop.is_set()) or not loop.is_running():
+            raise Stopped
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            return future.result(timeout=WAIT_STEP)
 
 
 async def _reference(
@@ -395,9 +415,7 @@ async def _write_file(
             if first:
                 yield first
             while pending is not None:
-                if stop.is_set():
-                    raise Stopped
-                batch = pending.result()
+                batch = _result(pending, loop, stop)
                 pending = None
                 if not batch:
                     return
@@ -407,7 +425,7 @@ async def _write_file(
         finally:
             if pending is not None:  # never leave a fetch running on a connection we give back
                 with contextlib.suppress(Exception):
-                    pending.result()
+                    _result(pending, loop)
 
     writing = loop.run_in_executor(None, write_with_xlsxwriter, path, sheet, batches())
     try:

@@ -20,7 +20,7 @@ from services.core.exports.spec import ExportSpec
 from services.core.queue import admit_next
 from services.core.storage import keys
 from services.worker.context import deps, queue
-from services.worker.runner import JobRun, run_job
+from services.worker.runner import TRANSIENT, JobRun, run_job
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,19 @@ async def run_export(ctx: dict[str, Any], job_id: str, run: int) -> None:
             limit=d.settings.max_exports_per_user,
         )
     finally:
+        await _admit_next(ctx, d, job_id)
+
+
+async def _admit_next(ctx: dict[str, Any], d: Deps, job_id: str) -> None:
+    """Start the owner's next waiting export; if Redis or PostgreSQL is away, the
+    reconciler admits it later (the job's own end is already written)."""
+    try:
         job = await jobs.load_job(d.db, job_id)
         if job is not None:
             limit = d.settings.max_exports_per_user
             await admit_next(d.db, queue(ctx), job.org_id, job.user_id, limit=limit)
+    except TRANSIENT as exc:
+        log.warning("next export not admitted", extra={"job_id": job_id, "error": str(exc)})
 
 
 async def _export(d: Deps, attempt: JobRun) -> None:

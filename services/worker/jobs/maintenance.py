@@ -24,23 +24,30 @@ WAITING_GRACE_SECONDS = 30.0
 async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue jobs whose worker died (lease lapsed) or that Redis lost.
 
-    A lapsed lease bumps the job's run, so the new arq job id is free; the dead
-    worker's delivery is dropped (were it ever run, it would find a newer run and do
-    nothing). A waiting job is enqueued under its current id, which arq refuses
-    when it still holds it, so this is safe to repeat.
+    A lapsed lease counts a crash and bumps the job's run, so the new arq job id is
+    free; the dead worker's delivery is dropped (were it ever run, it would find a newer
+    run and do nothing). A job at its FERRY_JOB_MAX_CRASHES-th crash fails instead.
+    A waiting job is enqueued under its current id, which arq refuses when it still
+    holds it, so this is safe to repeat.
     """
     d, redis = deps(ctx), queue(ctx)
-    revived = 0
-    for job in await jobs.expired_leases(d.db):
+    owners: set[tuple[str, str]] = set()  # whose waiting exports may start now
+    counts = {"revived": 0, "crashed_out": 0, "requeued": 0}
+    for job in await jobs.expired_leases(d.db, max_crashes=d.settings.job_max_crashes):
+        extra = {"job_id": str(job.id), "run": job.run, "crashes": job.crashes}
+        if job.final:
+            counts["crashed_out"] += 1
+            await drop_delivery(redis, job, job.run)
+            await d.events.announce(job, job.status)
+            log.error(
+                "job kept stopping its worker; failed", extra={"action": "job_crashed_out", **extra}
+            )
+            owners.update([(job.org_id, job.user_id)] if job.kind == "export" else [])
+            continue
         await drop_delivery(redis, job, job.run - 1)
         await enqueue(redis, job)
-        revived += 1
-        log.warning(
-            "lease lapsed; job enqueued again",
-            extra={"action": "job_revived", "job_id": str(job.id), "run": job.run},
-        )
-    requeued = 0
-    owners: set[tuple[str, str]] = set()
+        counts["revived"] += 1
+        log.warning("lease lapsed; job enqueued again", extra={"action": "job_revived", **extra})
     for job in await jobs.waiting_jobs(d.db, older_than=WAITING_GRACE_SECONDS):
         if job.kind == "export":
             # Exports beyond the per-user limit wait on purpose; only those that may
@@ -48,15 +55,15 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
             owners.add((job.org_id, job.user_id))
             continue
         if await enqueue(redis, job):
-            requeued += 1
+            counts["requeued"] += 1
             log.warning(
                 "waiting job missing from the queue; enqueued again",
                 extra={"action": "job_requeued", "job_id": str(job.id)},
             )
     for org_id, user_id in sorted(owners):
         limit = d.settings.max_exports_per_user
-        requeued += await admit_next(d.db, redis, org_id, user_id, limit=limit)
-    return {"revived": revived, "requeued": requeued}
+        counts["requeued"] += await admit_next(d.db, redis, org_id, user_id, limit=limit)
+    return counts
 
 
 async def abort_stale_uploads(ctx: dict[str, Any]) -> int:
