@@ -132,3 +132,31 @@ async def test_s3_presigned_url_expires_and_names_the_file(s3_storage: S3Storage
     disposition = response.headers["content-disposition"]
     assert 'filename="Bestellungen M_rz.csv"' in disposition
     assert "filename*=UTF-8''Bestellungen%20M%C3%A4rz.csv" in disposition
+
+
+async def test_s3_download_links_use_the_public_endpoint_browsers_reach(
+    moto_endpoint: str, s3_bucket: str
+) -> None:
+    # The workers reach moto as 127.0.0.1; browsers, say, as localhost (compose: minio:9000
+    # inside, localhost:9000 from the host). The link must name the browsers' host.
+    public = moto_endpoint.replace("127.0.0.1", "localhost")
+    async with moto_storage(moto_endpoint, s3_bucket):
+        pass
+    async with S3Storage.connect(
+        bucket=s3_bucket,
+        endpoint_url=moto_endpoint,
+        access_key_id="testing",
+        secret_access_key="testing",
+        public_url=public,
+    ) as storage:
+        async with storage.writer("acme/exports/j8/orders.csv") as upload:
+            await upload.write(b"id\n1\n")
+        url = await storage.presigned_url(
+            "acme/exports/j8/orders.csv", expires_in=60, filename="o.csv", content_type="text/csv"
+        )
+    assert url is not None
+    assert urlparse(url).netloc == urlparse(public).netloc
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200
+    assert response.content == b"id\n1\n"

@@ -34,5 +34,6 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         access_key_id=settings.s3_access_key_id,
         secret_access_key=settings.s3_secret_access_key,
         part_size=settings.s3_part_size,
+        public_url=settings.s3_public_url,
     ) as storage:
         yield storage

@@ -132,10 +132,19 @@ class S3Upload(Upload):
 class S3Storage(Storage):
     backend = "s3"
 
-    def __init__(self, client: Any, bucket: str, *, part_size: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        part_size: int = 8 * 1024 * 1024,
+        public_client: Any = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
+        # Presigns download links against the endpoint browsers reach (signing is local).
+        self.public_client = public_client or client
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -148,8 +157,10 @@ class S3Storage(Storage):
         access_key_id: str = "",
         secret_access_key: str = "",
         part_size: int = 8 * 1024 * 1024,
+        public_url: str = "",
     ) -> AsyncIterator[S3Storage]:
-        """One client for the life of the process."""
+        """One client for the life of the process; a second, never connected, to presign
+        download links for ``public_url`` when browsers reach S3 under another name."""
         session = aioboto3.Session(
             aws_access_key_id=access_key_id or None,
             aws_secret_access_key=secret_access_key or None,
@@ -160,8 +171,16 @@ class S3Storage(Storage):
             retries={"max_attempts": 4, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else {},
         )
-        async with session.client("s3", endpoint_url=endpoint_url or None, config=config) as c:
-            yield cls(c, bucket, part_size=part_size)
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
+                session.client("s3", endpoint_url=endpoint_url or None, config=config)
+            )
+            public = None
+            if public_url:
+                public = await stack.enter_async_context(
+                    session.client("s3", endpoint_url=public_url, config=config)
+                )
+            yield cls(client, bucket, part_size=part_size, public_client=public)
 
     async def _start(self, key: str, content_type: str) -> Upload:
         return S3Upload(self.client, self.bucket, key, content_type, self.part_size)
@@ -205,7 +224,7 @@ class S3Storage(Storage):
     async def presigned_url(
         self, key: str, *, expires_in: int, filename: str, content_type: str
     ) -> str | None:
-        url: str = await self.client.generate_presigned_url(
+        url: str = await self.public_client.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
