@@ -40,7 +40,7 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 IDLE_WAIT_SECONDS = 0.5  # longest an idle worker blocks on WAKE (crons, health, deferred jobs)
 BUSY_POLL_SECONDS = 0.5  # a worker with no free slot, or draining, polls as arq does
-BACKOFF_SECONDS = (0.2, 10.0)  # first and longest pause while Redis is unreachable
+BACKOFF_SECONDS = (0.2, 5.0)  # first and longest pause while Redis is unreachable
 HAND_BACK_SECONDS = 10.0  # after the drain: cancelled jobs hand back, connections close
 
 
