@@ -4,6 +4,7 @@ from services.core.errors import SettingsError
 from services.core.settings import (
     Settings,
     descriptions,
+    environ,
     in_effect,
     load_settings,
     markdown_table,
@@ -95,3 +96,16 @@ def test_the_values_in_effect_mark_the_environment_and_mask_secrets() -> None:
 def test_storage_backend_follows_the_bucket() -> None:
     assert Settings().storage_backend == "local"
     assert Settings(s3_bucket="exports").storage_backend == "s3"
+
+
+def test_a_child_process_gets_the_same_settings_through_its_environment() -> None:
+    s = Settings(
+        database_url="postgresql://db/ferry",
+        worker_drain_seconds=2.5,
+        xlsx_engine="xlsxwriter",
+        s3_secret_access_key="s3cret",
+    )
+    env = environ(s)
+    assert load_settings(env) == s
+    assert "FERRY_PORT" not in env  # defaults stay defaults
+    assert env["FERRY_WORKER_DRAIN_SECONDS"] == "2.5"
