@@ -155,4 +155,6 @@ async def wake_webhooks(
     ``key`` makes the wake-up one of a kind (arq refuses an id it holds). Losing a
     wake-up delays deliveries until the next cron run, never loses them.
     """
-    await redis.enqueue_job(DELIVER_WEBHOOKS, _job_id=key, _defer_until=at)
+    queued = await redis.enqueue_job(DELIVER_WEBHOOKS, _job_id=key, _defer_until=at)
+    if queued is not None and at is None:
+        await wake(redis)  # an idle worker sends them now, not at its next poll
