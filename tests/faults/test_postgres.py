@@ -29,6 +29,15 @@ async def kill_worker_backends(deps: Deps) -> int:
     return killed
 
 
+async def waiting_on_the_lock(deps: Deps, queries: int) -> bool:
+    """At least ``queries`` of the workers' statements wait for the held table lock."""
+    waiting: int = await deps.db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'ferry-worker' AND wait_event_type = 'Lock'"
+    )
+    return waiting >= queries
+
+
 async def test_jobs_whose_database_connections_are_killed_retry_and_end_once(
     client: Client,
     make_token: TokenFactory,
@@ -46,6 +55,7 @@ async def test_jobs_whose_database_connections_are_killed_retry_and_end_once(
         validation = uploaded.json()["id"]
         await until(claimed(deps, xlsx.id), "the export to start", workers)
         await until(claimed(deps, validation), "the validation to start", workers)
+        await until(lambda: waiting_on_the_lock(deps, 2), "both jobs in a query", workers)
         assert await kill_worker_backends(deps) >= 2
     # And once more in the middle of the export's sheet.
     await until(running(deps, xlsx.id), "the export to write rows again", workers)
