@@ -6,8 +6,10 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from services.core.deps import Deps
-from tests.conftest import JobFactory
+from tests import workbooks
+from tests.conftest import JobFactory, TokenFactory
 from tests.e2e.export_files import seed_records
+from tests.e2e.imports_helpers import XLSX, Client, upload
 from tests.faults.conftest import (
     Workers,
     assert_exported_once,
@@ -20,6 +22,7 @@ from tests.faults.conftest import (
     running,
     until,
 )
+from tests.workbooks import HOSTILE
 
 ROWS = 40_000
 
@@ -87,3 +90,32 @@ def attempted(deps: Deps, job_id: object, crashes: int) -> Callable[[], Awaitabl
         return row.lease_until is not None and row.crashes == crashes
 
     return check
+
+
+async def test_sparse_sheets_are_refused_by_a_worker_that_lives_on_with_its_other_jobs(
+    client: Client, make_token: TokenFactory, deps: Deps, make_job: JobFactory, workers: Workers
+) -> None:
+    auth = {"Authorization": f"Bearer {make_token()}"}
+    await seed_records(deps, "acme", "big", 5_000)
+    worker = await workers.start("worker").ready()
+    uploads = {}
+    for shape in HOSTILE:
+        sent = await upload(
+            client, auth, workbooks.hostile_xlsx(shape), filename=f"{shape}.xlsx", content_type=XLSX
+        )
+        assert sent.status_code == 202, sent.text
+        uploads[shape] = sent.json()["id"]
+    beside = await export(deps, make_job, "xlsx", "big")
+    for shape, job_id in uploads.items():
+        ended = await until(reached(deps, job_id, "validated", "failed"), shape, workers)
+        assert ended.crashes == 0, shape
+        if HOSTILE[shape][1] is None:
+            assert ended.status == "validated", (shape, ended.error)
+        else:
+            assert ended.status == "failed", shape
+            assert ended.error is not None
+            assert f"uses the range {HOSTILE[shape][1]}" in ended.error["message"]
+    await assert_exported_once(
+        deps, await until(reached(deps, beside.id, "succeeded", "failed"), "export", workers), 5_000
+    )
+    assert worker.alive

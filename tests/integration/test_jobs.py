@@ -125,3 +125,29 @@ async def test_history_is_newest_first_and_pages_by_keyset(
         limit=3,
     )
     assert [j.id for j in page1 + page2] == [j.id for j in reversed(made)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "working", "ends"),
+    [
+        ("export", "running", "failed"),
+        ("import", "validating", "failed"),
+        ("import", "rolling_back", "committed"),  # a rollback that cannot run leaves it in
+    ],
+)
+async def test_the_third_crash_ends_a_job_where_its_stage_fails_and_says_why(
+    deps: Deps, make_job: JobFactory, kind: str, working: str, ends: str
+) -> None:
+    job = await make_job(kind=kind, status=working)
+    for crash in (1, 2, 3):
+        await deps.db.execute(
+            "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1", job.id
+        )
+        [lapsed] = await jobs.expired_leases(deps.db, max_crashes=3)
+        assert lapsed.crashes == crash
+        assert lapsed.status == (ends if crash == 3 else working)
+    assert lapsed.final
+    assert (lapsed.run, lapsed.lease_until) == (2, None)  # no new run for the third
+    assert lapsed.error is not None
+    assert lapsed.error["message"].startswith("this job stopped its worker 3 times")
+    assert await jobs.expired_leases(deps.db, max_crashes=3) == []
