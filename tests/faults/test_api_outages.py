@@ -102,7 +102,7 @@ async def terminate_backends(pg_admin_url: str, database: str) -> int:
     try:
         killed: int = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND application_name = 'ferry'",
+            "WHERE datname = $1 AND application_name LIKE 'ferry%'",
             database,
         )
     finally:
