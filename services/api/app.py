@@ -10,12 +10,12 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from services.api import edge
 from services.api.auth import provide_principal
+from services.api.docs import SwaggerUI, docs_router
 from services.api.params import provide_idempotency_key
 from services.api.problems import EXCEPTION_HANDLERS
 from services.api.routes import (
@@ -102,8 +102,9 @@ def create_app(settings: Settings) -> Litestar:
             version=VERSION,
             description=DESCRIPTION,
             path="/schema",
+            openapi_router=docs_router("/schema"),
             use_handler_docstrings=True,  # a route's docstring is its description
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[SwaggerUI("/schema")],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")

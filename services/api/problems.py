@@ -10,10 +10,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from services.core import logs
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:ferry:problem:"
 
-_HTTP_SLUGS = {
+HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Unauthorized"),
     403: ("forbidden", "Forbidden"),
@@ -36,41 +34,10 @@ _HTTP_SLUGS = {
     413: ("too-large", "Too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("invalid-input", "Invalid input"),
+    410: ("gone", "Gone"),
     429: ("too-many-requests", "Too many requests"),
     503: ("unavailable", "Service unavailable"),
 }
-
-
-class FieldProblem(msgspec.Struct, kw_only=True):
-    """What is wrong with one field (or header, or query parameter)."""
-
-    field: str
-    message: str
-    source: str | None = None
-
-
-class Problem(msgspec.Struct, kw_only=True):
-    """An RFC 9457 problem document; ``errors`` names the fields of a bad request."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    errors: list[FieldProblem] | None = None
-
-
-def documented(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI ``responses`` of a route: its problem answers, as problem+json."""
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            media_type=MEDIA_TYPE,
-            description=_HTTP_SLUGS[status][1],
-            generate_examples=False,
-        )
-        for status in statuses
-    }
 
 
 def problem(
@@ -136,7 +103,7 @@ def _field(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    slug, title = HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     errors = None
     detail = exc.detail
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):

@@ -1,46 +1,72 @@
-"""The job and import resources as the routes return them (DESIGN.md, Resource shapes)."""
+"""The job, import and dataset resources as the routes return them: the Structs of
+``services.api.schemas``, built from job rows and the documents workers store."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
+import msgspec
+from litestar import Request, Response
 from litestar.response import Redirect, Stream
 
+from services.api import schemas
 from services.api.auth import verifier
 from services.core import jobs
 from services.core.auth import Principal, TokenVerifier
+from services.core.datasets import Dataset
 from services.core.db.pool import Pool
 from services.core.deps import Deps
 from services.core.errors import FerryError
+from services.core.exports.spec import CONTENT_TYPES
 from services.core.imports import mapping as mappings
 from services.core.jobs import Job, JobStatus
 from services.core.storage import content_disposition
 
-# The parts of an import's result that its document shows at the top level.
-IMPORT_PARTS = (
-    "source",
-    "account",
-    "mapping",
-    "unmapped_required",
-    "formats",
-    "totals",
-    "existing",
-    "modes",
-    "skipped",
-    "preview",
-    "errors",
-    "batch",
-)
+
+def _typed(value: Any, kind: Any) -> Any:
+    """A stored document (JSON from a job row) as its Struct; None stays None."""
+    return None if value is None else msgspec.convert(value, kind, strict=False)
 
 
-async def job_view(
-    db: Pool, tokens: TokenVerifier, principal: Principal, job: Job
-) -> dict[str, Any]:
+def _result(job: Job) -> schemas.ExportResult | schemas.ImportResult | None:
+    result = job.result
+    if not result:
+        return None
+    if job.kind == "export":
+        return _typed(result, schemas.ExportResult)  # type: ignore[no-any-return]
+    return schemas.ImportResult(
+        totals=_typed(result.get("totals"), schemas.Totals),
+        batch=_typed(result.get("batch"), schemas.Batch),
+    )
+
+
+def _job_fields(job: Job, queue_position: int | None, events_token: str) -> dict[str, Any]:
+    """The members of ``schemas.Job``, typed; links as ``jobs.job_resource`` makes them."""
+    doc = jobs.job_resource(job, queue_position=queue_position, events_token=events_token)
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "dataset": job.dataset,
+        "status": job.status,
+        "queue_position": queue_position,
+        "cancel_requested": doc["cancel_requested"],
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "progress": _typed(job.progress, schemas.Progress),
+        "params": job.params,
+        "error": _typed(job.error, schemas.JobError),
+        "result": _result(job),
+        "links": dict(doc["links"]),
+    }
+
+
+async def job_view(db: Pool, tokens: TokenVerifier, principal: Principal, job: Job) -> schemas.Job:
     """A job with its queue position and links (the events link carries its own token)."""
     position = await jobs.queue_position(db, job)
-    events_token = tokens.mint_events_token(principal, job.id)
-    return jobs.job_resource(job, queue_position=position, events_token=events_token)
+    fields = _job_fields(job, position, tokens.mint_events_token(principal, job.id))
+    fields["links"] = schemas.JobLinks(self_=fields["links"].pop("self"), **fields["links"])
+    return schemas.Job(**fields)
 
 
 def import_links(job: Job) -> dict[str, Any]:
@@ -57,26 +83,74 @@ def import_links(job: Job) -> dict[str, Any]:
     }
 
 
+# The parts of an import's result that its document shows at the top level, and their types.
+IMPORT_PARTS: dict[str, Any] = {
+    "mapping": dict[str, schemas.MappingEntry | None],
+    "unmapped_required": list[str],
+    "formats": dict[str, Any],
+    "totals": schemas.Totals,
+    "account": schemas.Account,
+    "existing": int,
+    "modes": schemas.Modes,
+    "skipped": schemas.Skipped,
+    "preview": list[schemas.PreviewRow],
+    "errors": list[schemas.RowError],
+    "batch": schemas.Batch,
+}
+
+
 async def import_view(
     request: Request[Any, Any, Any], deps: Deps, principal: Principal, job: Job
-) -> dict[str, Any]:
+) -> schemas.ImportJob:
     """The job plus the import document."""
-    doc = await job_view(deps.db, verifier(request), principal, job)
+    tokens = verifier(request)
+    position = await jobs.queue_position(deps.db, job)
+    fields = _job_fields(job, position, tokens.mint_events_token(principal, job.id))
     result = mappings.in_file_order(job.result or {})
-    for key in IMPORT_PARTS:
-        doc[key] = result.get(key)
-    if doc["source"] is None:
-        doc["source"] = {
-            "filename": job.params.get("filename"),
-            "bytes": job.params.get("bytes"),
-        }
-    # The document's parts are at the top; the result keeps the summary.
-    doc["result"] = (
-        {"totals": result.get("totals"), "batch": result.get("batch")} if result else None
+    links = {**fields.pop("links"), **import_links(job)}
+    source = result.get("source") or {
+        "filename": job.params.get("filename"),
+        "bytes": job.params.get("bytes"),
+    }
+    return schemas.ImportJob(
+        **fields,
+        **{key: _typed(result.get(key), kind) for key, kind in IMPORT_PARTS.items()},
+        account_id=job.params.get("account_id"),
+        source=_typed(source, schemas.Source),
+        links=schemas.ImportLinks(self_=links.pop("self"), import_=links.pop("import"), **links),
     )
-    doc["account_id"] = job.params.get("account_id")
-    doc["links"] = {**doc.get("links", {}), **import_links(job)}
-    return doc
+
+
+def dataset_view(ds: Dataset, principal: Principal) -> schemas.Dataset:
+    return schemas.Dataset(
+        name=ds.name,
+        label=ds.label,
+        description=ds.description,
+        permissions=schemas.Permissions(
+            read=principal.can(f"{ds.name}.read"), write=principal.can(f"{ds.name}.write")
+        ),
+        fields=[
+            schemas.DatasetField(
+                name=f.name,
+                label=f.label,
+                type=f.type,
+                required=f.required,
+                computed=f.computed,
+                importable=not f.computed,
+                values=f.values or msgspec.UNSET,
+                min=f.min if f.min is not None else msgspec.UNSET,
+                default=f.default if f.default is not None else msgspec.UNSET,
+                aliases=f.aliases,
+                description=f.description,
+            )
+            for f in ds.fields
+        ],
+        presets=ds.presets,
+        export_formats=list(CONTENT_TYPES),
+        links=schemas.DatasetLinks(
+            self_=f"/v1/datasets/{ds.name}", export=f"/v1/datasets/{ds.name}/export.csv"
+        ),
+    )
 
 
 async def stored_file(
@@ -87,9 +161,10 @@ async def stored_file(
     content_type: str,
     missing: FerryError,
     headers: dict[str, str] | None = None,
-) -> Redirect | Stream:
+    head: bool = False,
+) -> Response[Any]:
     """307 to a short-lived presigned URL (S3), or the file itself (local storage);
-    ``missing`` when the file is gone."""
+    ``missing`` when the file is gone. ``head``: the same answer without a body."""
     url = await deps.storage.presigned_url(
         key,
         expires_in=deps.settings.download_url_ttl,
@@ -97,11 +172,22 @@ async def stored_file(
         content_type=content_type,
     )
     if url is not None:
-        return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
-    if await deps.storage.stat(key) is None:
+        if head:
+            return Response(None, status_code=307, headers={"Location": url, **NO_STORE})
+        return Redirect(url, status_code=307, headers=NO_STORE)
+    stored = await deps.storage.stat(key)
+    if stored is None:
         raise missing
-    return Stream(
-        deps.storage.read(key),
-        media_type=content_type.partition(";")[0],  # Litestar adds the charset
-        headers={"Content-Disposition": content_disposition(filename), **(headers or {})},
-    )
+    media_type = content_type.partition(";")[0]  # Litestar adds the charset
+    headers = {
+        "Content-Disposition": content_disposition(filename),
+        "Content-Length": str(stored.size),
+        **(headers or {}),
+    }
+    if head:
+        charset = "; charset=utf-8" if media_type.startswith("text/") else ""
+        return Response(None, headers={"Content-Type": media_type + charset, **headers})
+    return Stream(deps.storage.read(key), media_type=media_type, headers=headers)
+
+
+NO_STORE = {"Cache-Control": "no-store"}

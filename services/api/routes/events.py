@@ -25,10 +25,12 @@ import msgspec
 import redis.exceptions
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIResponse
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
 from services.api.auth import provide_principal, verifier
+from services.api.openapi import EVENT_STREAM, operation, problems
 from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal, TokenVerifier, authorize
@@ -55,7 +57,7 @@ LastEventId = Annotated[
 ]
 
 
-def frame(event_id: str, event: str, data: dict[str, Any]) -> bytes:
+def frame(event_id: str, event: str, data: Any) -> bytes:
     """One SSE message; the JSON has no newlines, so one ``data:`` line carries it."""
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (
         event_id.encode(),
@@ -112,12 +114,18 @@ def resume_after(last_event_id: str | None) -> str | None:
     return last_event_id
 
 
+STREAM_204 = OpenAPIResponse(description="The client has seen the terminal event: stop")
+
+
 @get(
     "/v1/jobs/{job_id:str}/events",
     tags=["jobs"],
     summary="Job progress as server-sent events",
     media_type="text/event-stream",
     security=[{"bearer": []}, {}],
+    operation_id="streamJobEvents",
+    responses=problems(403, 404, 422),
+    operation_class=operation(content={200: EVENT_STREAM}, responses={204: STREAM_204}),
 )
 async def job_events(
     request: Request[Any, Any, Any],
@@ -153,7 +161,7 @@ class JobFeed:
         """The events after ``after``; None when Redis is unavailable."""
         return await read_or_wait(self.deps, self.stream, after, block_ms)
 
-    async def view(self) -> tuple[str, dict[str, Any]]:
+    async def view(self) -> tuple[str, Any]:
         """The job as it is now, from its row."""
         current = await jobs.get_job(self.deps.db, self.job_id, self.principal.org)
         return current.status, await job_view(self.deps.db, self.tokens, self.principal, current)
@@ -239,6 +247,9 @@ def _unavailable(stream: str, exc: BaseException) -> None:
     summary="Every job event of the caller, as server-sent events",
     media_type="text/event-stream",
     security=[{"bearer": []}, {}],
+    operation_id="streamMyEvents",
+    responses=problems(422),
+    operation_class=operation(content={200: EVENT_STREAM}),
 )
 async def my_events(
     request: Request[Any, Any, Any],

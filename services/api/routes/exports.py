@@ -7,24 +7,38 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import msgspec
 from arq.connections import ArqRedis
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, head, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIType
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from services.api.auth import load_job, verifier
+from services.api.openapi import (
+    FILE_HEADERS,
+    JOB_LINKS,
+    LOCATION,
+    NO_BODY,
+    REDIRECT,
+    binary,
+    header,
+    operation,
+    problems,
+    success,
+)
 from services.api.params import IdempotencyKey
+from services.api.schemas import ExportRequest, Job
 from services.api.views import job_view, stored_file
 from services.core import jobs
 from services.core.auth import Principal
+from services.core.datasets import Dataset
 from services.core.deps import Deps
 from services.core.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
 from services.core.exports.run import count_rows, snapshot, write_export
-from services.core.exports.spec import ExportSpec, Format, build_spec
+from services.core.exports.spec import CONTENT_TYPES, GZIP_TYPE, ExportSpec, build_spec
 from services.core.jobs import JobStatus
 from services.core.queue import submit
 from services.core.storage import content_disposition, keys
@@ -56,82 +70,84 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-@get(
-    "/v1/datasets/{name:str}/{file:str}",
-    tags=["exports"],
-    summary="Direct download: export.csv, .json, .ndjson, .xlsx or .parquet",
-    description=DIRECT_DESCRIPTION,
-)
-async def direct_export(
-    request: Request[Any, Any, Any],
-    name: FromPath[str],
-    file: FromPath[str],
-    deps: NamedDependency[Deps],
-    principal: NamedDependency[Principal],
-    account_id: Annotated[str | None, QueryParameter(description="Only this account")] = None,
-    columns: Annotated[
-        str | None, QueryParameter(description="Comma-separated field names (or `preset`)")
-    ] = None,
-    preset: Annotated[
-        str | None, QueryParameter(description="`essential`, `financial` or `all` (default)")
-    ] = None,
-    gzip: Annotated[bool, QueryParameter(description="Send a `.gz` file")] = False,
-    escape_formulas: Annotated[
-        bool, QueryParameter(description="Neutralise formula-like text (default on)")
-    ] = True,
-) -> Stream:
-    ds = deps.registry.get(name)
-    stem, _, fmt = file.partition(".")
-    if stem != "export" or not fmt:
-        raise NotFound(
-            f"no such export file {file!r}; use export.csv, .json, .ndjson, .xlsx or .parquet"
-        )
-    principal.require(f"{ds.name}.read")
-    filters: dict[str, Any] = {
-        k: v for k, v in request.query_params.items() if k not in DIRECT_PARAMS
-    }
-    if account_id:
-        filters[ds.scope_column] = account_id
-    spec = build_spec(
-        ds,
-        format=fmt,
-        columns=_split(columns),
-        preset=preset,
-        filters=filters,
-        compression="gzip" if gzip else None,
-        escape_formulas=escape_formulas,
-    )
-    limit = deps.settings.direct_export_max_rows
-    stack = contextlib.AsyncExitStack()
-    conn = await stack.enter_async_context(deps.db.acquire())
-    try:
-        await stack.enter_async_context(snapshot(conn))
-        # Up to limit + 1 rows: enough to refuse, and the exact count of an allowed export.
-        rows = await count_rows(conn, ds, spec, principal.org, limit=limit + 1)
-    except BaseException:
-        await stack.aclose()
-        raise
-    if rows > limit:
-        await stack.aclose()
-        raise TooLarge(
-            f"this export has more than {limit:,} rows, the direct-download limit; "
-            "start a background export with POST /v1/exports",
-            limit=limit,
-            export_request=spec.request(),
-            links={"exports": "/v1/exports"},
-        )
+FILE_TYPES = (*(t.partition(";")[0] for t in CONTENT_TYPES.values()), GZIP_TYPE)
+DIRECT_HEADERS = {
+    **FILE_HEADERS,
+    "X-Ferry-Rows": header("Records in the file", kind=OpenAPIType.INTEGER),
+}
 
-    async def body() -> AsyncIterator[bytes]:
+AccountId = Annotated[str | None, QueryParameter(description="Only this account")]
+Columns = Annotated[
+    str | None, QueryParameter(description="Comma-separated field names (or `preset`)")
+]
+Preset = Annotated[
+    str | None, QueryParameter(description="`essential`, `financial` or `all` (default)")
+]
+Gzip = Annotated[bool, QueryParameter(description="Send a `.gz` file")]
+EscapeFormulas = Annotated[
+    bool, QueryParameter(description="Neutralise formula-like text (default on)")
+]
+
+
+class DirectExport:
+    """A direct export counted inside its snapshot (the probe), ready to stream.
+
+    It holds a pooled connection from ``probe`` until ``body`` ends or ``close``."""
+
+    def __init__(self, ds: Dataset, spec: ExportSpec) -> None:
+        self.ds = ds
+        self.spec = spec
+        self.stack = contextlib.AsyncExitStack()
+        self.rows = 0
+        self.conn: Any = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            "Content-Disposition": content_disposition(self.spec.filename(at=datetime.now(UTC))),
+            "Cache-Control": "no-store",
+            "X-Ferry-Rows": str(self.rows),
+        }
+
+    @property
+    def media_type(self) -> str:
+        return self.spec.content_type.partition(";")[0]  # Litestar adds the charset
+
+    async def open(self, deps: Deps, org: str) -> None:
+        """Take a connection, open the snapshot and count the rows; 413 above the limit."""
+        limit = deps.settings.direct_export_max_rows
+        try:
+            self.conn = await self.stack.enter_async_context(deps.db.acquire())
+            await self.stack.enter_async_context(snapshot(self.conn))
+            # Up to limit + 1 rows: enough to refuse, and the exact count of an allowed export.
+            self.rows = await count_rows(self.conn, self.ds, self.spec, org, limit=limit + 1)
+        except BaseException:
+            await self.close()
+            raise
+        if self.rows > limit:
+            await self.close()
+            raise TooLarge(
+                f"this export has more than {limit:,} rows, the direct-download limit; "
+                "start a background export with POST /v1/exports",
+                limit=limit,
+                export_request=self.spec.request(),
+                links={"exports": "/v1/exports"},
+            )
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+    async def body(self, deps: Deps, org: str) -> AsyncIterator[bytes]:
         # The export runs in its own task and hands blocks over a short queue, so a
         # slow client slows COPY down instead of filling memory.
         blocks: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_BLOCKS)
 
         async def produce() -> None:
             await write_export(
-                conn,
-                ds,
-                spec,
-                principal.org,
+                self.conn,
+                self.ds,
+                self.spec,
+                org,
                 blocks.put,
                 xlsx_engine=deps.settings.xlsx_engine,
                 temp_dir=deps.settings.export_temp_dir or None,
@@ -157,38 +173,106 @@ async def direct_export(
             with contextlib.suppress(BaseException):
                 await task
             try:
-                await stack.aclose()
+                await self.close()
             except Exception:
                 # A client that left mid-COPY leaves the connection busy; the pool
                 # resets or drops it, and the read-only snapshot had nothing to save.
                 log.warning("direct export ended early", extra={"action": "export_aborted"})
 
-    filename = spec.filename(at=datetime.now(UTC))
+
+async def probe(
+    request: Request[Any, Any, Any],
+    deps: Deps,
+    principal: Principal,
+    name: str,
+    file: str,
+    options: dict[str, Any],
+) -> DirectExport:
+    """A checked direct export whose rows are counted (it holds a connection)."""
+    ds = deps.registry.get(name)
+    stem, _, fmt = file.partition(".")
+    if stem != "export" or not fmt:
+        raise NotFound(
+            f"no such export file {file!r}; use export.csv, .json, .ndjson, .xlsx or .parquet"
+        )
+    principal.require(f"{ds.name}.read")
+    filters: dict[str, Any] = {
+        k: v for k, v in request.query_params.items() if k not in DIRECT_PARAMS
+    }
+    if options["account_id"]:
+        filters[ds.scope_column] = options["account_id"]
+    spec = build_spec(
+        ds,
+        format=fmt,
+        columns=_split(options["columns"]),
+        preset=options["preset"],
+        filters=filters,
+        compression="gzip" if options["gzip"] else None,
+        escape_formulas=options["escape_formulas"],
+    )
+    export = DirectExport(ds, spec)
+    await export.open(deps, principal.org)
+    return export
+
+
+DIRECT: dict[str, Any] = {
+    "path": "/v1/datasets/{name:str}/{file:str}",
+    "tags": ["exports"],
+    "responses": problems(400, 403, 404, 413, 422),
+}
+
+
+@get(
+    **DIRECT,
+    summary="Direct download: export.csv, .json, .ndjson, .xlsx or .parquet",
+    description=DIRECT_DESCRIPTION,
+    operation_id="directExport",
+    operation_class=operation(content={200: binary(*FILE_TYPES)}, headers={200: DIRECT_HEADERS}),
+)
+async def direct_export(
+    request: Request[Any, Any, Any],
+    name: FromPath[str],
+    file: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+    account_id: AccountId = None,
+    columns: Columns = None,
+    preset: Preset = None,
+    gzip: Gzip = False,
+    escape_formulas: EscapeFormulas = True,
+) -> Stream:
+    options = {k: v for k, v in locals().items() if k in DIRECT_PARAMS}
+    export = await probe(request, deps, principal, name, file, options)
     return Stream(
-        body(),
-        media_type=spec.content_type.partition(";")[0],  # Litestar adds the charset
-        headers={
-            "Content-Disposition": content_disposition(filename),
-            "Cache-Control": "no-store",
-            "X-Ferry-Rows": str(rows),
-        },
+        export.body(deps, principal.org), media_type=export.media_type, headers=export.headers
     )
 
 
-class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`POST /v1/exports`: what to export; `filters` as for direct downloads."""
-
-    dataset: str
-    format: Annotated[
-        Format,
-        msgspec.Meta(description="csv, json (one array), ndjson, xlsx or parquet (typed columns)"),
-    ]
-    columns: list[str] | None = None
-    preset: str | None = None
-    filters: dict[str, Any] = {}
-    account_id: str | None = None
-    compression: Literal["gzip"] | None = None
-    escape_formulas: bool = True
+@head(
+    **DIRECT,
+    summary="The headers of a direct download, without running the export",
+    operation_id="headDirectExport",
+    operation_class=operation(content=NO_BODY, headers={200: DIRECT_HEADERS}),
+)
+async def head_direct_export(
+    request: Request[Any, Any, Any],
+    name: FromPath[str],
+    file: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+    account_id: AccountId = None,
+    columns: Columns = None,
+    preset: Preset = None,
+    gzip: Gzip = False,
+    escape_formulas: EscapeFormulas = True,
+) -> Response[None]:
+    """What `GET` would answer — its status, `Content-Type`, `Content-Disposition` and
+    `X-Ferry-Rows`, or its 413 — from counting the rows, without exporting them."""
+    options = {k: v for k, v in locals().items() if k in DIRECT_PARAMS}
+    export = await probe(request, deps, principal, name, file, options)
+    await export.close()
+    charset = "; charset=utf-8" if export.media_type.startswith("text/") else ""
+    return Response(None, headers={"Content-Type": export.media_type + charset, **export.headers})
 
 
 @post(
@@ -196,6 +280,13 @@ class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tags=["exports"],
     summary="Start a background export",
     status_code=202,
+    operation_id="createExport",
+    response_headers=[LOCATION],
+    responses={
+        200: success(Job, "An `Idempotency-Key` replay: the job the first request made"),
+        **problems(400, 403, 422),
+    },
+    operation_class=operation(links={202: JOB_LINKS, 200: JOB_LINKS}),
 )
 async def create_export(
     request: Request[Any, Any, Any],
@@ -204,7 +295,7 @@ async def create_export(
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
     idempotency_key: IdempotencyKey,
-) -> Response[dict[str, Any]]:
+) -> Response[Job]:
     """202 with the job (`queued`) and its `Location`; a worker writes the file.
 
     Follow it with `GET /v1/jobs/{id}` or the SSE stream in `links.events`; on success
@@ -253,21 +344,14 @@ async def create_export(
     return Response(view, status_code=202, headers=headers)
 
 
-@get(
-    "/v1/exports/{job_id:str}/download",
-    tags=["exports"],
-    summary="Download a finished export",
-    status_code=200,
-)
-async def download_export(
-    job_id: FromPath[str],
-    deps: NamedDependency[Deps],
-    principal: NamedDependency[Principal],
-) -> Response[Any]:
-    """307 to a short-lived presigned URL (S3), or the file itself (local storage).
+DOWNLOAD: dict[str, Any] = {
+    "path": "/v1/exports/{job_id:str}/download",
+    "tags": ["exports"],
+    "responses": problems(403, 404, 409, 410),
+}
 
-    409 while the export has not succeeded; 410 once its file expired.
-    """
+
+async def _download(deps: Deps, principal: Principal, job_id: str, *, head: bool) -> Response[Any]:
     job = await load_job(deps.db, principal, job_id, kind="export")
     if job.status == JobStatus.EXPIRED:
         raise Gone("this export's file expired and was deleted; export again")
@@ -281,8 +365,54 @@ async def download_export(
         filename=filename,
         content_type=spec.content_type,
         missing=Gone("this export's file is gone; export again"),
-        headers={"Content-Length": str(job.result["bytes"]), "Cache-Control": "private, no-store"},
+        headers={"Cache-Control": "private, no-store"},
+        head=head,
     )
 
 
-routes = [direct_export, create_export, download_export]
+@get(
+    **DOWNLOAD,
+    summary="Download a finished export",
+    operation_id="downloadExport",
+    operation_class=operation(
+        content={200: binary(*FILE_TYPES)},
+        headers={200: FILE_HEADERS},
+        responses={307: REDIRECT},
+    ),
+)
+async def download_export(
+    job_id: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+) -> Response[Any]:
+    """307 to a short-lived presigned URL (S3), or the file itself (local storage).
+
+    409 while the export has not succeeded; 410 once its file expired.
+    """
+    return await _download(deps, principal, job_id, head=False)
+
+
+@head(
+    **DOWNLOAD,
+    summary="The headers of a finished export's download",
+    operation_id="headDownloadExport",
+    operation_class=operation(
+        content=NO_BODY, headers={200: FILE_HEADERS}, responses={307: REDIRECT}
+    ),
+)
+async def head_download_export(
+    job_id: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+) -> Response[None]:
+    """What `GET` would answer, without the file: its type, name and `Content-Length`."""
+    return await _download(deps, principal, job_id, head=True)
+
+
+routes = [
+    direct_export,
+    head_direct_export,
+    create_export,
+    download_export,
+    head_download_export,
+]

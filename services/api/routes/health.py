@@ -9,9 +9,12 @@ from typing import Any
 
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
+from services.api.openapi import operation, success
+from services.api.schemas import Check, Health, Ready
 from services.core import jobs
 from services.core.deps import Deps
 
@@ -23,23 +26,38 @@ JOBS = Gauge(
 QUEUE_DEPTH = Gauge("ferry_queue_depth", "Jobs waiting in the arq queue (autoscaling signal)")
 
 
-async def _timed(check: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+async def _timed(check: Callable[[], Awaitable[Any]]) -> Check:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(check(), CHECK_TIMEOUT)
     except Exception as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        return Check(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+    return Check(ok=True, ms=round((time.perf_counter() - started) * 1000, 1))
 
 
-@get("/healthz", security=[{}], tags=["health"], summary="Liveness")
-async def healthz() -> dict[str, str]:
+@get(
+    "/healthz",
+    security=[{}],
+    tags=["health"],
+    summary="Liveness",
+    operation_id="getHealth",
+    operation_class=operation(),
+)
+async def healthz() -> Health:
     """The process is up and serving."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@get("/readyz", security=[{}], tags=["health"], summary="Readiness of every dependency")
-async def readyz(deps: NamedDependency[Deps]) -> Response[dict[str, Any]]:
+@get(
+    "/readyz",
+    security=[{}],
+    tags=["health"],
+    summary="Readiness of every dependency",
+    operation_id="getReadiness",
+    responses={503: success(Ready, "A dependency failed; `checks` says which")},
+    operation_class=operation(),
+)
+async def readyz(deps: NamedDependency[Deps]) -> Response[Ready]:
     """PostgreSQL, Redis and storage, each checked and reported; 503 if any fails."""
     checks = dict(
         zip(
@@ -52,12 +70,12 @@ async def readyz(deps: NamedDependency[Deps]) -> Response[dict[str, Any]]:
             strict=True,
         )
     )
-    ready = all(c["ok"] for c in checks.values())
-    body = {
-        "status": "ready" if ready else "unavailable",
-        "checks": checks,
-        "storage_backend": deps.storage.backend,
-    }
+    ready = all(c.ok for c in checks.values())
+    body = Ready(
+        status="ready" if ready else "unavailable",
+        checks=checks,
+        storage_backend="s3" if deps.storage.backend == "s3" else "local",
+    )
     return Response(body, status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE)
 
 
@@ -67,6 +85,10 @@ async def readyz(deps: NamedDependency[Deps]) -> Response[dict[str, Any]]:
     tags=["health"],
     summary="Prometheus metrics",
     media_type=CONTENT_TYPE_LATEST,
+    operation_id="getMetrics",
+    operation_class=operation(
+        content={200: {CONTENT_TYPE_LATEST: Schema(type=OpenAPIType.STRING)}}
+    ),
 )
 async def metrics(deps: NamedDependency[Deps]) -> Response[bytes]:
     """Request metrics plus job counts and queue depth, read at scrape time."""

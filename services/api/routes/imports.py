@@ -9,18 +9,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from arq.connections import ArqRedis
-from litestar import Request, Response, get, post, put
+from litestar import Request, Response, get, head, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.response import Redirect, Stream
 
 from services.api import uploads
 from services.api.auth import load_job
+from services.api.openapi import (
+    BINARY,
+    FILE_HEADERS,
+    IMPORT_LINKS,
+    LOCATION,
+    NO_BODY,
+    REDIRECT,
+    binary,
+    operation,
+    problems,
+    success,
+)
 from services.api.params import IdempotencyKey
+from services.api.schemas import CommitRequest, ImportJob, RollbackRequest
 from services.api.views import import_links, import_view, stored_file
 from services.core import jobs
 from services.core import uploads as upload_records
@@ -44,39 +57,6 @@ COMMIT_REQUESTED = frozenset(
 ROLLBACK_REQUESTED = frozenset({JobStatus.ROLLING_BACK, JobStatus.ROLLED_BACK})
 
 
-class CommitBody(msgspec.Struct, forbid_unknown_fields=True):
-    """How to commit a validated import."""
-
-    on_error: Annotated[
-        Literal["abort", "skip"],
-        msgspec.Meta(
-            description="`abort` (default): any invalid row stops the commit (409); "
-            "`skip`: commit the valid rows, count the others as skipped."
-        ),
-    ] = "abort"
-    mode: Annotated[
-        Literal["insert", "upsert", "skip_existing"],
-        msgspec.Meta(
-            description="`insert` (default): a row whose natural key names a live record "
-            "of the account is invalid; `upsert`: it updates that record (the columns the "
-            "file maps; a rollback restores the record exactly); `skip_existing`: it is "
-            "left out. The result counts `inserted`, `updated` and `skipped_existing`."
-        ),
-    ] = "insert"
-
-
-class RollbackBody(msgspec.Struct, forbid_unknown_fields=True):
-    """How to roll back a committed import."""
-
-    confirm: Annotated[
-        bool,
-        msgspec.Meta(
-            description="Roll back even records edited since the import (their edits are "
-            "lost); without it such records make the answer 409."
-        ),
-    ] = False
-
-
 async def load_import(
     deps: Deps, principal: Principal, job_id: str, action: Action = "view"
 ) -> Job:
@@ -84,7 +64,7 @@ async def load_import(
     return await load_job(deps.db, principal, job_id, kind="import", action=action)
 
 
-def _response(body: dict[str, Any], status: int = 200, **headers: str) -> Response[dict[str, Any]]:
+def _response(body: ImportJob, status: int = 200, **headers: str) -> Response[ImportJob]:
     return Response(body, status_code=status, headers=headers or None)
 
 
@@ -228,12 +208,61 @@ async def _sniffed(deps: Deps, key: str) -> str:
     return readers.sniff_kind(head)
 
 
+TEXT = Schema(type=OpenAPIType.STRING)
+UPLOAD = RequestBody(
+    required=True,
+    description="A form with the file, or the file itself (then `dataset` and `account_id` "
+    "are query parameters)",
+    content={
+        "multipart/form-data": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["file"],
+                properties={
+                    "file": BINARY,
+                    "dataset": Schema(type=OpenAPIType.STRING, examples=["bookkeeping_records"]),
+                    "account_id": Schema(type=OpenAPIType.STRING, examples=["main"]),
+                    "sheet": Schema(type=OpenAPIType.STRING, description="XLSX: the sheet"),
+                    "filename": Schema(type=OpenAPIType.STRING, description="Name to show"),
+                },
+            )
+        ),
+        "application/json": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                description="A file put to a direct upload URL (`POST /v1/uploads`)",
+                required=["upload_id", "dataset", "account_id"],
+                properties={
+                    "upload_id": TEXT,
+                    "dataset": TEXT,
+                    "account_id": Schema(type=OpenAPIType.STRING, min_length=1, max_length=200),
+                    "sheet": Schema(one_of=[TEXT, Schema(type=OpenAPIType.NULL)]),
+                    "filename": Schema(one_of=[TEXT, Schema(type=OpenAPIType.NULL)]),
+                },
+            )
+        ),
+        **{
+            media: OpenAPIMediaType(schema=BINARY)
+            for media in ("text/csv", readers.XLSX_TYPE, "application/octet-stream")
+        },
+    },
+)
+IMPORT: dict[str, Any] = {
+    "tags": ["imports"],
+    "operation_class": operation(links={200: IMPORT_LINKS}),
+}
+
+
 @post(
     "/v1/imports",
     tags=["imports"],
     summary="Upload a CSV or XLSX file to import",
     status_code=202,
     request_max_body_size=None,  # the file's own limit is enforced while it streams
+    operation_id="createImport",
+    response_headers=[LOCATION],
+    responses=problems(403, 404, 413, 415, 422),
+    operation_class=operation(links={202: IMPORT_LINKS}, body=UPLOAD),
 )
 async def create_import(
     request: Request[Any, Any, Any],
@@ -257,7 +286,7 @@ async def create_import(
             "the dataset best; `source.sheets` lists them all)."
         ),
     ] = None,
-) -> Response[dict[str, Any]]:
+) -> Response[ImportJob]:
     """One of three bodies:
 
     - `multipart/form-data` with a `file` part and `dataset`, `account_id` (and
@@ -322,7 +351,7 @@ async def _accepted(
     queue: ArqRedis,
     job: Job,
     created: bool,
-) -> Response[dict[str, Any]]:
+) -> Response[ImportJob]:
     """202 with the import; a new one goes to the workers."""
     if created:
         await submit(queue, job)
@@ -344,15 +373,17 @@ async def _accepted(
 
 @get(
     "/v1/imports/{job_id:str}",
-    tags=["imports"],
     summary="What Ferry understood of an upload",
+    operation_id="getImport",
+    responses=problems(403, 404),
+    **IMPORT,
 )
 async def get_import(
     request: Request[Any, Any, Any],
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
-) -> dict[str, Any]:
+) -> ImportJob:
     """The import job plus detected encoding, delimiter, sheet and header row, the
     headers, the mapping (with confidence and reason per column), required fields left
     unmapped, inferred date orders and decimal marks, the first 100 records as mapped
@@ -365,9 +396,12 @@ async def get_import(
 
 @put(
     "/v1/imports/{job_id:str}/mapping",
-    tags=["imports"],
     summary="Change the column mapping; validates again",
     status_code=202,
+    operation_id="setImportMapping",
+    responses=problems(400, 403, 404, 409, 422),
+    tags=["imports"],
+    operation_class=operation(links={202: IMPORT_LINKS}),
 )
 async def put_mapping(
     request: Request[Any, Any, Any],
@@ -376,7 +410,7 @@ async def put_mapping(
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
-) -> dict[str, Any]:
+) -> ImportJob:
     """Body: `{"<source column>": "<field>" | null, …}` — the columns named change, the
     others keep their mapping. The import goes back to `validating`; the mapping is
     remembered for this org and set of headers.
@@ -406,19 +440,16 @@ async def put_mapping(
     return await import_view(request, deps, principal, job)
 
 
-@get(
-    "/v1/imports/{job_id:str}/errors.csv",
-    tags=["imports"],
-    summary="The failed rows, ready to fix and upload again",
-)
-async def get_error_report(
-    job_id: FromPath[str],
-    deps: NamedDependency[Deps],
-    principal: NamedDependency[Principal],
-) -> Redirect | Stream:
-    """The original failed rows with `_row` (the line as seen in the file) and `_errors`;
-    307 to a short-lived URL on S3, the file itself on local storage.
-    """
+REPORT: dict[str, Any] = {
+    "path": "/v1/imports/{job_id:str}/errors.csv",
+    "tags": ["imports"],
+    "responses": problems(403, 404),
+}
+
+
+async def _error_report(
+    deps: Deps, principal: Principal, job_id: str, *, head: bool
+) -> Response[Any]:
     job = await load_import(deps, principal, job_id)
     if import_links(job)["error_report"] is None:
         raise NotFound("this import has no error report (no row failed, or it was deleted)")
@@ -429,7 +460,44 @@ async def get_error_report(
         filename=f"{base}-errors.csv",
         content_type=pipeline.REPORT_TYPE,
         missing=NotFound("the error report of this import was deleted"),
+        head=head,
     )
+
+
+@get(
+    **REPORT,
+    summary="The failed rows, ready to fix and upload again",
+    operation_id="getImportErrorReport",
+    operation_class=operation(
+        content={200: binary("text/csv")}, headers={200: FILE_HEADERS}, responses={307: REDIRECT}
+    ),
+)
+async def get_error_report(
+    job_id: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+) -> Response[Any]:
+    """The original failed rows with `_row` (the line as seen in the file) and `_errors`;
+    307 to a short-lived URL on S3, the file itself on local storage.
+    """
+    return await _error_report(deps, principal, job_id, head=False)
+
+
+@head(
+    **REPORT,
+    summary="The headers of an import's error report",
+    operation_id="headImportErrorReport",
+    operation_class=operation(
+        content=NO_BODY, headers={200: FILE_HEADERS}, responses={307: REDIRECT}
+    ),
+)
+async def head_error_report(
+    job_id: FromPath[str],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+) -> Response[None]:
+    """What `GET` would answer, without the file."""
+    return await _error_report(deps, principal, job_id, head=True)
 
 
 # --- commit, rollback ---------------------------------------------------------------------
@@ -440,6 +508,12 @@ async def get_error_report(
     tags=["imports"],
     summary="Commit a validated import",
     status_code=202,
+    operation_id="commitImport",
+    responses={
+        200: success(ImportJob, "Committed already (or a replay): the import as it is"),
+        **problems(400, 403, 404, 409, 422),
+    },
+    operation_class=operation(links={202: IMPORT_LINKS, 200: IMPORT_LINKS}),
 )
 async def commit_import(
     request: Request[Any, Any, Any],
@@ -448,8 +522,8 @@ async def commit_import(
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
     idempotency_key: IdempotencyKey,
-    data: JSONBody[CommitBody | None] = None,
-) -> Response[dict[str, Any]]:
+    data: JSONBody[CommitRequest | None] = None,
+) -> Response[ImportJob]:
     """All-or-nothing: with any invalid row the answer is 409 with the counts and the
     error report. `{"on_error": "skip"}` commits the valid rows and records how many
     were skipped. `mode` says what a row whose natural key (`ebay_order_id`) names a live
@@ -459,7 +533,7 @@ async def commit_import(
     `skipped_existing`). Committing again (or replaying an `Idempotency-Key`) returns
     the same import and never inserts twice; the same key with another body is refused.
     """
-    body = data or CommitBody()
+    body = data or CommitRequest()
     job = await load_import(deps, principal, job_id, "commit")
     if job.status in COMMIT_REQUESTED:
         return _response(await _replayed(request, deps, principal, job, body, idempotency_key))
@@ -490,9 +564,9 @@ async def _replayed(
     deps: Deps,
     principal: Principal,
     job: Job,
-    body: CommitBody,
+    body: CommitRequest,
     key: str | None,
-) -> dict[str, Any]:
+) -> ImportJob:
     same_key = key is not None and job.params.get("commit_key") == key
     sent = (job.params.get("on_error"), job.params.get("mode", "insert"))
     if same_key and sent != (body.on_error, body.mode):
@@ -500,7 +574,7 @@ async def _replayed(
     return await import_view(request, deps, principal, job)
 
 
-def _committable(job: Job, body: CommitBody) -> None:
+def _committable(job: Job, body: CommitRequest) -> None:
     if job.status in {JobStatus.UPLOADED, JobStatus.VALIDATING}:
         raise Conflict(
             f"the import is {job.status}, not validated yet; commit once it is validated",
@@ -515,9 +589,15 @@ def _committable(job: Job, body: CommitBody) -> None:
 
 @post(
     "/v1/imports/{job_id:str}/rollback",
-    tags=["imports"],
     summary="Undo a committed import (runs as a job)",
     status_code=202,
+    operation_id="rollbackImport",
+    responses={
+        200: success(ImportJob, "Rolled back already: the import as it is"),
+        **problems(400, 403, 404, 409, 422),
+    },
+    tags=["imports"],
+    operation_class=operation(links={202: IMPORT_LINKS, 200: IMPORT_LINKS}),
 )
 async def rollback_import(
     request: Request[Any, Any, Any],
@@ -525,8 +605,8 @@ async def rollback_import(
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
-    data: JSONBody[RollbackBody | None] = None,
-) -> Response[dict[str, Any]]:
+    data: JSONBody[RollbackRequest | None] = None,
+) -> Response[ImportJob]:
     """Within the rollback window (24 h by default) undoes the batch: records it inserted
     are soft-deleted, records an upsert updated get every column back. If any was edited
     since the import, 409 lists them with `requires_confirmation`; `{"confirm": true}`
@@ -535,7 +615,7 @@ async def rollback_import(
     follow `links.events` until `rolled_back` (or `committed` again, with the `error`
     that stopped it). Asking again while it runs, or after, returns the import as it is.
     """
-    body = data or RollbackBody()
+    body = data or RollbackRequest()
     job = await load_import(deps, principal, job_id, "rollback")
     if job.status in ROLLBACK_REQUESTED:
         view = await import_view(request, deps, principal, job)
@@ -563,4 +643,12 @@ async def rollback_import(
     return _response(await import_view(request, deps, principal, requested), 202)
 
 
-routes = [create_import, get_import, put_mapping, get_error_report, commit_import, rollback_import]
+routes = [
+    create_import,
+    get_import,
+    put_mapping,
+    get_error_report,
+    head_error_report,
+    commit_import,
+    rollback_import,
+]

@@ -15,6 +15,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from services.api.auth import load_job, verifier
+from services.api.openapi import JOB_LINKS, operation, problems, success
+from services.api.schemas import FeedLinks, Job, JobPage
 from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
@@ -51,7 +53,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     return created, job_id
 
 
-@get("/v1/jobs", tags=["jobs"], summary="The caller's job history")
+@get(
+    "/v1/jobs",
+    tags=["jobs"],
+    summary="The caller's job history",
+    operation_id="listJobs",
+    responses=problems(400, 422),
+    operation_class=operation(),
+)
 async def list_jobs(
     request: Request[Any, Any, Any],
     deps: NamedDependency[Deps],
@@ -64,7 +73,7 @@ async def list_jobs(
     cursor: Annotated[
         str | None, QueryParameter(description="`next_cursor` of the previous page")
     ] = None,
-) -> dict[str, Any]:
+) -> JobPage:
     """Newest first, keyset-paginated: pass `next_cursor` back as `cursor`."""
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     unknown = sorted(set(statuses or ()) - set(JobStatus))
@@ -85,34 +94,52 @@ async def list_jobs(
     more = len(page) > limit
     page = page[:limit]
     tokens = verifier(request)
-    return {
-        "items": [await job_view(deps.db, tokens, principal, job) for job in page],
-        "next_cursor": encode_cursor(page[-1]) if more else None,
+    return JobPage(
+        items=[await job_view(deps.db, tokens, principal, job) for job in page],
+        next_cursor=encode_cursor(page[-1]) if more else None,
         # The caller's notification feed, openable by a browser's EventSource.
-        "links": {"events": f"/v1/events?token={tokens.mint_events_token(principal, None)}"},
-    }
+        links=FeedLinks(events=f"/v1/events?token={tokens.mint_events_token(principal, None)}"),
+    )
 
 
-@get("/v1/jobs/{job_id:str}", tags=["jobs"], summary="One job")
+@get(
+    "/v1/jobs/{job_id:str}",
+    tags=["jobs"],
+    summary="One job",
+    operation_id="getJob",
+    responses=problems(403, 404),
+    operation_class=operation(links={200: JOB_LINKS}),
+)
 async def get_job(
     request: Request[Any, Any, Any],
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
-) -> dict[str, Any]:
+) -> Job:
     """Status, progress `{done, total}`, timings, error and result of a job."""
     job = await load_job(deps.db, principal, job_id)
     return await job_view(deps.db, verifier(request), principal, job)
 
 
-@post("/v1/jobs/{job_id:str}/cancel", tags=["jobs"], summary="Cancel a job", status_code=202)
+@post(
+    "/v1/jobs/{job_id:str}/cancel",
+    tags=["jobs"],
+    summary="Cancel a job",
+    status_code=202,
+    operation_id="cancelJob",
+    responses={
+        200: success(Job, "The job was waiting: it is `cancelled` now"),
+        **problems(403, 404, 409),
+    },
+    operation_class=operation(),
+)
 async def cancel_job(
     request: Request[Any, Any, Any],
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
     queue: NamedDependency[ArqRedis],
-) -> Response[dict[str, Any]]:
+) -> Response[Job]:
     """A waiting job is `cancelled` at once (200). A running one is asked to stop (202,
     `cancel_requested: true`): its worker stops within a second or two, removes any
     partial upload and the job reads `cancelled`. A job that already ended: 409.

@@ -17,8 +17,8 @@ from litestar import Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from services.api.openapi import operation, problems
 from services.api.params import IdempotencyKey
-from services.api.problems import documented
 from services.api.routes.jobs import decode_cursor, encode_cursor
 from services.core.auth import Principal
 from services.core.deps import Deps
@@ -130,7 +130,8 @@ async def _load(deps: Deps, principal: Principal, webhook_id: uuid.UUID) -> Endp
     summary="Register a webhook endpoint",
     operation_id="createWebhook",
     status_code=201,
-    responses=documented(400, 401, 403, 409, 422),
+    responses=problems(400, 403, 409, 422),
+    operation_class=operation(),
 )
 async def create_webhook(
     data: JSONBody[WebhookRequest],
@@ -176,7 +177,8 @@ async def create_webhook(
     tags=TAGS,
     summary="The org's webhook endpoints",
     operation_id="listWebhooks",
-    responses=documented(401, 403),
+    responses=problems(403),
+    operation_class=operation(),
 )
 async def list_webhooks(
     deps: NamedDependency[Deps], principal: NamedDependency[Principal]
@@ -192,7 +194,8 @@ async def list_webhooks(
     tags=TAGS,
     summary="One webhook endpoint",
     operation_id="getWebhook",
-    responses=documented(401, 403, 404),
+    responses=problems(403, 404),
+    operation_class=operation(),
 )
 async def get_webhook(
     webhook_id: WebhookId, deps: NamedDependency[Deps], principal: NamedDependency[Principal]
@@ -206,7 +209,8 @@ async def get_webhook(
     tags=TAGS,
     summary="Change a webhook endpoint",
     operation_id="updateWebhook",
-    responses=documented(400, 401, 403, 404, 422),
+    responses=problems(400, 403, 404, 422),
+    operation_class=operation(),
 )
 async def update_webhook(
     webhook_id: WebhookId,
@@ -230,7 +234,8 @@ async def update_webhook(
     tags=TAGS,
     summary="Delete a webhook endpoint",
     operation_id="deleteWebhook",
-    responses=documented(401, 403, 404),
+    responses=problems(403, 404),
+    operation_class=operation(),
 )
 async def delete_webhook(
     webhook_id: WebhookId, deps: NamedDependency[Deps], principal: NamedDependency[Principal]
@@ -246,7 +251,8 @@ async def delete_webhook(
     summary="Rotate a webhook's signing secret",
     operation_id="rotateWebhookSecret",
     status_code=200,
-    responses=documented(401, 403, 404),
+    responses=problems(403, 404),
+    operation_class=operation(),
 )
 async def rotate_webhook_secret(
     webhook_id: WebhookId,
@@ -275,7 +281,8 @@ async def rotate_webhook_secret(
     summary="Send a ping event to a webhook endpoint",
     operation_id="testWebhook",
     status_code=202,
-    responses=documented(401, 403, 404, 409),
+    responses=problems(403, 404, 409),
+    operation_class=operation(),
 )
 async def ping_webhook(
     webhook_id: WebhookId,
@@ -299,7 +306,8 @@ async def ping_webhook(
     tags=TAGS,
     summary="A webhook's delivery log",
     operation_id="listWebhookDeliveries",
-    responses=documented(400, 401, 403, 404, 422),
+    responses=problems(400, 403, 404, 422),
+    operation_class=operation(),
 )
 async def list_webhook_deliveries(
     webhook_id: WebhookId,
