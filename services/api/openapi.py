@@ -111,11 +111,21 @@ def success(data: Any, description: str) -> ResponseSpec:
 
 
 BINARY = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
+# One server-sent event, as a client parses it; `: heartbeat` comments keep it open.
 EVENT_STREAM = {
     "text/event-stream": Schema(
-        type=OpenAPIType.STRING,
-        description="`id:`, `event:` and one `data:` line of JSON per event; `: heartbeat` "
-        "comments keep the connection open",
+        type=OpenAPIType.OBJECT,
+        description="Server-sent events; each `data` is one line of JSON: the job (`status` "
+        "and terminal events) or its progress",
+        properties={
+            "id": Schema(type=OpenAPIType.STRING, description="Resume after it: `Last-Event-ID`"),
+            "event": Schema(
+                type=OpenAPIType.STRING,
+                examples=["status", "progress", "succeeded", "failed", "validated"],
+            ),
+            "data": Schema(type=OpenAPIType.STRING, content_media_type="application/json"),
+            "retry": Schema(type=OpenAPIType.INTEGER, description="Reconnect after (ms)"),
+        },
     )
 }
 REDIRECT = OpenAPIResponse(

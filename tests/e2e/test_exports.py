@@ -501,8 +501,7 @@ async def test_files_expire_after_their_ttl(
     ctx = {"deps": deps, "redis": arq_redis(deps.redis), "settings": settings}
     assert await expire_exports(ctx) == 0  # not yet: 7 days
     await deps.db.execute(
-        "UPDATE jobs SET result = jsonb_set(result, '{expires_at}', to_jsonb(now())) "
-        "WHERE id = $1",
+        "UPDATE jobs SET result = jsonb_set(result, '{expires_at}', to_jsonb(now())) WHERE id = $1",
         uuid.UUID(job["id"]),
     )
     assert await expire_exports(ctx) == 1
