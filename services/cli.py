@@ -299,7 +299,7 @@ def _banner(settings: Settings, token: str) -> str:
     return f"""
 Ferry is running: {base}
   console      {base}/console#token={token}
-  OpenAPI UI   {base}/schema          (Swagger: {base}/schema/swagger)
+  API docs     {base}/schema          (offline; the document: {base}/schema/openapi.json)
   storage      {settings.storage_backend} ({settings.s3_bucket or settings.storage_dir})
   demo user    {DEMO_USER}, org {DEMO_ORG}, account {DEMO_ACCOUNT}
 

@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from services.api import edge
 from services.api.auth import provide_principal
 from services.api.docs import SwaggerUI, docs_router
-from services.api.params import provide_idempotency_key
+from services.api.params import provide_idempotency_key, refuse_nul
 from services.api.problems import EXCEPTION_HANDLERS
 from services.api.routes import (
     console,
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> Litestar:
             "idempotency_key": Provide(provide_idempotency_key),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_nul,
         middleware=[prometheus.middleware],
         openapi_config=OpenAPIConfig(
             title="Ferry",

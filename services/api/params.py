@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter
 
@@ -36,3 +37,22 @@ async def provide_idempotency_key(
 
 # A route parameter named ``idempotency_key`` of this type gets the checked header.
 IdempotencyKey = NamedDependency[str | None]
+
+
+def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """A NUL in the path or a query parameter is a 422 naming it, before any route
+    passes it on to PostgreSQL (whose text cannot hold it)."""
+    if "\x00" in request.url.path:
+        raise InvalidInput(
+            "the path holds a NUL character", errors=[{"field": "path", "message": NUL}]
+        )
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            field = name.replace("\x00", "\ufffd")
+            raise InvalidInput(
+                f"the query parameter {field!r} holds a NUL character",
+                errors=[{"field": field, "message": NUL}],
+            )
+
+
+NUL = "holds a NUL character"

@@ -43,6 +43,7 @@ _VERBS: dict[Action, str] = {
     "commit": "commit",
     "rollback": "roll back",
 }
+MAX_CLAIM = 200  # characters of a sub or org claim
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -238,12 +239,23 @@ class TokenVerifier:
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
+    """The caller a verified token names; a claim of the wrong shape is a 401, never
+    a value that reaches the database (PostgreSQL text holds no NUL)."""
+    for name in ("sub", "org"):
+        value = claims[name]
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM or "\x00" in value:
+            raise Unauthorized(
+                f"the token's {name} claim must be a string of 1 to {MAX_CLAIM} characters "
+                "without NUL"
+            )
     perms = claims.get("perms", [])
     if isinstance(perms, str):
         perms = perms.split()
-    if not isinstance(claims["org"], str) or not isinstance(claims["sub"], str):
-        raise Unauthorized("the token's sub and org must be strings")
-    return Principal(sub=claims["sub"], org=claims["org"], perms=frozenset(map(str, perms)))
+    if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+        raise Unauthorized(
+            "the token's perms claim must be a list of strings (or one space-separated string)"
+        )
+    return Principal(sub=claims["sub"], org=claims["org"], perms=frozenset(perms))
 
 
 def mint_token(

@@ -106,12 +106,28 @@ async def feed_caller(request: Request[Any, Any, Any], token: str | None) -> Pri
 def resume_after(last_event_id: str | None) -> str | None:
     if last_event_id is None or last_event_id == "":
         return None
-    if not _STREAM_ID.match(last_event_id):
+    if not _STREAM_ID.match(last_event_id) or max(stream_key(last_event_id)) >= 2**64:
         raise InvalidInput(
             "Last-Event-ID is not an id this api sent",
             errors=[{"field": "Last-Event-ID", "message": "malformed event id"}],
         )
     return last_event_id
+
+
+def stream_key(event_id: str) -> tuple[int, int]:
+    """A Redis Stream id (``ms-seq``) as numbers, to compare ids."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+async def clamp(deps: Deps, stream: str, after: str | None) -> str | None:
+    """An id past the stream's last (a clock gone wrong, a forged header) resumes from
+    the last: waiting for ids after it would hide every event to come, and telling the
+    browser the stream ended would have it reconnect every few seconds for ever."""
+    if after is None:
+        return None
+    last = await last_id(deps, stream)  # None while Redis is away: resume as asked
+    return last if last is not None and stream_key(after) > stream_key(last) else after
 
 
 STREAM_204 = OpenAPIResponse(description="The client has seen the terminal event: stop")
@@ -139,8 +155,8 @@ async def job_events(
     an `id`; reconnect with `Last-Event-ID` to get exactly the events after it (204
     once the client has seen the end)."""
     job, principal = await job_and_caller(request, deps, token, job_id)
-    after = resume_after(last_event_id)
     feed = JobFeed(deps, verifier(request), principal, job)
+    after = await clamp(deps, feed.stream, resume_after(last_event_id))
     if after is not None and job.status in STREAM_ENDS and await feed.read(after) == []:
         # The client saw the end already: 204 tells EventSource to stop reconnecting.
         return Response(b"", status_code=204, headers=SSE_HEADERS)
@@ -261,8 +277,8 @@ async def my_events(
     `Last-Event-ID`), e.g. to tell a user their export is ready. `GET /v1/jobs`
     returns an event-link URL for it in `links.events`. The stream does not end."""
     principal = await feed_caller(request, token)
-    after = resume_after(last_event_id)
     stream = user_stream(principal.org, principal.sub)
+    after = await clamp(deps, stream, resume_after(last_event_id))
 
     async def events() -> AsyncIterator[bytes]:
         cursor = after

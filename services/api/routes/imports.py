@@ -32,7 +32,7 @@ from services.api.openapi import (
     problems,
     success,
 )
-from services.api.params import IdempotencyKey
+from services.api.params import NUL, IdempotencyKey
 from services.api.schemas import CommitRequest, ImportJob, RollbackRequest
 from services.api.views import import_links, import_view, stored_file
 from services.core import jobs
@@ -86,10 +86,20 @@ def _require_some_write(deps: Deps, principal: Principal) -> None:
         raise Forbidden(f"this token lacks the permission to import ({wanted})")
 
 
+FORM_FIELDS = ("dataset", "account_id", "sheet")
+
+
+def _printable(name: str) -> str:
+    return "".join(c for c in name if c.isprintable()).strip()
+
+
 def _import_params(
     deps: Deps, principal: Principal, form: dict[str, str], got: uploads.Received
 ) -> tuple[Dataset, dict[str, Any]]:
     """The dataset and job params of an upload, from its form (query parameters first)."""
+    nul = [{"field": k, "message": NUL} for k in FORM_FIELDS if "\x00" in form.get(k, "")]
+    if nul:
+        raise InvalidInput("a form field holds a NUL character", errors=nul)
     ds = _writable(deps, principal, form.get("dataset"))
     account = (form.get("account_id") or "").strip()
     problems = []
@@ -101,7 +111,8 @@ def _import_params(
         problems.append({"field": "account_id", "message": "longer than 200 characters"})
     if ds is None or problems:
         raise InvalidInput("missing " + ", ".join(p["field"] for p in problems), errors=problems)
-    name = form.get("filename") or got.filename or f"upload.{got.kind}"
+    # A file's name is only shown; control characters (NUL among them) are dropped.
+    name = _printable(form.get("filename") or got.filename or "") or f"upload.{got.kind}"
     return ds, {
         "account_id": account,
         "filename": name[:255],

@@ -133,6 +133,8 @@ def parse_filters(ds: Dataset, raw: Mapping[str, Any]) -> dict[str, Any]:
         if value is None or value == "":
             continue
         try:
+            if "\x00" in str(value):  # PostgreSQL text cannot hold it
+                raise ValueError("holds a NUL character")
             if name == ds.scope_column:
                 if not isinstance(value, str):
                     raise ValueError("must be a string")
