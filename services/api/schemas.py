@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -28,6 +29,20 @@ class Struct(msgspec.Struct, kw_only=True):
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A request body: unknown members are refused (422), not ignored."""
+
+
+class JobKind(StrEnum):
+    EXPORT = "export"
+    IMPORT = "import"
+
+
+class Compression(StrEnum):
+    GZIP = "gzip"
+
+
+class ProgressUnit(StrEnum):
+    BYTES = "bytes"
+    ROWS = "rows"
 
 
 # --- problems -------------------------------------------------------------------------------
@@ -63,7 +78,7 @@ class Progress(Struct):
     done: int
     total: int | None = None
     rows: Annotated[int, Meta(description="Records read so far (imports)")] | UnsetType = UNSET
-    unit: Literal["bytes", "rows"] | UnsetType = UNSET
+    unit: ProgressUnit | UnsetType = UNSET
 
 
 class JobError(Struct):
@@ -357,7 +372,7 @@ class ExportRequest(Request):
         Meta(examples=[{"sale_date_from": "2026-01-01", "status": "shipped,paid"}]),
     ] = {}
     account_id: Annotated[str | None, Meta(examples=["main"])] = None
-    compression: Literal["gzip"] | None = None
+    compression: Compression | None = None
     escape_formulas: bool = True
 
 

@@ -20,7 +20,7 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -154,6 +154,8 @@ def test_linked_operations_chain_with_real_ids(ferry: str, bearer: dict[str, str
             suppress_health_check=list(HealthCheck),
             derandomize=True,
             database=None,
+            # Against a live server a replay meets other state: report, do not shrink.
+            phases=[Phase.explicit, Phase.generate],
         )
     )
     log.info("contract: %d linked steps %s", steps.total(), dict(steps))

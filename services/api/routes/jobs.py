@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 from arq.connections import ArqRedis
@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from services.api.auth import load_job, verifier
 from services.api.openapi import JOB_LINKS, operation, problems, success
-from services.api.schemas import FeedLinks, Job, JobPage
+from services.api.schemas import FeedLinks, Job, JobKind, JobPage
 from services.api.views import job_view
 from services.core import jobs
 from services.core.auth import Principal
@@ -65,7 +65,7 @@ async def list_jobs(
     request: Request[Any, Any, Any],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
-    kind: FromQuery[Literal["export", "import"] | None] = None,
+    kind: FromQuery[JobKind | None] = None,
     status: Annotated[
         str | None, QueryParameter(description="Comma-separated statuses, e.g. `queued,running`")
     ] = None,
@@ -86,7 +86,7 @@ async def list_jobs(
         deps.db,
         org_id=principal.org,
         user_id=principal.sub,
-        kind=kind,
+        kind=kind.value if kind else None,
         statuses=statuses,
         before=decode_cursor(cursor) if cursor else None,
         limit=limit + 1,
