@@ -21,6 +21,7 @@ from msgspec import UNSET, Meta, UnsetType
 from services.core.datasets.registry import FieldType
 from services.core.exports.spec import Format
 from services.core.jobs import JobStatus, Kind
+from services.core.presets import Preset
 
 
 class Struct(msgspec.Struct, kw_only=True):
@@ -334,6 +335,22 @@ class DatasetList(Struct):
     items: list[Dataset]
 
 
+# --- presets, links -------------------------------------------------------------------------
+
+
+class PresetList(Struct):
+    """The caller's own presets (a dataset's built-in ones are in `Dataset.presets`)."""
+
+    items: list[Preset]
+
+
+class Link(Struct):
+    """A path to a file with a one-minute token, for a browser to follow."""
+
+    href: str
+    expires_at: datetime
+
+
 # --- health ---------------------------------------------------------------------------------
 
 
@@ -395,6 +412,20 @@ class CommitRequest(Request):
             "left out. The result counts `inserted`, `updated` and `skipped_existing`."
         ),
     ] = "insert"
+
+
+class PresetRequest(Request):
+    """`POST /v1/presets`: a name and the columns (field names) of one dataset."""
+
+    dataset: Annotated[str, Meta(examples=["bookkeeping_records"])]
+    name: Annotated[str, Meta(examples=["Margins"])]
+    columns: Annotated[list[str], Meta(examples=[["ebay_order_id", "sale_price", "profit"]])]
+
+
+class LinkRequest(Request):
+    """The path of a file: an export's `links.download` or an import's `links.error_report`."""
+
+    href: Annotated[str, Meta(examples=["/v1/exports/8f0c…/download"])]
 
 
 class RollbackRequest(Request):

@@ -13,12 +13,13 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from services.api.auth import verifier
+from services.api.openapi import operation, problems
+from services.api.schemas import Link, LinkRequest
 from services.core.auth import Principal
 from services.core.errors import InvalidInput
 
@@ -26,18 +27,14 @@ _ID = r"[0-9a-fA-F-]{36}"
 LINKABLE = re.compile(rf"^/v1/(exports/{_ID}/download|imports/{_ID}/errors\.csv)$")
 
 
-class LinkRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """The path of a file: an export's `links.download` or an import's `links.error_report`."""
-
-    href: str
-
-
-class Link(msgspec.Struct):
-    href: str
-    expires_at: datetime
-
-
-@post("/v1/links", tags=["jobs"], summary="A one-minute link to a file, for a browser")
+@post(
+    "/v1/links",
+    tags=["jobs"],
+    summary="A one-minute link to a file, for a browser",
+    operation_id="createLink",
+    responses=problems(400, 422),
+    operation_class=operation(),
+)
 async def create_link(
     request: Request[Any, Any, Any],
     data: JSONBody[LinkRequest],
@@ -53,7 +50,7 @@ async def create_link(
             errors=[{"field": "href", "message": "not a file of this api"}],
         )
     token, expires = verifier(request).mint_link_token(principal, path)
-    return Link(f"{path}?token={token}", datetime.fromtimestamp(expires, UTC))
+    return Link(href=f"{path}?token={token}", expires_at=datetime.fromtimestamp(expires, UTC))
 
 
 routes = [create_link]

@@ -5,29 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import msgspec
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from services.api.openapi import operation, problems, success
+from services.api.schemas import PresetList, PresetRequest
 from services.core import presets
 from services.core.auth import Principal
 from services.core.datasets import Dataset
 from services.core.deps import Deps
 from services.core.errors import InvalidInput, NotFound
 from services.core.presets import Preset
-
-
-class PresetRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`POST /v1/presets`: a name and the columns (field names) of one dataset."""
-
-    dataset: str
-    name: str
-    columns: list[str]
-
-
-class PresetList(msgspec.Struct):
-    items: list[Preset]
 
 
 def known_dataset(deps: Deps, name: str) -> Dataset:
@@ -40,7 +29,14 @@ def known_dataset(deps: Deps, name: str) -> Dataset:
         ) from None
 
 
-@get("/v1/presets", tags=["presets"], summary="Your export presets")
+@get(
+    "/v1/presets",
+    tags=["presets"],
+    summary="Your export presets",
+    operation_id="listPresets",
+    responses=problems(422),
+    operation_class=operation(),
+)
 async def list_presets(
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
@@ -53,10 +49,21 @@ async def list_presets(
     items = await presets.list_presets(
         deps.db, org_id=principal.org, user_id=principal.sub, dataset=dataset
     )
-    return PresetList(items)
+    return PresetList(items=items)
 
 
-@post("/v1/presets", tags=["presets"], summary="Save an export preset", status_code=201)
+@post(
+    "/v1/presets",
+    tags=["presets"],
+    summary="Save an export preset",
+    status_code=201,
+    operation_id="createPreset",
+    responses={
+        200: success(Preset, "Saved already with these columns: the saved preset"),
+        **problems(400, 403, 409, 422),
+    },
+    operation_class=operation(),
+)
 async def create_preset(
     data: JSONBody[PresetRequest],
     deps: NamedDependency[Deps],
@@ -79,7 +86,14 @@ async def create_preset(
     return Response(preset, status_code=201 if created else 200)
 
 
-@delete("/v1/presets/{preset_id:uuid}", tags=["presets"], summary="Delete an export preset")
+@delete(
+    "/v1/presets/{preset_id:uuid}",
+    tags=["presets"],
+    summary="Delete an export preset",
+    operation_id="deletePreset",
+    responses=problems(404),
+    operation_class=operation(),
+)
 async def delete_preset(
     preset_id: FromPath[uuid.UUID],
     deps: NamedDependency[Deps],
