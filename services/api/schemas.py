@@ -23,6 +23,12 @@ from services.core.exports.spec import Format
 from services.core.jobs import JobStatus, Kind
 from services.core.presets import Preset
 
+# A date-time as a worker stored it (RFC 3339), passed on unchanged.
+Timestamp = Annotated[
+    str,
+    Meta(extra_json_schema={"description": "RFC 3339", "extra": {"format": "date-time"}}),
+]
+
 
 class Struct(msgspec.Struct, kw_only=True):
     """A response body."""
@@ -98,7 +104,7 @@ class ExportResult(Struct, tag_field="kind", tag="export"):
     sha256: str
     filename: Annotated[str, Meta(examples=["bookkeeping_records-main-20260126-101500.csv"])]
     content_type: str
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class Totals(Struct):
@@ -116,9 +122,9 @@ class Batch(Struct):
     id: uuid.UUID
     rows: int
     skipped: int
-    created_at: datetime
-    rollback_until: datetime
-    rolled_back_at: datetime | None = None
+    created_at: Timestamp
+    rollback_until: Timestamp
+    rolled_back_at: Timestamp | None = None
     mode: Literal["insert", "upsert", "skip_existing"] | UnsetType = UNSET
     inserted: int | UnsetType = UNSET
     updated: int | UnsetType = UNSET

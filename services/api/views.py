@@ -28,45 +28,17 @@ def _typed(value: Any, kind: Any) -> Any:
     return None if value is None else msgspec.convert(value, kind, strict=False)
 
 
-def _result(job: Job) -> schemas.ExportResult | schemas.ImportResult | None:
-    result = job.result
-    if not result:
-        return None
-    if job.kind == "export":
-        return _typed(result, schemas.ExportResult)  # type: ignore[no-any-return]
-    return schemas.ImportResult(
-        totals=_typed(result.get("totals"), schemas.Totals),
-        batch=_typed(result.get("batch"), schemas.Batch),
-    )
-
-
-def _job_fields(job: Job, queue_position: int | None, events_token: str) -> dict[str, Any]:
-    """The members of ``schemas.Job``, typed; links as ``jobs.job_resource`` makes them."""
+def _job(job: Job, queue_position: int | None, events_token: str) -> schemas.Job:
+    """The job resource (``jobs.job_resource``, what webhooks send too) as its Struct."""
     doc = jobs.job_resource(job, queue_position=queue_position, events_token=events_token)
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "dataset": job.dataset,
-        "status": job.status,
-        "queue_position": queue_position,
-        "cancel_requested": doc["cancel_requested"],
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "progress": _typed(job.progress, schemas.Progress),
-        "params": job.params,
-        "error": _typed(job.error, schemas.JobError),
-        "result": _result(job),
-        "links": dict(doc["links"]),
-    }
+    typed: schemas.Job = msgspec.convert(doc, schemas.Job, strict=False)
+    return typed
 
 
 async def job_view(db: Pool, tokens: TokenVerifier, principal: Principal, job: Job) -> schemas.Job:
     """A job with its queue position and links (the events link carries its own token)."""
     position = await jobs.queue_position(db, job)
-    fields = _job_fields(job, position, tokens.mint_events_token(principal, job.id))
-    fields["links"] = schemas.JobLinks(self_=fields["links"].pop("self"), **fields["links"])
-    return schemas.Job(**fields)
+    return _job(job, position, tokens.mint_events_token(principal, job.id))
 
 
 def import_links(job: Job) -> dict[str, Any]:
@@ -105,9 +77,10 @@ async def import_view(
     """The job plus the import document."""
     tokens = verifier(request)
     position = await jobs.queue_position(deps.db, job)
-    fields = _job_fields(job, position, tokens.mint_events_token(principal, job.id))
+    base = _job(job, position, tokens.mint_events_token(principal, job.id))
+    fields = {f: getattr(base, f) for f in base.__struct_fields__ if f != "links"}
     result = mappings.in_file_order(job.result or {})
-    links = {**fields.pop("links"), **import_links(job)}
+    links = {**msgspec.to_builtins(base.links), **import_links(job)}
     source = result.get("source") or {
         "filename": job.params.get("filename"),
         "bytes": job.params.get("bytes"),

@@ -531,10 +531,21 @@ def job_document(job: Job) -> dict[str, Any]:
     return doc
 
 
+def public_result(job: Job) -> dict[str, Any] | None:
+    """A job's ``result`` as its resource shows it, ``kind`` telling which: an export's
+    file, or an import's totals and batch (its whole document is ``GET /v1/imports/{id}``)."""
+    if not job.result:
+        return None
+    if job.kind == "export":
+        return {"kind": "export", **job.result}
+    return {"kind": "import", "totals": job.result.get("totals"), "batch": job.result.get("batch")}
+
+
 def job_resource(job: Job, *, queue_position: int | None, events_token: str) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/{id}`` returns it (and webhooks send it), with its links;
     ``events_token`` opens its event stream without a header."""
     doc = job_document(job)
+    doc["result"] = msgspec.to_builtins(public_result(job))
     doc["queue_position"] = queue_position
     doc["cancel_requested"] = job.cancel_requested_at is not None
     succeeded_export = job.kind == "export" and job.status == S.SUCCEEDED

@@ -130,9 +130,11 @@ def creations_as_roots(schema: Any) -> None:
 
 def test_linked_operations_chain_with_real_ids(ferry: str, bearer: dict[str, str]) -> None:
     steps: collections.Counter[str] = collections.Counter()
-    creations_as_roots(schema)
+    # The job flows the links describe; presets and webhooks are fuzzed above.
+    flows = schema.include(path_regex=r"^/v1/(exports|imports|jobs|datasets)")
+    creations_as_roots(flows)
 
-    class Chains(schema.as_state_machine()):  # type: ignore[misc]
+    class Chains(flows.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Any) -> None:
             authenticated(case, bearer)
             realistic(case)

@@ -251,7 +251,7 @@ async def delete_webhook(
     summary="Rotate a webhook's signing secret",
     operation_id="rotateWebhookSecret",
     status_code=200,
-    responses=problems(403, 404),
+    responses=problems(403, 404, 422),
     operation_class=operation(),
 )
 async def rotate_webhook_secret(
