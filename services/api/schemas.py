@@ -145,6 +145,10 @@ class JobLinks(Struct):
         Meta(description="SSE of this job, openable without a header (it carries a token)"),
     ]
     download: Annotated[str | None, Meta(description="Set once an export succeeded")] = None
+    error_report: (
+        Annotated[str | None, Meta(description="An import's failed rows as CSV (import documents)")]
+        | UnsetType
+    ) = UNSET
 
 
 class Job(Struct):
