@@ -12,6 +12,7 @@ documented status and media type, with a body and headers its schema allows.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import subprocess
 from typing import Any
@@ -130,6 +131,7 @@ def creations_as_roots(schema: Any) -> None:
 
 def test_linked_operations_chain_with_real_ids(ferry: str, bearer: dict[str, str]) -> None:
     steps: collections.Counter[str] = collections.Counter()
+    failures: list[str] = []
     # The job flows the links describe; presets and webhooks are fuzzed above.
     flows = schema.include(path_regex=r"^/v1/(exports|imports|jobs|datasets)")
     creations_as_roots(flows)
@@ -146,21 +148,31 @@ def test_linked_operations_chain_with_real_ids(ferry: str, bearer: dict[str, str
             steps[f"{case.method} {case.path} {response.status_code}"] += 1
 
         def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
-            case.validate_response(response, checks=CHAIN_CHECKS, headers=bearer)
+            # Collected, not raised: a replay against a live server meets other state,
+            # which Hypothesis would report as flaky instead of the failure itself.
+            try:
+                case.validate_response(response, checks=CHAIN_CHECKS, headers=bearer)
+            except Exception as exc:  # every failure is reported below
+                failures.append(f"{case.method} {case.path}: {exc}")
 
-    Chains.run(
-        settings=hypothesis.settings(
-            max_examples=40,
-            stateful_step_count=6,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-            # Against a live server a replay meets other state: report, do not shrink.
-            phases=[Phase.explicit, Phase.generate],
+    # The server's state grows as the chains run (jobs, imports), so Hypothesis may find
+    # a choice it replays leads elsewhere and stop early, calling its strategy flaky:
+    # what ran until then was checked all the same (``failures``, ``reached`` below).
+    with contextlib.suppress(hypothesis.errors.FlakyStrategyDefinition):
+        Chains.run(
+            settings=hypothesis.settings(
+                max_examples=40,
+                stateful_step_count=6,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                derandomize=True,
+                database=None,
+                # Against a live server a replay meets other state: report, do not shrink.
+                phases=[Phase.explicit, Phase.generate],
+            )
         )
-    )
     log.info("contract: %d linked steps %s", steps.total(), dict(steps))
+    assert not failures, "\n\n".join(failures)
     reached = {step for step in steps if "{job_id}" in step and step.endswith((" 200", " 202"))}
     # Chains reached a job's later operations with real ids, not only 404s for made-up ones.
     assert reached, "\n".join(f"{k}: {v}" for k, v in sorted(steps.items()))

@@ -176,7 +176,10 @@ async def _from_upload(
     """The import of a finished direct upload (see ``services.core.uploads``)."""
     body = _decode(await request.body())
     ds = _writable(deps, principal, body.dataset)
-    assert ds is not None
+    if ds is None:  # an empty name
+        raise InvalidInput(
+            "name the dataset to import into", errors=[{"field": "dataset", "message": "required"}]
+        )
     upload = await upload_records.get_upload(deps.db, body.upload_id, principal.org)
     if (replay := await _replay(deps, principal, body, key, upload)) is not None:
         return replay, False

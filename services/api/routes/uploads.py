@@ -15,14 +15,17 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from services.api import uploads as receiving
 from services.api.auth import verifier
+from services.api.openapi import BINARY, operation, problems
 from services.core import uploads
 from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import Forbidden, InvalidInput, TooLarge, UnsupportedMediaType
+from services.core.imports.readers import XLSX_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,9 @@ class UploadTicket(msgspec.Struct):
     tags=["imports"],
     summary="Ask for a URL to upload a file straight to storage",
     status_code=201,
+    operation_id="createUpload",
+    responses=problems(400, 403, 413, 415, 422),
+    operation_class=operation(),
 )
 async def create_upload(
     request: Request[Any, Any, Any],
@@ -143,6 +149,19 @@ async def create_upload(
     summary="The file of a direct upload (local storage)",
     status_code=204,
     request_max_body_size=None,  # bounded by the size the upload promised, as it streams
+    operation_id="putUploadContent",
+    security=[{}],  # the URL's own token is the credential
+    responses=problems(400, 403, 404, 413, 415, 422, 503, auth=False),
+    operation_class=operation(
+        body=RequestBody(
+            required=True,
+            description="The file, with the Content-Type and length the upload promised",
+            content={
+                media: OpenAPIMediaType(schema=BINARY)
+                for media in ("text/csv", XLSX_TYPE, "application/octet-stream")
+            },
+        )
+    ),
 )
 async def put_upload_content(
     request: Request[Any, Any, Any],
