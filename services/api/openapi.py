@@ -145,9 +145,15 @@ FILE_HEADERS = {
 }
 
 
+# A JSON export is one array of records (objects keyed by field label).
+JSON_ROWS = Schema(
+    type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT, additional_properties=True)
+)
+
+
 def binary(*media_types: str) -> dict[str, Schema]:
-    """A file body in any of ``media_types``."""
-    return dict.fromkeys(media_types, BINARY)
+    """A file body in any of ``media_types`` (a JSON file as the array it is)."""
+    return {t: JSON_ROWS if t == "application/json" else BINARY for t in media_types}
 
 
 def link(operation_id: str, description: str, **parameters: str) -> Link:

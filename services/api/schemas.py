@@ -20,6 +20,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from services.core.datasets.registry import FieldType
 from services.core.exports.spec import Format
+from services.core.imports.readers.layout import Kind as FileKind
 from services.core.jobs import JobStatus, Kind
 from services.core.presets import Preset
 
@@ -86,14 +87,6 @@ class Progress(Struct):
     total: int | None = None
     rows: Annotated[int, Meta(description="Records read so far (imports)")] | UnsetType = UNSET
     unit: ProgressUnit | UnsetType = UNSET
-
-
-class JobError(Struct):
-    """Why a job failed or was cancelled."""
-
-    message: str
-    type: Annotated[str, Meta(examples=["invalid-input"])] | UnsetType = UNSET
-    errors: list[dict[str, Any]] | UnsetType = UNSET
 
 
 class ExportResult(Struct, tag_field="kind", tag="export"):
@@ -170,7 +163,13 @@ class Job(Struct):
         dict[str, Any],
         Meta(description="What was asked: an export's format, columns, filters, …"),
     ]
-    error: JobError | None
+    error: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="Why it failed or stopped: `message`, its `type` and, as the failure "
+            "has them, `errors` (fields) or more (e.g. a rollback's `requires_confirmation`)"
+        ),
+    ]
     result: Annotated[
         ExportResult | ImportResult | None, Meta(description="Its `kind` is the job's")
     ]
@@ -194,17 +193,30 @@ class JobPage(Struct):
 # --- imports --------------------------------------------------------------------------------
 
 
+class SheetEntry(Struct):
+    """One sheet of a workbook, and how well its headers match the dataset."""
+
+    name: str
+    score: float | None
+    reason: str
+    range: str | None = None
+    rows: int = 0
+    hidden: bool = False
+    chosen: bool = False
+
+
 class Source(Struct):
     """The uploaded file and what was detected in it (once validated)."""
 
     filename: str | None
     bytes: int | None
-    kind: Literal["csv", "xlsx"] | UnsetType = UNSET
+    kind: FileKind | UnsetType = UNSET
     encoding: str | UnsetType | None = UNSET
     encoding_reason: str | UnsetType | None = UNSET
     delimiter: str | UnsetType | None = UNSET
     sheet: str | UnsetType | None = UNSET
-    sheets: list[str] | UnsetType = UNSET
+    sheet_reason: str | UnsetType | None = UNSET
+    sheets: list[SheetEntry] | UnsetType = UNSET
     header_line: Annotated[int, Meta(description="As a person sees it, from 1")] | UnsetType = UNSET
     headers: list[str] | UnsetType = UNSET
 
