@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Request
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter
+from litestar.params import HeaderParameter, QueryParameter
 
 from services.core.errors import InvalidInput
 
@@ -56,3 +56,14 @@ def refuse_nul(request: Request[Any, Any, Any]) -> None:
 
 
 NUL = "holds a NUL character"
+
+
+# Declared on the routes ``POST /v1/links`` makes links for, so the document shows how a
+# browser follows one; ``services.api.auth.provide_principal`` is what checks it.
+LinkToken = Annotated[
+    str | None,
+    QueryParameter(
+        description="Instead of `Authorization`: the one-minute token of a link made by "
+        "`POST /v1/links` for exactly this path."
+    ),
+]

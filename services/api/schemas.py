@@ -23,6 +23,8 @@ from services.core.exports.spec import Format
 from services.core.imports.readers.layout import Kind as FileKind
 from services.core.jobs import JobStatus, Kind
 from services.core.presets import Preset
+from services.core.webhooks.deliveries import WebhookDelivery
+from services.core.webhooks.endpoints import EventType
 
 # A date-time as a worker stored it (RFC 3339), passed on unchanged.
 Timestamp = Annotated[
@@ -392,6 +394,108 @@ class Ready(Struct):
     status: Literal["ready", "unavailable"]
     checks: dict[str, Check]
     storage_backend: Literal["s3", "local"]
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookRequest(Request):
+    """`POST /v1/webhooks`: where to send which events."""
+
+    url: str
+    events: list[EventType]
+    description: str | None = None
+    enabled: bool = True
+
+
+class WebhookChanges(Request):
+    """`PATCH /v1/webhooks/{id}`: the fields to change; those left out stay."""
+
+    url: str | UnsetType = UNSET
+    events: list[EventType] | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class WebhookLinks(Struct):
+    self: str
+    deliveries: str
+    test: str
+    rotate_secret: str
+
+
+class Webhook(Struct):
+    """A registered endpoint. Its secret is shown only by the answer that made it."""
+
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    # Until then the rotated-out secret still signs deliveries, beside the new one.
+    previous_secret_expires_at: datetime | None
+    links: WebhookLinks
+
+
+class WebhookWithSecret(Webhook):
+    """An endpoint and its new signing secret, shown this once."""
+
+    secret: str
+
+
+class WebhookList(Struct):
+    items: list[Webhook]
+
+
+class WebhookDeliveryList(Struct):
+    """Deliveries, newest first; pass `next_cursor` back as `cursor` for more."""
+
+    items: list[WebhookDelivery]
+    next_cursor: str | None
+
+
+# --- direct uploads ------------------------------------------------------------------------
+
+MAX_UPLOAD_FILENAME = 255
+
+
+class UploadRequest(Request):
+    """The file a client is about to upload."""
+
+    filename: Annotated[
+        str, Meta(min_length=1, max_length=MAX_UPLOAD_FILENAME, description="Its name.")
+    ]
+    bytes: Annotated[int, Meta(ge=1, description="Its exact size; the upload must match it.")]
+    content_type: Annotated[
+        str,
+        Meta(
+            description="Its media type: text/csv, a spreadsheet type, or "
+            "application/octet-stream. The PUT must send the same Content-Type."
+        ),
+    ] = "application/octet-stream"
+
+
+class UploadTicket(Struct):
+    """Where and how to PUT the file, until when, and how to import it then."""
+
+    id: Annotated[str, Meta(description="The upload id for POST /v1/imports.")]
+    method: Annotated[str, Meta(description="Always PUT.")]
+    url: Annotated[
+        str,
+        Meta(
+            description="Where to PUT the file: a presigned S3 URL, or this api's "
+            "/v1/uploads/{id}/content with its token (local storage)."
+        ),
+    ]
+    headers: Annotated[
+        dict[str, str],
+        Meta(description="Headers the PUT must send (they are part of the signature)."),
+    ]
+    expires_at: Annotated[datetime, Meta(description="The URL works until then.")]
+    bytes: Annotated[int, Meta(description="The size the file must have.")]
+    storage: Annotated[str, Meta(description="`s3` or `local`.")]
 
 
 # --- requests -------------------------------------------------------------------------------

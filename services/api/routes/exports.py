@@ -29,7 +29,7 @@ from services.api.openapi import (
     problems,
     success,
 )
-from services.api.params import IdempotencyKey
+from services.api.params import IdempotencyKey, LinkToken
 from services.api.schemas import ExportRequest, Job
 from services.api.views import job_view, stored_file
 from services.core import jobs
@@ -384,6 +384,7 @@ async def download_export(
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
+    token: LinkToken = None,
 ) -> Response[Any]:
     """307 to a short-lived presigned URL (S3), or the file itself (local storage).
 

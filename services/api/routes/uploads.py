@@ -9,10 +9,8 @@ signature binds the content type and length, or — for the local folder — thi
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, Response, post, put
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, RequestBody
@@ -21,6 +19,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from services.api import uploads as receiving
 from services.api.auth import verifier
 from services.api.openapi import BINARY, operation, problems
+from services.api.schemas import UploadRequest, UploadTicket
 from services.core import uploads
 from services.core.auth import Principal
 from services.core.deps import Deps
@@ -28,47 +27,6 @@ from services.core.errors import Forbidden, InvalidInput, TooLarge, UnsupportedM
 from services.core.imports.readers import XLSX_TYPE
 
 log = logging.getLogger(__name__)
-
-MAX_FILENAME = 255
-
-
-class UploadRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """The file a client is about to upload."""
-
-    filename: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=MAX_FILENAME, description="Its name.")
-    ]
-    bytes: Annotated[
-        int, msgspec.Meta(ge=1, description="Its exact size; the upload must match it.")
-    ]
-    content_type: Annotated[
-        str,
-        msgspec.Meta(
-            description="Its media type: text/csv, a spreadsheet type, or "
-            "application/octet-stream. The PUT must send the same Content-Type."
-        ),
-    ] = "application/octet-stream"
-
-
-class UploadTicket(msgspec.Struct):
-    """Where and how to PUT the file, until when, and how to import it then."""
-
-    id: Annotated[str, msgspec.Meta(description="The upload id for POST /v1/imports.")]
-    method: Annotated[str, msgspec.Meta(description="Always PUT.")]
-    url: Annotated[
-        str,
-        msgspec.Meta(
-            description="Where to PUT the file: a presigned S3 URL, or this api's "
-            "/v1/uploads/{id}/content with its token (local storage)."
-        ),
-    ]
-    headers: Annotated[
-        dict[str, str],
-        msgspec.Meta(description="Headers the PUT must send (they are part of the signature)."),
-    ]
-    expires_at: Annotated[datetime, msgspec.Meta(description="The URL works until then.")]
-    bytes: Annotated[int, msgspec.Meta(description="The size the file must have.")]
-    storage: Annotated[str, msgspec.Meta(description="`s3` or `local`.")]
 
 
 @post(

@@ -8,7 +8,6 @@ webhook is a 404. Deliveries themselves are sent by the workers
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -20,74 +19,26 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from services.api.openapi import operation, problems
 from services.api.params import IdempotencyKey
 from services.api.routes.jobs import decode_cursor, encode_cursor
+from services.api.schemas import (
+    Webhook,
+    WebhookChanges,
+    WebhookDeliveryList,
+    WebhookLinks,
+    WebhookList,
+    WebhookRequest,
+    WebhookWithSecret,
+)
 from services.core.auth import Principal
 from services.core.deps import Deps
 from services.core.errors import Conflict
 from services.core.queue import wake_webhooks
 from services.core.webhooks import deliveries, endpoints
 from services.core.webhooks.deliveries import WebhookDelivery
-from services.core.webhooks.endpoints import Endpoint, EventType
+from services.core.webhooks.endpoints import Endpoint
 
 PERMISSION = "webhooks.manage"
 TAGS = ["webhooks"]
 WebhookId = FromPath[uuid.UUID]
-
-
-class WebhookRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`POST /v1/webhooks`: where to send which events."""
-
-    url: str
-    events: list[EventType]
-    description: str | None = None
-    enabled: bool = True
-
-
-class WebhookChanges(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`PATCH /v1/webhooks/{id}`: the fields to change; those left out stay."""
-
-    url: str | msgspec.UnsetType = msgspec.UNSET
-    events: list[EventType] | msgspec.UnsetType = msgspec.UNSET
-    description: str | msgspec.UnsetType | None = msgspec.UNSET
-    enabled: bool | msgspec.UnsetType = msgspec.UNSET
-
-
-class WebhookLinks(msgspec.Struct, kw_only=True):
-    self: str
-    deliveries: str
-    test: str
-    rotate_secret: str
-
-
-class Webhook(msgspec.Struct, kw_only=True):
-    """A registered endpoint. Its secret is shown only by the answer that made it."""
-
-    id: uuid.UUID
-    url: str
-    events: list[str]
-    description: str | None
-    enabled: bool
-    created_at: datetime
-    updated_at: datetime
-    # Until then the rotated-out secret still signs deliveries, beside the new one.
-    previous_secret_expires_at: datetime | None
-    links: WebhookLinks
-
-
-class WebhookWithSecret(Webhook, kw_only=True):
-    """An endpoint and its new signing secret, shown this once."""
-
-    secret: str
-
-
-class WebhookList(msgspec.Struct):
-    items: list[Webhook]
-
-
-class WebhookDeliveryList(msgspec.Struct):
-    """Deliveries, newest first; pass `next_cursor` back as `cursor` for more."""
-
-    items: list[WebhookDelivery]
-    next_cursor: str | None
 
 
 def _fields(endpoint: Endpoint) -> dict[str, Any]:
@@ -186,7 +137,7 @@ async def list_webhooks(
     """Oldest first; secrets are never shown here."""
     principal.require(PERMISSION)
     found = await endpoints.list_endpoints(deps.db, principal.org)
-    return WebhookList([webhook(e) for e in found])
+    return WebhookList(items=[webhook(e) for e in found])
 
 
 @get(
@@ -337,7 +288,7 @@ async def list_webhook_deliveries(
     )
     more = len(page) > limit
     page = page[:limit]
-    return WebhookDeliveryList(page, encode_cursor(page[-1]) if more else None)
+    return WebhookDeliveryList(items=page, next_cursor=encode_cursor(page[-1]) if more else None)
 
 
 routes = [
