@@ -168,10 +168,8 @@ def test_dev_fails_when_one_of_its_processes_does(tmp_path: Path, database_url: 
 
 def test_dev_starts_embedded_servers_when_nothing_is_configured(tmp_path: Path) -> None:
     port = free_port()
-    started = time.monotonic()
     proc = start(tmp_path, {"FERRY_PORT": str(port)})
-    banner = read_banner(proc, tmp_path)
-    assert time.monotonic() - started < 60
+    banner = read_banner(proc, tmp_path)  # fails after 60 s without one
     assert "starting embedded PostgreSQL" in banner
     assert "starting embedded Valkey" in banner
     ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
