@@ -19,6 +19,7 @@ from services.api.docs import SwaggerUI, docs_router
 from services.api.params import provide_idempotency_key, refuse_nul
 from services.api.problems import EXCEPTION_HANDLERS
 from services.api.routes import (
+    commits,
     console,
     datasets,
     events,
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> Litestar:
         *datasets.routes,
         *exports.routes,
         *imports.routes,
+        *commits.routes,
         *uploads.routes,
         *jobs.routes,
         *events.routes,

@@ -519,6 +519,22 @@ class ExportRequest(Request):
     escape_formulas: bool = True
 
 
+class ImportFromUpload(Request):
+    """`POST /v1/imports` with a JSON body: import a file put to a direct upload URL."""
+
+    upload_id: Annotated[str, Meta(description="The id POST /v1/uploads gave.")]
+    dataset: Annotated[str, Meta(description="Dataset to import into.")]
+    account_id: Annotated[
+        str, Meta(min_length=1, max_length=200, description="Account of the records.")
+    ]
+    sheet: Annotated[
+        str | None, Meta(description="A workbook's sheet to read (default: best match).")
+    ] = None
+    filename: (
+        Annotated[str, Meta(max_length=255, description="Default: the upload's name.")] | None
+    ) = None
+
+
 class CommitRequest(Request):
     """How to commit a validated import."""
 
