@@ -535,6 +535,15 @@ class ImportFromUpload(Request):
     ) = None
 
 
+class SheetRequest(Request):
+    """`PUT /v1/imports/{id}/sheet`: the workbook's sheet to read instead."""
+
+    sheet: Annotated[
+        str,
+        Meta(min_length=1, description="The name of one of `source.sheets`", examples=["Orders"]),
+    ]
+
+
 class CommitRequest(Request):
     """How to commit a validated import."""
 

@@ -591,6 +591,14 @@ async def revalidate_import(
     return _maybe(row)
 
 
+async def choose_sheet(db: Pool | Connection, job: Job, sheet: str) -> Job | None:
+    """Read another sheet of the stored workbook: back to ``validating`` under a new run,
+    without the mapping chosen for the other sheet. None when it is no longer ``validated``."""
+    validated, validating = REVALIDATE_IMPORT.params
+    row = await db.fetchrow(Q.choose_sheet, job.id, job.org_id, sheet, validated, validating)
+    return _maybe(row)
+
+
 async def request_commit(
     db: Pool | Connection,
     job: Job,

@@ -13,6 +13,7 @@ from typing import Any
 from services.core.deps import Deps
 from tests.browser.conftest import screenshot
 from tests.conftest import WorkerRun
+from tests.e2e.test_import_sheets import workbook
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 HEADER = "Order No.,Date,Listing,Units,Gross (USD),Status,Notes"
@@ -134,3 +135,32 @@ async def test_a_messy_import_is_mapped_committed_and_rolled_back(
     await run_worker()
     await row.get_by_text("Rolled back", exact=True).wait_for()
     assert await live_records(deps) == []
+
+
+async def test_another_sheet_is_chosen_without_uploading_again(
+    page: Any, sign_in_url: str, deps: Deps, run_worker: WorkerRun, tmp_path: Path
+) -> None:
+    upload = tmp_path / "book.xlsx"
+    upload.write_bytes(workbook())
+    await page.goto(sign_in_url)
+    await page.get_by_role("link", name="Import", exact=True).click()
+    await page.get_by_label("Account").fill("main")
+    await page.locator("input[type=file]").set_input_files(upload)
+    await page.get_by_role("heading", name="Checking the file").wait_for()
+    await run_worker()
+
+    sheet = page.get_by_label("Sheet", exact=True)
+    await sheet.wait_for()
+    assert await sheet.input_value() == "Orders"
+    assert await page.locator(".stat", has_text="records").inner_text() == "5\nrecords"
+    # The empty sheet is listed but cannot be chosen.
+    assert await sheet.locator("option", has_text="Empty").is_disabled()
+    await sheet.select_option("March")
+    await page.get_by_role("heading", name="Checking the file").wait_for()
+    await run_worker()
+    await page.get_by_label("Sheet", exact=True).wait_for()
+    assert await page.get_by_label("Sheet", exact=True).input_value() == "March"
+    assert await page.locator(".stat", has_text="records").inner_text() == "3\nrecords"
+    assert await page.get_by_label("Field for column Item Title").input_value() == "item_name"
+    # The file went up once: one import, read twice.
+    assert await deps.db.fetchval("SELECT count(*) FROM jobs WHERE kind = 'import'") == 1

@@ -304,6 +304,7 @@ async def test_openapi_documents_the_import_routes(client: Client) -> None:
         "/v1/imports",
         "/v1/imports/{job_id}",
         "/v1/imports/{job_id}/mapping",
+        "/v1/imports/{job_id}/sheet",
         "/v1/imports/{job_id}/errors.csv",
         "/v1/imports/{job_id}/commit",
         "/v1/imports/{job_id}/rollback",

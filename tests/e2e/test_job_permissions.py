@@ -99,6 +99,8 @@ async def test_changing_a_job_is_for_its_owner_and_admins(
     allowed(rollback.status_code, caller, CHANGES)
     mapping = await client.put(f"/v1/imports/{upload}/mapping", json={}, headers=headers)
     allowed(mapping.status_code, caller, CHANGES)
+    sheet = await client.put(f"/v1/imports/{upload}/sheet", json={"sheet": "x"}, headers=headers)
+    allowed(sheet.status_code, caller, CHANGES)
     cancel = await client.post(f"/v1/jobs/{upload}/cancel", headers=headers)
     allowed(cancel.status_code, caller, CHANGES)
     if caller in CHANGES:

@@ -12,7 +12,7 @@ const ACCEPT = ".csv,.tsv,.txt,.xlsx,text/csv,text/tab-separated-values,applicat
 const ACCOUNT_KEY = "ferry.account";
 const DELIMITERS = { ",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar" };
 
-let current = null; // {id, file} of this tab's import, shown again when coming back
+let current = null; // {id} of this tab's import, shown again when coming back
 
 export function render(main, [id]) {
   const view = h("div", { class: "stack" });
@@ -36,7 +36,7 @@ export function render(main, [id]) {
 
 // --- upload -----------------------------------------------------------------------------
 
-async function uploadForm(page, { file, dataset, accountId } = {}) {
+async function uploadForm(page, { dataset, accountId } = {}) {
   page.stop?.();
   current = null;
   const datasetSelect = h("select", { name: "dataset" });
@@ -52,7 +52,7 @@ async function uploadForm(page, { file, dataset, accountId } = {}) {
     h("span", { class: "dropzone-title" }, "Drop a file here, or choose one"),
     h("span", { class: "muted" }, "CSV, TSV or XLSX · the first row need not be the header"));
 
-  const start = async (chosen, sheet) => {
+  const start = async (chosen) => {
     error.hidden = true;
     if (!account.value.trim()) {
       error.textContent = "Name the account the records belong to.";
@@ -65,10 +65,10 @@ async function uploadForm(page, { file, dataset, accountId } = {}) {
     zone.classList.add("busy");
     try {
       const doc = await api.upload({
-        file: chosen, dataset: datasetSelect.value, accountId: account.value.trim(), sheet,
+        file: chosen, dataset: datasetSelect.value, accountId: account.value.trim(),
         onProgress: (sent, total) => meter.update({ done: sent, total }),
       });
-      current = { id: doc.id, file: chosen };
+      current = { id: doc.id };
       history.replaceState(null, "", `#/import/${doc.id}`);
       show(page, doc);
     } catch (err) {
@@ -106,7 +106,6 @@ async function uploadForm(page, { file, dataset, accountId } = {}) {
     error.textContent = errorText(err);
     error.hidden = false;
   }
-  if (file) start(file.file, file.sheet);
 }
 
 // --- following the import ---------------------------------------------------------------------
@@ -115,7 +114,7 @@ async function open(page, id) {
   clear(page.view, h("p", { class: "muted" }, "Loading the import…"));
   try {
     const doc = await api.importDoc(id);
-    if (!current || current.id !== id) current = { id, file: null };
+    current = { id };
     show(page, doc);
   } catch (err) {
     clear(page.view, h("p", { class: "error", role: "alert" }, errorText(err)),
@@ -219,19 +218,21 @@ function understood(page, doc) {
 }
 
 function sheetPicker(page, doc, sheets) {
-  const select = h("select", { "aria-label": "Sheet" },
-    sheets.map((x) => h("option", { value: x.name, selected: x.name === doc.source.sheet },
-      x.score !== undefined ? `${x.name} (${Math.round(x.score * 100)} %)` : x.name)));
-  const wrap = h("span", { class: "inline" }, select);
-  select.addEventListener("change", () => {
-    if (current?.file) {
-      uploadForm(page, { file: { file: current.file, sheet: select.value }, dataset: doc.dataset, accountId: doc.account_id });
-    } else {
-      toast("Choose the file again to read another sheet.", { tone: "warn" });
-      uploadForm(page, { dataset: doc.dataset, accountId: doc.account_id });
+  // A sheet the workbook's reader refused, or one without records, cannot be chosen.
+  const usable = (x) => x.score !== null && (x.rows === undefined || x.rows > 0);
+  const select = h("select", { "aria-label": "Sheet", disabled: doc.status !== "validated" },
+    sheets.map((x) => h("option", { value: x.name, selected: x.name === doc.source.sheet, disabled: !usable(x) },
+      x.score !== undefined && x.score !== null ? `${x.name} (${Math.round(x.score * 100)} %)` : x.name)));
+  select.addEventListener("change", async () => {
+    select.disabled = true;
+    try {
+      show(page, await api.chooseSheet(doc.id, select.value));
+    } catch (err) {
+      toast(errorText(err), { tone: "bad" });
+      show(page, await api.importDoc(doc.id));
     }
   });
-  return wrap;
+  return h("span", { class: "inline" }, select);
 }
 
 // --- mapping ---------------------------------------------------------------------------------

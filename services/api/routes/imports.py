@@ -30,12 +30,12 @@ from services.api.openapi import (
     problems,
 )
 from services.api.params import IdempotencyKey
-from services.api.schemas import ImportJob
+from services.api.schemas import ImportJob, SheetRequest
 from services.api.views import import_links, import_view, stored_file
 from services.core import jobs
 from services.core.auth import Action, Principal
 from services.core.deps import Deps
-from services.core.errors import Conflict, NotFound
+from services.core.errors import Conflict, InvalidInput, NotFound
 from services.core.imports import mapping as mappings
 from services.core.imports import pipeline
 from services.core.jobs import Job, JobStatus
@@ -254,6 +254,63 @@ async def put_mapping(
     return await import_view(request, deps, principal, job)
 
 
+@put(
+    "/v1/imports/{job_id:str}/sheet",
+    summary="Read another sheet of the workbook; validates again",
+    status_code=202,
+    operation_id="setImportSheet",
+    responses=problems(400, 403, 404, 409, 422),
+    tags=["imports"],
+    operation_class=operation(links={202: IMPORT_LINKS}),
+)
+async def put_sheet(
+    request: Request[Any, Any, Any],
+    job_id: FromPath[str],
+    data: JSONBody[SheetRequest],
+    deps: NamedDependency[Deps],
+    principal: NamedDependency[Principal],
+    queue: NamedDependency[ArqRedis],
+) -> ImportJob:
+    """Body: `{"sheet": "<name>"}`, one of `source.sheets` with records. The stored
+    upload is read again with that sheet — no need to upload the file again: the import
+    goes back to `validating` (follow `links.events`) and the mapping chosen for the
+    other sheet's columns is dropped. 409 unless the import is `validated`; 422 (field
+    `sheet`) for a CSV file, a sheet the workbook does not have, or one without records.
+    """
+    job = await load_import(deps, principal, job_id, "map")
+    if job.status != JobStatus.VALIDATED:
+        raise Conflict(
+            f"the sheet can be changed once the import is validated; it is {job.status}",
+            job_status=job.status,
+        )
+    _check_sheet((job.result or {}).get("source") or {}, data.sheet)
+    changed = await jobs.choose_sheet(deps.db, job, data.sheet)
+    if changed is None:
+        raise Conflict("the import changed meanwhile; read it again")
+    await submit(queue, changed)
+    await deps.events.announce(changed, "status")
+    return await import_view(request, deps, principal, changed)
+
+
+def _check_sheet(source: dict[str, Any], name: str) -> None:
+    """422 naming ``sheet`` unless ``name`` is a sheet of the workbook with records."""
+    sheets = {s["name"]: s for s in source.get("sheets") or []}
+    if not sheets:
+        message, problem = "this is a CSV file; it has no sheets", "not a workbook"
+    elif name not in sheets:
+        message = f"the workbook has no sheet {name!r}; its sheets are " + ", ".join(
+            repr(n) for n in sheets
+        )
+        problem = f"no sheet {name!r}"
+    elif sheets[name].get("score") is None:
+        message, problem = sheets[name].get("reason") or "this sheet cannot be read", "refused"
+    elif not sheets[name].get("rows"):
+        message, problem = f"the sheet {name!r} has no records", "no records"
+    else:
+        return
+    raise InvalidInput(message, errors=[{"field": "sheet", "message": problem}])
+
+
 REPORT: dict[str, Any] = {
     "path": "/v1/imports/{job_id:str}/errors.csv",
     "tags": ["imports"],
@@ -318,6 +375,7 @@ routes = [
     create_import,
     get_import,
     put_mapping,
+    put_sheet,
     get_error_report,
     head_error_report,
 ]

@@ -229,6 +229,22 @@ SET status = $5, run = run + 1,
 WHERE id = $1 AND org_id = $2 AND status = ANY($4::text[])
 RETURNING *;
 
+-- name: choose_sheet
+-- Another sheet of the workbook: from one of $4 back to $5 under a new run. The mapping
+-- chosen for the other sheet's headers is dropped; the sheets stay listed meanwhile.
+UPDATE jobs
+SET status = $5, run = run + 1,
+    params = (params - 'mapping') || jsonb_build_object('sheet', $3::text),
+    result = jsonb_build_object('source', jsonb_strip_nulls(jsonb_build_object(
+        'filename', result -> 'source' -> 'filename',
+        'bytes', result -> 'source' -> 'bytes',
+        'kind', result -> 'source' -> 'kind',
+        'sheet', $3::text,
+        'sheets', result -> 'source' -> 'sheets'))),
+    progress = NULL, error = NULL, updated_at = now()
+WHERE id = $1 AND org_id = $2 AND status = ANY($4::text[])
+RETURNING *;
+
 -- name: request_commit
 UPDATE jobs
 SET status = $7,
