@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -96,22 +97,34 @@ def ferry(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Running]:
     """``ferry api`` on a free port and one ``ferry worker``, on a database of their own."""
+    with start_ferry(
+        pg_admin_url, template_db, f"{redis_base_url}/{redis_db}", tmp_path_factory.mktemp("ferry")
+    ) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def start_ferry(
+    pg_admin_url: str, template_db: str, redis_url: str, tmp: Path, **settings: Any
+) -> Iterator[Running]:
+    """A Ferry api and worker on a fresh database and a flushed Redis db; ``settings``
+    besides (an S3 bucket, small rate limits …) are passed as their ``FERRY_*``."""
     name = f"ferry_c_{uuid.uuid4().hex[:10]}"
     asyncio.run(_admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    redis_url = f"{redis_base_url}/{redis_db}"
     flush = redis_sync.Redis.from_url(redis_url)
     flush.flushdb()
     flush.close()
-    tmp = tmp_path_factory.mktemp("ferry")
     port = free_port()
-    settings = Settings(
+    config = Settings(
         database_url=_with_db(pg_admin_url, name),
         redis_url=redis_url,
         storage_dir=str(tmp / "storage"),
         jwt_secret=SECRET,
         port=port,
+        **settings,
     )
-    env = ferry_env(settings, port=str(port), log_level="WARNING")
+    extra = {k: str(v) for k, v in settings.items()}
+    env = ferry_env(config, port=str(port), log_level="WARNING", **extra)
     log = tmp / "ferry.log"
     procs = [_start("api", env, log), _start("worker", env, log)]
     try:
@@ -124,7 +137,7 @@ def ferry(
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 pytest.fail("ferry api did not become ready:\n" + log.read_text())
             time.sleep(0.1)
-        yield Running(url, settings, log)
+        yield Running(url, config, log)
     finally:
         _stop(procs)
         asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

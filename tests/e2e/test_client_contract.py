@@ -29,6 +29,8 @@ CALLS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/imports"): {"Idempotency-Key", "dataset", "account_id", "filename", "sheet"},
     ("get", "/v1/imports/{}"): set(),
     ("put", "/v1/imports/{}/mapping"): set(),
+    ("put", "/v1/imports/{}/sheet"): set(),
+    ("post", "/v1/uploads"): set(),
     ("get", "/v1/imports/{}/errors.csv"): set(),
     ("post", "/v1/imports/{}/commit"): {"Idempotency-Key"},
     ("post", "/v1/imports/{}/rollback"): set(),
@@ -44,6 +46,8 @@ ANSWERS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("post", "/v1/imports"): models.Import,
     ("get", "/v1/imports/{}"): models.Import,
     ("put", "/v1/imports/{}/mapping"): models.Import,
+    ("put", "/v1/imports/{}/sheet"): models.Import,
+    ("post", "/v1/uploads"): models.UploadTicket,
     ("post", "/v1/imports/{}/commit"): models.Import,
     ("post", "/v1/imports/{}/rollback"): models.Import,
     ("get", "/v1/jobs"): models.JobPage,
@@ -158,9 +162,17 @@ def test_the_bodies_the_client_sends_fit_the_server_schemas(openapi: dict[str, A
     assert {f.encode_name for f in sent.fields} <= set(export["properties"])
     assert set(export["required"]) <= {f.encode_name for f in sent.fields if f.required}
     assert set(export["properties"]["format"]["enum"]) <= set(FORMATS)
-    assert {"abort", "skip"} <= set(
-        body(("post", "/v1/imports/{}/commit"))["properties"]["on_error"]["enum"]
-    )
+    commit = body(("post", "/v1/imports/{}/commit"))["properties"]
+    assert {"abort", "skip"} <= set(commit["on_error"]["enum"])
+    assert set(commit["mode"]["enum"]) == {"insert", "upsert", "skip_existing"}
+    assert set(body(("put", "/v1/imports/{}/sheet"))["properties"]) == {"sheet"}
+    assert set(body(("post", "/v1/uploads"))["properties"]) >= {
+        "filename",
+        "bytes",
+        "content_type",
+    }
+    direct = ops[("post", "/v1/imports")]["requestBody"]["content"]["application/json"]
+    assert {"upload_id", "dataset", "account_id", "sheet"} <= set(direct["schema"]["properties"])
     assert "confirm" in body(("post", "/v1/imports/{}/rollback"))["properties"]
 
 

@@ -20,7 +20,7 @@ from ferry_client._base import (
     format_of,
 )
 from ferry_client._core import CHUNK, Close, Effect, Op, Read, Send, Sleep
-from ferry_client.models import Dataset, Job, JobPage
+from ferry_client.models import CommitMode, Dataset, Job, JobPage
 
 T = TypeVar("T")
 
@@ -156,6 +156,12 @@ class AsyncImportJob(ImportView):
         self.data = await self._client._run(ops.set_mapping(self._client._policy, self.id, mapping))
         return self
 
+    async def choose_sheet(self, sheet: str) -> AsyncImportJob:
+        """Read another of the workbook's sheets (``source.sheets``) from the stored
+        upload, without uploading it again; validates again (``wait()``)."""
+        self.data = await self._client._run(ops.choose_sheet(self._client._policy, self.id, sheet))
+        return self
+
     async def errors_report(self, path: str | Path) -> Path:
         """Save the failed rows — original values, ``_row`` and ``_errors`` — to ``path``."""
         return await self._client._run(ops.errors_report(self._client._policy, self.id, Path(path)))
@@ -164,22 +170,34 @@ class AsyncImportJob(ImportView):
         self,
         on_error: ops.OnError = "fail",
         *,
+        mode: CommitMode = "insert",
         wait: bool = True,
         progress: ops.ProgressCallback | None = None,
     ) -> AsyncImportJob:
         """``fail``: all or nothing (``Conflict`` with any invalid row); ``skip``: the valid
-        rows only. Waits until committed unless ``wait=False``."""
-        self.data = await self._client._run(ops.commit(self._client._policy, self.id, on_error))
+        rows only. ``mode``, for a row whose key names a live record of the account:
+        ``insert`` (it is invalid), ``upsert`` (it updates that record), ``skip_existing``
+        (it is left out); ``batch`` counts ``inserted``, ``updated``, ``skipped_existing``.
+        Waits until committed unless ``wait=False``."""
+        op = ops.commit(self._client._policy, self.id, on_error, mode)
+        self.data = await self._client._run(op)
         return await self.wait(progress) if wait else self
 
-    async def rollback(self, confirm: bool = False) -> AsyncImportJob:
-        """Soft-delete the committed rows; ``Conflict`` listing edited records unless
-        ``confirm``."""
-        self.data = await self._client._run(
-            ops.rollback(self._client._policy, self.id, confirm=confirm)
-        )
-        if self.status in ops.ACTIVE:
-            return await self.wait()
+    async def rollback(
+        self,
+        confirm: bool = False,
+        *,
+        wait: bool = True,
+        progress: ops.ProgressCallback | None = None,
+    ) -> AsyncImportJob:
+        """Undo the commit: inserted records are removed, updated ones get every column
+        back. ``Conflict`` listing records edited since, unless ``confirm``. The server
+        runs it as a job (``rolling_back``); waits until ``rolled_back`` unless
+        ``wait=False``, ``progress`` getting each ``Progress``."""
+        op = ops.rollback(self._client._policy, self.id, confirm=confirm)
+        self.data = await self._client._run(op)
+        if wait and self.status in ops.ACTIVE:
+            return await self.wait(progress)
         return self
 
     async def cancel(self) -> AsyncImportJob:
@@ -315,10 +333,19 @@ class AsyncFerry:
     # --- imports --------------------------------------------------------------------------
 
     async def import_file(
-        self, path: str | Path, dataset: str, account_id: str, *, sheet: str | None = None
+        self,
+        path: str | Path,
+        dataset: str,
+        account_id: str,
+        *,
+        sheet: str | None = None,
+        via: ops.Via = "auto",
     ) -> AsyncImportJob:
-        """Upload a CSV or XLSX file, streamed; ``wait()`` until it is validated."""
+        """Upload a CSV or XLSX file; ``wait()`` until it is validated. ``via="auto"``
+        puts the file straight to storage when the server offers direct uploads
+        (``POST /v1/uploads``), else streams it through the api; ``"direct"`` or
+        ``"stream"`` forces one."""
         op = ops.upload(
-            self._policy, Path(path), dataset=dataset, account_id=account_id, sheet=sheet
+            self._policy, Path(path), dataset=dataset, account_id=account_id, sheet=sheet, via=via
         )
         return AsyncImportJob(self, await self._run(op))

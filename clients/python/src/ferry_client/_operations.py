@@ -34,9 +34,11 @@ from ferry_client._exceptions import (
     ConnectionFailed,
     JobCancelled,
     JobFailed,
+    NotFound,
     WaitTimeout,
 )
 from ferry_client.models import (
+    CommitMode,
     Dataset,
     ExportRequest,
     ExportResult,
@@ -44,11 +46,16 @@ from ferry_client.models import (
     Job,
     JobPage,
     Progress,
+    UploadTicket,
 )
 
 J = TypeVar("J", bound=Job)
 ProgressCallback = Callable[[Progress], object]
 OnError = Literal["fail", "skip"]
+# How a file reaches Ferry: ``direct`` to storage (``POST /v1/uploads``), ``stream``ed
+# through the api as the body of ``POST /v1/imports``, or ``auto``: direct when the
+# server offers it.
+Via = Literal["auto", "direct", "stream"]
 
 # A worker moves a job on by itself while it is in one of these.
 ACTIVE = frozenset({"queued", "running", "uploaded", "validating", "committing", "rolling_back"})
@@ -346,20 +353,66 @@ def direct_export(
 
 
 def upload(
-    policy: Policy, path: Path, *, dataset: str, account_id: str, sheet: str | None = None
+    policy: Policy,
+    path: Path,
+    *,
+    dataset: str,
+    account_id: str,
+    sheet: str | None = None,
+    via: Via = "auto",
 ) -> Op[Import]:
-    """Stream ``path`` as the body of ``POST /v1/imports``; the import (validating)."""
+    """Upload ``path`` and start its import (validating): straight to storage when the
+    server offers direct uploads (or ``via="direct"``), else streamed through the api."""
     path = Path(path)
+    if via != "stream":
+        ticket = yield from _ticket(policy, path, required=via == "direct")
+        if ticket is not None:
+            return (yield from _upload_direct(policy, path, ticket, dataset, account_id, sheet))
     params = {"dataset": dataset, "account_id": account_id, "filename": path.name}
     if sheet:
         params["sheet"] = sheet
-    xlsx = path.suffix.lower() in {".xlsx", ".xlsm"}
     headers = {
         **idempotency_key(),
-        "Content-Type": XLSX if xlsx else "text/csv",
+        "Content-Type": _media_type(path),
         "Content-Length": str(path.stat().st_size),
     }
     call = Call("POST", "/v1/imports", params=params, headers=headers, upload=path)
+    response = yield from request(policy, call)
+    return msgspec.json.decode(response.content, type=Import)
+
+
+def _media_type(path: Path) -> str:
+    return XLSX if path.suffix.lower() in {".xlsx", ".xlsm"} else "text/csv"
+
+
+def _ticket(policy: Policy, path: Path, *, required: bool) -> Op[UploadTicket | None]:
+    """A direct upload URL for ``path``; None when the server has no ``/v1/uploads``
+    (an older Ferry) and ``required`` is not set."""
+    body = {"filename": path.name, "bytes": path.stat().st_size, "content_type": _media_type(path)}
+    try:
+        response = yield from request(policy, Call("POST", "/v1/uploads", json=body))
+    except NotFound:
+        if required:
+            raise
+        return None
+    return msgspec.json.decode(response.content, type=UploadTicket)
+
+
+def _upload_direct(
+    policy: Policy,
+    path: Path,
+    ticket: UploadTicket,
+    dataset: str,
+    account_id: str,
+    sheet: str | None,
+) -> Op[Import]:
+    """PUT the file to the ticket's URL (sending it again replaces it), then import it."""
+    put = Call(ticket.method, ticket.url, headers=dict(ticket.headers), upload=path, auth=False)
+    yield from request(policy, put)
+    body = {"upload_id": ticket.id, "dataset": dataset, "account_id": account_id}
+    if sheet:
+        body["sheet"] = sheet
+    call = Call("POST", "/v1/imports", json=body, headers=idempotency_key())
     response = yield from request(policy, call)
     return msgspec.json.decode(response.content, type=Import)
 
@@ -368,6 +421,13 @@ def set_mapping(policy: Policy, job_id: str, mapping: Mapping[str, str | None]) 
     """Change the columns named; the import validates again."""
     # Sent twice, a mapping change would meet an import that is validating again.
     call = Call("PUT", f"/v1/imports/{job_id}/mapping", json=dict(mapping), replayable=False)
+    response = yield from request(policy, call)
+    return msgspec.json.decode(response.content, type=Import)
+
+
+def choose_sheet(policy: Policy, job_id: str, sheet: str) -> Op[Import]:
+    """Read another sheet of the uploaded workbook; the import validates again."""
+    call = Call("PUT", f"/v1/imports/{job_id}/sheet", json={"sheet": sheet}, replayable=False)
     response = yield from request(policy, call)
     return msgspec.json.decode(response.content, type=Import)
 
@@ -385,9 +445,13 @@ def errors_report(policy: Policy, job_id: str, path: Path) -> Op[Path]:
     return Path(path)
 
 
-def commit(policy: Policy, job_id: str, on_error: OnError) -> Op[Import]:
-    """Ask for the commit: all-or-nothing (``fail``) or the valid rows only (``skip``)."""
-    body = {"on_error": "skip" if on_error == "skip" else "abort"}  # the server's words
+def commit(
+    policy: Policy, job_id: str, on_error: OnError, mode: CommitMode = "insert"
+) -> Op[Import]:
+    """Ask for the commit: all-or-nothing (``fail``) or the valid rows only (``skip``);
+    ``mode`` says what a row whose key names an existing record does (see ``Batch``)."""
+    on_error_ = "skip" if on_error == "skip" else "abort"  # the server's words
+    body = {"on_error": on_error_, "mode": mode}
     call = Call("POST", f"/v1/imports/{job_id}/commit", json=body, headers=idempotency_key())
     response = yield from request(policy, call)
     return msgspec.json.decode(response.content, type=Import)

@@ -20,7 +20,7 @@ from ferry_client._base import (
     format_of,
 )
 from ferry_client._core import CHUNK, Close, Effect, Op, Read, Send, Sleep
-from ferry_client.models import Dataset, Job, JobPage
+from ferry_client.models import CommitMode, Dataset, Job, JobPage
 
 T = TypeVar("T")
 
@@ -160,6 +160,12 @@ class ImportJob(ImportView):
         self.data = self._client._run(ops.set_mapping(self._client._policy, self.id, mapping))
         return self
 
+    def choose_sheet(self, sheet: str) -> ImportJob:
+        """Read another of the workbook's sheets (``source.sheets``) from the stored
+        upload, without uploading it again; validates again (``wait()``)."""
+        self.data = self._client._run(ops.choose_sheet(self._client._policy, self.id, sheet))
+        return self
+
     def errors_report(self, path: str | Path) -> Path:
         """Save the failed rows — original values, ``_row`` and ``_errors`` — to ``path``."""
         return self._client._run(ops.errors_report(self._client._policy, self.id, Path(path)))
@@ -168,20 +174,34 @@ class ImportJob(ImportView):
         self,
         on_error: ops.OnError = "fail",
         *,
+        mode: CommitMode = "insert",
         wait: bool = True,
         progress: ops.ProgressCallback | None = None,
     ) -> ImportJob:
         """``fail``: all or nothing (``Conflict`` with any invalid row); ``skip``: the valid
-        rows only. Waits until committed unless ``wait=False``."""
-        self.data = self._client._run(ops.commit(self._client._policy, self.id, on_error))
+        rows only. ``mode``, for a row whose key names a live record of the account:
+        ``insert`` (it is invalid), ``upsert`` (it updates that record), ``skip_existing``
+        (it is left out); ``batch`` counts ``inserted``, ``updated``, ``skipped_existing``.
+        Waits until committed unless ``wait=False``."""
+        op = ops.commit(self._client._policy, self.id, on_error, mode)
+        self.data = self._client._run(op)
         return self.wait(progress) if wait else self
 
-    def rollback(self, confirm: bool = False) -> ImportJob:
-        """Soft-delete the committed rows; ``Conflict`` listing edited records unless
-        ``confirm``."""
-        self.data = self._client._run(ops.rollback(self._client._policy, self.id, confirm=confirm))
-        if self.status in ops.ACTIVE:
-            return self.wait()
+    def rollback(
+        self,
+        confirm: bool = False,
+        *,
+        wait: bool = True,
+        progress: ops.ProgressCallback | None = None,
+    ) -> ImportJob:
+        """Undo the commit: inserted records are removed, updated ones get every column
+        back. ``Conflict`` listing records edited since, unless ``confirm``. The server
+        runs it as a job (``rolling_back``); waits until ``rolled_back`` unless
+        ``wait=False``, ``progress`` getting each ``Progress``."""
+        op = ops.rollback(self._client._policy, self.id, confirm=confirm)
+        self.data = self._client._run(op)
+        if wait and self.status in ops.ACTIVE:
+            return self.wait(progress)
         return self
 
     def cancel(self) -> ImportJob:
@@ -314,10 +334,19 @@ class Ferry:
     # --- imports --------------------------------------------------------------------------
 
     def import_file(
-        self, path: str | Path, dataset: str, account_id: str, *, sheet: str | None = None
+        self,
+        path: str | Path,
+        dataset: str,
+        account_id: str,
+        *,
+        sheet: str | None = None,
+        via: ops.Via = "auto",
     ) -> ImportJob:
-        """Upload a CSV or XLSX file, streamed; ``wait()`` until it is validated."""
+        """Upload a CSV or XLSX file; ``wait()`` until it is validated. ``via="auto"``
+        puts the file straight to storage when the server offers direct uploads
+        (``POST /v1/uploads``), else streams it through the api; ``"direct"`` or
+        ``"stream"`` forces one."""
         op = ops.upload(
-            self._policy, Path(path), dataset=dataset, account_id=account_id, sheet=sheet
+            self._policy, Path(path), dataset=dataset, account_id=account_id, sheet=sheet, via=via
         )
         return ImportJob(self, self._run(op))

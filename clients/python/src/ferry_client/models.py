@@ -77,8 +77,21 @@ class ExportRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     escape_formulas: bool = True
 
 
+class SheetEntry(msgspec.Struct, kw_only=True):
+    """One sheet of a workbook, and how well its headers match the dataset (``score``
+    0-1; None for a sheet that cannot be read, ``reason`` says why)."""
+
+    name: str
+    score: float | None = None
+    reason: str = ""
+    range: str | None = None
+    rows: int = 0
+    hidden: bool = False
+    chosen: bool = False
+
+
 class Source(msgspec.Struct, kw_only=True):
-    """What Ferry understood of an uploaded file."""
+    """What Ferry understood of an uploaded file; a workbook lists its ``sheets``."""
 
     filename: str | None = None
     bytes: int | None = None
@@ -87,6 +100,8 @@ class Source(msgspec.Struct, kw_only=True):
     encoding_reason: str | None = None
     delimiter: str | None = None
     sheet: str | None = None
+    sheet_reason: str | None = None
+    sheets: list[SheetEntry] = []
     header_line: int | None = None
     headers: list[str] = []
 
@@ -122,13 +137,50 @@ class RowError(msgspec.Struct, kw_only=True):
     value: Any = None
 
 
+CommitMode = Literal["insert", "upsert", "skip_existing"]
+
+
 class Batch(msgspec.Struct, kw_only=True):
-    """The rows a commit wrote, and until when they can be rolled back."""
+    """The rows a commit wrote, and until when they can be rolled back.
+
+    ``rows`` = ``inserted`` + ``updated``; ``skipped`` invalid rows were left out, and
+    ``skipped_existing`` rows whose key named a live record (``skip_existing`` mode).
+    """
 
     id: str
     rows: int
     rollback_until: datetime | None = None
+    rolled_back_at: datetime | None = None
     skipped: int | None = None
+    mode: CommitMode = "insert"
+    inserted: int | None = None
+    updated: int = 0
+    skipped_existing: int = 0
+
+
+class ModeTotals(msgspec.Struct, kw_only=True):
+    valid: int
+    invalid: int
+
+
+class Modes(msgspec.Struct, kw_only=True):
+    """What a commit in each mode would count as valid and invalid."""
+
+    insert: ModeTotals
+    upsert: ModeTotals
+    skip_existing: ModeTotals
+
+
+class UploadTicket(msgspec.Struct, kw_only=True):
+    """``POST /v1/uploads``: where to PUT a file (straight to storage), and how."""
+
+    id: str
+    method: str = "PUT"
+    url: str
+    headers: dict[str, str] = {}
+    expires_at: datetime | None = None
+    bytes: int
+    storage: str = "s3"
 
 
 class Import(Job, kw_only=True):
@@ -147,6 +199,8 @@ class Import(Job, kw_only=True):
     preview: list[PreviewRow] | None = None
     errors: list[RowError] | None = None
     batch: Batch | None = None
+    existing: int | None = None
+    modes: Modes | None = None
 
 
 class JobPage(msgspec.Struct, kw_only=True):
