@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.imports_helpers import orders_csv
 from tests.e2e.running import Rule, Running, answer, fault_proxy, write_orders
 
 FERRY = str(Path(sys.executable).parent / "ferry")
@@ -174,6 +175,64 @@ def test_an_import_summary_and_the_exit_codes_a_script_sees(ferry: Running, tmp_
     assert conflict.returncode == 4
     assert "only a committed import can be rolled back" in conflict.stderr
     assert orders.exists()
+
+
+def test_an_upsert_from_the_terminal_counts_and_rolls_back(ferry: Running, tmp_path: Path) -> None:
+    (tmp_path / "first.csv").write_bytes(orders_csv(4))
+    (tmp_path / "second.csv").write_bytes(orders_csv(4, start=2).replace(b",paid", b",shipped"))
+    base = ["--dataset", DATASET, "--account", "cli-upsert"]
+    first = ferry_cli(ferry, "import", "first.csv", *base, "--commit", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"^committed 4 rows \(batch ", first.stdout, re.M)
+
+    checked = ferry_cli(ferry, "import", "second.csv", *base, cwd=tmp_path)
+    assert checked.returncode == 3  # insert: the 2 existing orders are invalid
+    assert "2 rows name records the account has already (--mode upsert" in checked.stdout
+
+    upsert = ferry_cli(
+        ferry, "import", "second.csv", *base, "--mode", "upsert", "--commit", cwd=tmp_path
+    )
+    assert upsert.returncode == 0, upsert.stderr
+    assert "committed 4 rows: 2 inserted, 2 updated (batch " in upsert.stdout
+    skip = ferry_cli(
+        ferry, "import", "second.csv", *base, "--mode", "skip_existing", "--commit", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert skip.returncode == 0, skip.stderr
+    batch = json.loads(skip.stdout)["batch"]
+    assert (batch["mode"], batch["inserted"], batch["updated"]) == ("skip_existing", 0, 0)
+    assert batch["skipped_existing"] == 4
+
+    upserted = re.search(r"`ferry rollback ([0-9a-f-]+)`", upsert.stdout)
+    assert upserted is not None
+    undone = ferry_cli(ferry, "rollback", upserted[1], cwd=tmp_path)
+    assert undone.returncode == 0, undone.stderr
+    assert undone.stdout == (
+        f"import {upserted[1]} is rolled_back: 2 rows removed, "
+        "2 restored as they were before the import\n"
+    )
+    again = ferry_cli(ferry, "rollback", upserted[1], "--json", cwd=tmp_path)
+    assert json.loads(again.stdout)["status"] == "rolled_back"
+
+    helped = " ".join(ferry_cli(ferry, "import", "--help", cwd=tmp_path).stdout.split())
+    assert "upsert updates that record" in helped
+    assert "skip_existing leaves it out" in helped
+
+
+@pytest.mark.slow
+def test_rollback_shows_its_progress_on_a_terminal(ferry: Running, tmp_path: Path) -> None:
+    (tmp_path / "many.csv").write_bytes(orders_csv(20_000, start=500_000))
+    committed = ferry_cli(
+        ferry, "import", "many.csv", "--dataset", DATASET, "--account", "cli-bar", "--commit",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert committed.returncode == 0, committed.stderr
+    job = json.loads(committed.stdout)["id"]
+    code, screen, _ = in_terminal(ferry, "rollback", job, cwd=tmp_path)
+    assert code == 0, screen
+    assert re.search(r"roll back\s+" + BAR.pattern, screen)  # a live bar while it runs …
+    assert "20,000/20,000 rows" in screen
+    assert f"import {job} is rolled_back: 20,000 rows removed" in screen  # … to its end
 
 
 def test_exit_codes_for_auth_not_found_usage_and_outages(ferry: Running, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from ferry_client._exceptions import (
     WaitTimeout,
 )
 from ferry_client._sync import ExportJob, Ferry, ImportJob
-from ferry_client.models import Import, Job, Progress
+from ferry_client.models import Batch, CommitMode, Import, Job, Progress, Source
 
 OK, FAILED, USAGE, INVALID, CONFLICT, AUTH, NOT_FOUND, UNAVAILABLE = range(8)
 EXIT_CODES = """\
@@ -242,7 +242,7 @@ def cmd_import(ferry: Ferry, args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise _Usage(f"no such file: {path}")
-    imp = ferry.import_file(path, args.dataset, args.account, sheet=args.sheet)
+    imp = ferry.import_file(path, args.dataset, args.account, sheet=args.sheet, via=args.upload)
     _wait(imp, args, f"validate {path.name}")
     if mapping:
         imp.set_mapping(mapping)
@@ -253,7 +253,7 @@ def cmd_import(ferry: Ferry, args: argparse.Namespace) -> int:
         _say("\n".join(summary(imp.data)))
         if args.errors_report and imp.data.links.error_report:
             _say(f"  the failed rows are in {args.errors_report}")
-    invalid = imp.totals.invalid if imp.totals else 0
+    invalid = _invalid(imp.data, args.mode)
     code = OK
     if args.commit or args.commit_skip_invalid:
         code = _commit(imp, args)
@@ -267,24 +267,49 @@ def cmd_import(ferry: Ferry, args: argparse.Namespace) -> int:
     return code
 
 
+def _invalid(doc: Import, mode: CommitMode) -> int:
+    """The rows a commit in ``mode`` would refuse (in ``insert`` mode, rows whose key
+    names an existing record too)."""
+    if doc.modes is not None:
+        return int(getattr(doc.modes, mode).invalid)
+    return doc.totals.invalid if doc.totals else 0
+
+
 def _commit(imp: ImportJob, args: argparse.Namespace) -> int:
+    bar = Bar(sys.stderr, enabled=not args.json, label="commit")
     try:
-        imp.commit("skip" if args.commit_skip_invalid else "fail", progress=None)
+        imp.commit("skip" if args.commit_skip_invalid else "fail", mode=args.mode, progress=bar)
     except Conflict as exc:
         totals = exc.problem.get("totals") or {}
         _complain(f"not committed: {exc.detail}")
         return (
             INVALID if totals.get("invalid") or exc.problem.get("unmapped_required") else CONFLICT
         )
+    finally:
+        bar.close()
     batch = imp.data.batch
     if not args.json and batch is not None:
-        skipped = f", {batch.skipped:,} invalid rows skipped" if batch.skipped else ""
         until = batch.rollback_until.strftime("%Y-%m-%d %H:%M %Z") if batch.rollback_until else "-"
         _say(
-            f"committed {batch.rows:,} rows{skipped} (batch {batch.id}); "
+            f"committed {batch.rows:,} rows{_counts(batch)} (batch {batch.id}); "
             f"`ferry rollback {imp.id}` undoes it until {until}"
         )
     return OK
+
+
+def _counts(batch: Batch) -> str:
+    """``: 5 inserted, 7 updated, 2 skipped as existing, 1 invalid skipped`` (the parts
+    that are not zero; nothing for a plain insert of every row)."""
+    inserted = batch.rows - batch.updated if batch.inserted is None else batch.inserted
+    parts = [
+        (inserted, "inserted"),
+        (batch.updated, "updated"),
+        (batch.skipped_existing, "skipped as existing"),
+        (batch.skipped or 0, "invalid skipped"),
+    ]
+    if batch.mode == "insert" and not batch.skipped:
+        return ""
+    return ": " + ", ".join(f"{n:,} {what}" for n, what in parts if n or what == "inserted")
 
 
 def summary(doc: Import) -> Iterator[str]:
@@ -297,17 +322,8 @@ def summary(doc: Import) -> Iterator[str]:
             f", {totals.skipped_lines:,} lines skipped" if totals.skipped_lines else ""
         )
     yield head
-    read = [
-        f"encoding {src.encoding}" + (f" ({src.encoding_reason})" if src.encoding_reason else "")
-    ]
-    if src.delimiter:
-        read.append(f"delimiter {src.delimiter!r}")
-    if src.sheet:
-        read.append(f"sheet {src.sheet!r}")
-    if src.header_line:
-        read.append(f"header on line {src.header_line}")
     if src.encoding or src.sheet:
-        yield "  read as " + ", ".join(read if src.encoding else read[1:])
+        yield "  read as " + _read_as(src)
     if doc.mapping:
         yield "  mapping:"
         width = max(len(column) for column in doc.mapping)
@@ -321,11 +337,27 @@ def summary(doc: Import) -> Iterator[str]:
                 )
     if doc.unmapped_required:
         yield "  required fields with no column: " + ", ".join(doc.unmapped_required)
+    if doc.existing:
+        yield (
+            f"  {doc.existing:,} rows name records the account has already "
+            "(--mode upsert updates them, --mode skip_existing leaves them out)"
+        )
     if doc.errors:
         yield "  first errors:"
         for error in doc.errors[:10]:
             where = f"line {error.line}" + (f", {error.field}" if error.field else "")
             yield f"    {where}: {error.message}"
+
+
+def _read_as(src: Source) -> str:
+    read = [f"encoding {src.encoding}" + (f" ({src.encoding_reason})" * bool(src.encoding_reason))]
+    if src.delimiter:
+        read.append(f"delimiter {src.delimiter!r}")
+    if src.sheet:
+        read.append(f"sheet {src.sheet!r}")
+    if src.header_line:
+        read.append(f"header on line {src.header_line}")
+    return ", ".join(read if src.encoding else read[1:])
 
 
 # --- jobs, rollback -----------------------------------------------------------------------
@@ -357,8 +389,9 @@ def cmd_jobs(ferry: Ferry, args: argparse.Namespace) -> int:
 
 def cmd_rollback(ferry: Ferry, args: argparse.Namespace) -> int:
     imp = ferry.import_job(args.id)
+    bar = Bar(sys.stderr, enabled=not args.json, label="roll back")
     try:
-        imp.rollback(confirm=args.confirm)
+        imp.rollback(confirm=args.confirm, progress=bar)
     except Conflict as exc:
         again = "; run again with --confirm to roll back anyway"
         _complain(
@@ -366,10 +399,18 @@ def cmd_rollback(ferry: Ferry, args: argparse.Namespace) -> int:
             + again * bool(exc.problem.get("requires_confirmation"))
         )
         return CONFLICT
+    finally:
+        bar.close()
     if args.json:
         _print_json(imp.data)
+    elif (batch := imp.data.batch) is not None and batch.updated:
+        removed = batch.rows - batch.updated
+        _say(
+            f"import {imp.id} is {imp.status}: {removed:,} rows removed, "
+            f"{batch.updated:,} restored as they were before the import"
+        )
     else:
-        rows = imp.data.batch.rows if imp.data.batch else 0
+        rows = batch.rows if batch else 0
         _say(f"import {imp.id} is {imp.status}: {rows:,} rows removed")
     return OK
 
@@ -456,7 +497,8 @@ def add_commands(sub: Any) -> None:
         "upload a CSV/XLSX file, show what Ferry understood, optionally commit it",
         "Upload a file, wait for its validation and print what Ferry understood: encoding,\n"
         "delimiter, sheet, the mapping of each column with its confidence, the first errors.\n"
-        "Nothing is written until --commit (all or nothing) or --commit-skip-invalid.\n"
+        "Nothing is written until --commit (all or nothing) or --commit-skip-invalid;\n"
+        "--mode says what rows naming existing records do.\n"
         "e.g. ferry import orders.csv --dataset bookkeeping_records --account main "
         '--map "Total Price=sale_price" --commit',
     )
@@ -471,6 +513,22 @@ def add_commands(sub: Any) -> None:
         action="append",
         metavar="COLUMN=FIELD",
         help='map a column to a field ("COLUMN=" leaves it out); validates again (repeatable)',
+    )
+    imp.add_argument(
+        "--mode",
+        choices=("insert", "upsert", "skip_existing"),
+        default="insert",
+        help="what a row whose key (the order id) names a record the account has already "
+        "does: insert (default) counts it invalid; upsert updates that record with the "
+        "file's columns (a rollback restores it); skip_existing leaves it out, the record "
+        "untouched",
+    )
+    imp.add_argument(
+        "--upload",
+        choices=("auto", "direct", "stream"),
+        default="auto",
+        help="how the file goes up: direct to storage (POST /v1/uploads), streamed through "
+        "the api, or auto: direct when the server offers it (default)",
     )
     commit = imp.add_mutually_exclusive_group()
     commit.add_argument(
@@ -501,7 +559,9 @@ def add_commands(sub: Any) -> None:
         "rollback",
         cmd_rollback,
         "undo a committed import",
-        "Soft-delete the rows a committed import wrote (within its rollback window).",
+        "Undo a committed import within its rollback window: the records it inserted are\n"
+        "removed, those an upsert updated get every column back. Runs as a job on the\n"
+        "server, with a progress bar here, until the import is rolled_back.",
     )
     rollback.add_argument("id", help="the import's id (see `ferry jobs --kind import`)")
     rollback.add_argument(
