@@ -19,7 +19,6 @@ from ferry_client import (
     Invalid,
     NotFound,
     Progress,
-    RateLimited,
     Unauthorized,
 )
 
@@ -165,39 +164,6 @@ def test_a_retry_after_a_dropped_connection_does_not_create_a_second_job(
     keys = {p.headers["idempotency-key"] for p in posts}
     assert len(keys) == 1  # the retry carried the same key …
     assert [j.id for j in jobs] == [job.id]  # … so the server kept one job
-
-
-def test_a_429_is_waited_out_as_retry_after_says(ferry: Running) -> None:
-    # Until Ferry limits rates itself, a proxy answers the first request with a 429.
-    body = b'{"type": "urn:ferry:problem:too-many-requests", "status": 429, "title": "Too many"}'
-    limited = Rule(
-        "POST /v1/exports",
-        answer=answer(429, "Too Many Requests", {"Retry-After": "1", **PROBLEM}, body),
-    )
-    ferry.seed("limited", 10)
-    with fault_proxy(ferry.url, limited) as proxy, Ferry(proxy.url, ferry.token("lim")) as client:
-        job = client.export(DATASET, "csv", account_id="limited").wait()
-        posts = proxy.requests("POST /v1/exports")
-    assert job.status == "succeeded"
-    assert len(posts) == 2
-    assert posts[1].at - posts[0].at >= 0.9  # it waited as told
-    assert posts[0].headers["idempotency-key"] == posts[1].headers["idempotency-key"]
-
-
-def test_a_retry_after_longer_than_the_client_waits_raises_at_once(ferry: Running) -> None:
-    body = b'{"type": "urn:ferry:problem:too-many-requests", "status": 429, "detail": "slow down"}'
-    limited = Rule(
-        "GET /v1/jobs",
-        answer=answer(429, "Too Many Requests", {"Retry-After": "3600", **PROBLEM}, body),
-    )
-    with (
-        fault_proxy(ferry.url, limited) as proxy,
-        Ferry(proxy.url, ferry.token()) as client,
-        pytest.raises(RateLimited) as limited_error,
-    ):
-        list(client.jobs())
-    assert limited_error.value.retry_after == 3600
-    assert limited_error.value.detail == "slow down"
 
 
 EVENTS = r"^GET /v1/jobs/[^/]+/events"
