@@ -13,6 +13,7 @@ from typing import Any
 from services.core.deps import Deps
 from tests.browser.conftest import screenshot
 from tests.conftest import WorkerRun
+from tests.e2e.imports_helpers import orders_csv
 from tests.e2e.test_import_sheets import workbook
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -164,3 +165,80 @@ async def test_another_sheet_is_chosen_without_uploading_again(
     assert await page.get_by_label("Field for column Item Title").input_value() == "item_name"
     # The file went up once: one import, read twice.
     assert await deps.db.fetchval("SELECT count(*) FROM jobs WHERE kind = 'import'") == 1
+
+
+async def import_and_commit(page: Any, run_worker: WorkerRun, path: Path, mode: str) -> None:
+    """Upload ``path`` on the import page, let the worker check it, commit in ``mode``."""
+    await page.locator("input[type=file]").set_input_files(path)
+    await page.get_by_role("heading", name="Checking the file").wait_for()
+    await run_worker()
+    await page.get_by_label(mode).check()
+    await page.get_by_role("button", name="Commit").click()
+    await page.get_by_role("heading", name="Committing").wait_for()
+    await run_worker()
+
+
+async def test_an_upsert_updates_existing_records_and_its_rollback_restores_them(
+    page: Any, sign_in_url: str, deps: Deps, run_worker: WorkerRun, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "february.csv", tmp_path / "march.csv"
+    first.write_bytes(orders_csv(4))  # orders 0-3, paid
+    second.write_bytes(orders_csv(4, start=2).replace(b",paid", b",shipped"))  # orders 2-5
+    await page.goto(sign_in_url)
+    await page.get_by_role("link", name="Import", exact=True).click()
+    await page.get_by_label("Account").fill("main")
+    await import_and_commit(page, run_worker, first, "Add new records only")
+    await page.get_by_text("Committed 4 records.").wait_for()
+
+    await page.get_by_role("button", name="Import another file").click()
+    await page.locator("input[type=file]").set_input_files(second)
+    await page.get_by_role("heading", name="Checking the file").wait_for()
+    await run_worker()
+    # The commit step says which rows are already there, and what each mode does with them.
+    form = page.locator("form", has=page.get_by_role("heading", name="Commit"))
+    await form.get_by_text("2 rows name records already in account main").wait_for()
+    assert "with 2 invalid rows, nothing would be committed" in await form.inner_text()
+    upsert = form.get_by_label("Update existing records (upsert)")
+    await upsert.check()
+    assert "the 2 records already in the account get this file's values" in (
+        await form.inner_text()
+    )
+    assert "all 4 rows, or none" in await form.inner_text()  # none is invalid now
+    await screenshot(page, "import-upsert", at=form)
+    await page.get_by_role("button", name="Commit").click()
+    await page.get_by_role("heading", name="Committing").wait_for()
+    await run_worker()
+    await page.get_by_text("Committed 4 records (2 inserted, 2 updated)").wait_for()
+    statuses = dict(
+        await deps.db.fetch(
+            "SELECT ebay_order_id, status FROM bookkeeping_records "
+            "WHERE org_id = 'acme' AND account_id = 'main' AND deleted_at IS NULL"
+        )
+    )
+    assert sorted(statuses.values()) == ["paid", "paid", *["shipped"] * 4]
+
+    # The rollback says what it will do: restore the updated records, remove the added.
+    await page.get_by_role("main").get_by_role("link", name="Import history").click()
+    row = page.locator("tr", has_text="march.csv")
+    assert "(2 updated)" in await row.inner_text()
+    await row.get_by_role("button", name="Roll back").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_text(
+        "The 2 records that march.csv updated will be restored as they were before the import, "
+        "and the 2 it added will be removed."
+    ).wait_for()
+    await screenshot(page, "rollback-upsert")
+    await dialog.get_by_role("button", name="Roll back").click()
+    deadline = time.monotonic() + 20
+    while await deps.db.fetchval("SELECT count(*) FROM jobs WHERE status = 'rolling_back'") == 0:
+        assert time.monotonic() < deadline, "the rollback was never requested"
+        await asyncio.sleep(0.05)
+    await run_worker()
+    await row.get_by_text("Rolled back", exact=True).wait_for()
+    statuses = dict(
+        await deps.db.fetch(
+            "SELECT ebay_order_id, status FROM bookkeeping_records "
+            "WHERE org_id = 'acme' AND account_id = 'main' AND deleted_at IS NULL"
+        )
+    )
+    assert statuses == {f"10-{i:05d}-{i * 7:05d}": "paid" for i in range(4)}

@@ -134,9 +134,9 @@ export const importDoc = (id) => call("GET", `/v1/imports/${id}`);
 export const putMapping = (id, changes) => call("PUT", `/v1/imports/${id}/mapping`, { json: changes });
 // Read another sheet of the uploaded workbook: no new upload, the import validates again.
 export const chooseSheet = (id, sheet) => call("PUT", `/v1/imports/${id}/sheet`, { json: { sheet } });
-export const commit = (id, onError) =>
+export const commit = (id, onError, mode = "insert") =>
   call("POST", `/v1/imports/${id}/commit`, {
-    json: { on_error: onError },
+    json: { on_error: onError, mode },
     headers: { "Idempotency-Key": newKey() },
   });
 export const rollback = (id, confirm = false) =>

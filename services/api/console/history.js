@@ -23,8 +23,8 @@ export function render(main) {
     h("div", { class: "page-head" },
       h("h1", { tabindex: -1 }, "Import history"),
       h("p", { class: "lead" },
-        "Every committed import can be rolled back while its undo window is open: its "
-        + "records are removed again.")),
+        "Every committed import can be rolled back while its undo window is open: the "
+        + "records it added are removed again, those it updated restored as they were.")),
     h("section", { class: "card flush" }, tableFrame(table, "Import history"), note),
     h("div", { class: "actions" }, more));
 
@@ -92,7 +92,7 @@ function row(job, put, stops) {
     h("td", {}, h("a", { href: `#/import/${job.id}`, class: "strong" }, job.params?.filename || "import"),
       h("div", { class: "muted small" }, `${job.dataset} · account ${job.params?.account_id || "—"}`)),
     h("td", { class: "nowrap" }, fmtDate(batch.created_at || job.finished_at)),
-    h("td", {}, `${fmtInt(batch.rows)}${batch.skipped ? ` (${fmtInt(batch.skipped)} skipped)` : ""}`),
+    h("td", {}, `${fmtInt(batch.rows)}${batch.updated ? ` (${fmtInt(batch.updated)} updated)` : ""}${batch.skipped ? ` (${fmtInt(batch.skipped)} skipped)` : ""}`),
     h("td", {}, badge(job.status)),
     h("td", { class: "nowrap" }, undo),
     h("td", {}, job.status === "committed" ? button : null));
@@ -105,7 +105,7 @@ async function rollback(job, put, stops, button) {
   const file = job.params?.filename || "this import";
   const sure = await confirmDialog({
     title: "Roll back this import?",
-    body: h("p", {}, `The ${fmtInt(batch.rows)} records that ${file} added will be removed.`),
+    body: h("p", {}, rollbackText(batch, file)),
     confirmLabel: "Roll back",
     danger: true,
   });
@@ -128,6 +128,16 @@ async function rollback(job, put, stops, button) {
     toast(errorText(err), { tone: "bad" });
     button.disabled = false;
   }
+}
+
+// What a rollback does: an upsert's batch also updated records, which get their
+// earlier values back rather than being removed.
+function rollbackText(batch, file) {
+  if (!batch.updated) return `The ${fmtInt(batch.rows)} records that ${file} added will be removed.`;
+  const added = batch.inserted ?? batch.rows - batch.updated;
+  return `The ${fmtInt(batch.updated)} record${batch.updated === 1 ? "" : "s"} that ${file} updated will be `
+    + `restored as ${batch.updated === 1 ? "it was" : "they were"} before the import, and the `
+    + `${fmtInt(added)} it added will be removed.`;
 }
 
 function confirmEdited(problem, file) {

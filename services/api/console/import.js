@@ -332,27 +332,67 @@ function previewTable(page, doc) {
 
 // --- commit ------------------------------------------------------------------------------------
 
+// What a row whose key names a record the account has already does, per commit mode.
+const MODES = [
+  ["insert", "Add new records only", (n) => (n
+    ? ` — the ${fmtInt(n)} rows already in the account count as invalid.`
+    : " — every row becomes a new record; a row already in the account would be invalid.")],
+  ["upsert", "Update existing records (upsert)", (n) => (n
+    ? ` — the ${fmtInt(n)} records already in the account get this file's values; the others are added. A rollback restores them as they were.`
+    : " — a row already in the account updates that record instead; a rollback restores it.")],
+  ["skip_existing", "Skip existing records", (n) => (n
+    ? ` — the ${fmtInt(n)} rows already in the account are left out, those records untouched; the others are added.`
+    : " — a row already in the account is left out and that record untouched.")],
+];
+
 function commitForm(page, doc) {
   const t = doc.totals || {};
+  const existing = doc.existing || 0;
+  const modeName = newId("mode");
+  const radios = MODES.map(([value]) => h("input", { type: "radio", name: modeName, value, checked: value === "insert" }));
+  const mode = () => radios.find((r) => r.checked).value;
   const name = newId("on-error");
-  const all = h("input", { type: "radio", name, value: "abort", checked: !t.invalid });
-  const skip = h("input", { type: "radio", name, value: "skip", checked: Boolean(t.invalid) });
+  const all = h("input", { type: "radio", name, value: "abort" });
+  const skip = h("input", { type: "radio", name, value: "skip" });
+  const rowChoices = h("div", { class: "choices" });
+  const note = h("p", { class: "muted" });
   const error = h("p", { class: "error", role: "alert", hidden: true });
-  const blocked = (doc.unmapped_required || []).length ? "Map every required field first." : !t.valid ? "No row is valid; fix the file and upload it again." : null;
-  const button = h("button", { class: "primary", type: "submit", disabled: Boolean(blocked) }, "Commit");
+  const button = h("button", { class: "primary", type: "submit" }, "Commit");
+  // The valid and invalid rows depend on the mode: rows already in the account are
+  // invalid only when inserting.
+  const update = () => {
+    const c = doc.modes?.[mode()] || { valid: t.valid, invalid: t.invalid };
+    all.checked = !c.invalid;
+    skip.checked = Boolean(c.invalid);
+    clear(rowChoices,
+      h("label", { class: "choice" }, all, h("span", {},
+        h("strong", {}, "All or nothing"),
+        h("span", { class: "muted" }, c.invalid
+          ? ` — with ${fmtInt(c.invalid)} invalid rows, nothing would be committed.`
+          : ` — all ${fmtInt(c.valid)} rows, or none if anything goes wrong.`))),
+      c.invalid ? h("label", { class: "choice" }, skip, h("span", {},
+        h("strong", {}, `Skip the ${fmtInt(c.invalid)} invalid rows`),
+        h("span", { class: "muted" }, ` — commit the ${fmtInt(c.valid)} valid rows only.`))) : null);
+    const blocked = (doc.unmapped_required || []).length ? "Map every required field first."
+      : !c.valid ? "No row is valid; fix the file and upload it again." : null;
+    note.textContent = blocked || "";
+    note.hidden = !blocked;
+    button.disabled = Boolean(blocked);
+  };
+  for (const r of radios) r.addEventListener("change", update);
+  update();
   const form = h("form", { class: "card stack" },
     h("h2", {}, "Commit"),
     h("fieldset", { class: "choices" },
+      h("legend", {}, existing
+        ? `${fmtInt(existing)} row${existing === 1 ? " names a record" : "s name records"} already in account ${doc.account_id}`
+        : "Rows whose order is already in the account"),
+      MODES.map(([value, label, sentence], i) => h("label", { class: "choice" }, radios[i],
+        h("span", {}, h("strong", {}, label), h("span", { class: "muted" }, sentence(existing)))))),
+    h("fieldset", { class: "choices" },
       h("legend", { class: "visually-hidden" }, "What to commit"),
-      h("label", { class: "choice" }, all, h("span", {},
-        h("strong", {}, "All or nothing"),
-        h("span", { class: "muted" }, t.invalid
-          ? ` — with ${fmtInt(t.invalid)} invalid rows, nothing would be committed.`
-          : ` — all ${fmtInt(t.valid)} rows, or none if anything goes wrong.`))),
-      t.invalid ? h("label", { class: "choice" }, skip, h("span", {},
-        h("strong", {}, `Skip the ${fmtInt(t.invalid)} invalid rows`),
-        h("span", { class: "muted" }, ` — commit the ${fmtInt(t.valid)} valid rows only.`))) : null),
-    blocked ? h("p", { class: "muted" }, blocked) : null,
+      rowChoices),
+    note,
     error,
     h("div", { class: "actions" }, button));
   form.addEventListener("submit", async (e) => {
@@ -360,7 +400,7 @@ function commitForm(page, doc) {
     button.disabled = true;
     error.hidden = true;
     try {
-      show(page, await api.commit(doc.id, skip.checked ? "skip" : "abort"));
+      show(page, await api.commit(doc.id, skip.checked ? "skip" : "abort", mode()));
     } catch (err) {
       error.textContent = errorText(err);
       error.hidden = false;
@@ -370,14 +410,26 @@ function commitForm(page, doc) {
   return form;
 }
 
+// "5 inserted, 7 updated, 2 skipped as existing" — the parts a commit mode produced.
+function batchCounts(b) {
+  const inserted = b.inserted ?? (b.rows || 0) - (b.updated || 0);
+  return [
+    [inserted, "inserted"], [b.updated, "updated"], [b.skipped_existing, "skipped as already there"],
+  ].filter(([n], i) => n || i === 0).map(([n, what]) => `${fmtInt(n)} ${what}`).join(", ");
+}
+
 function outcome(page, doc) {
   const b = doc.batch || {};
+  const plain = (b.mode || "insert") === "insert";
   if (doc.status === "rolled_back") {
     return h("section", { class: "callout muted" },
-      h("strong", {}, "Rolled back. "), `The ${fmtInt(b.rows)} records of this import were removed ${fmtDate(b.rolled_back_at)}.`);
+      h("strong", {}, "Rolled back. "), plain
+        ? `The ${fmtInt(b.rows)} records of this import were removed ${fmtDate(b.rolled_back_at)}.`
+        : `The ${fmtInt(b.inserted ?? 0)} records it added were removed and the ${fmtInt(b.updated ?? 0)} it updated restored ${fmtDate(b.rolled_back_at)}.`);
   }
   return h("section", { class: "callout ok", role: "status" },
     h("strong", {}, `Committed ${fmtInt(b.rows)} records`),
+    plain ? "" : ` (${batchCounts(b)})`,
     b.skipped ? `, skipped ${fmtInt(b.skipped)} invalid rows` : "",
     `. You can undo it until ${fmtDate(b.rollback_until)} (${fmtRelative(b.rollback_until)}) in `,
     h("a", { href: "#/history" }, "Import history"), ".");
