@@ -29,7 +29,7 @@ from services.api.openapi import (
     operation,
     problems,
 )
-from services.api.params import IdempotencyKey
+from services.api.params import IdempotencyKey, LinkToken
 from services.api.schemas import ImportJob, SheetRequest
 from services.api.views import import_links, import_view, stored_file
 from services.core import jobs
@@ -347,6 +347,7 @@ async def get_error_report(
     job_id: FromPath[str],
     deps: NamedDependency[Deps],
     principal: NamedDependency[Principal],
+    token: LinkToken = None,
 ) -> Response[Any]:
     """The original failed rows with `_row` (the line as seen in the file) and `_errors`;
     307 to a short-lived URL on S3, the file itself on local storage.
