@@ -24,7 +24,7 @@ from services.core.errors import InvalidInput
 from services.core.imports import mapping as mappings
 from services.core.imports import readers, staging
 from services.core.imports.readers import Chunk, Layout, Limits, Skips, Workbook
-from services.core.imports.validate import Reread, Rows, Validator
+from services.core.imports.validate import Reread, Validator
 from services.core.jobs import Job
 from services.core.settings import Settings
 from services.core.storage import keys
@@ -65,11 +65,16 @@ class Source:
     limits: Limits
     book: Workbook | None = None
     careful: bool = False  # set once the fast CSV reader met a row it could not read
+    plain: bool = True  # cleared once the Arrow reader found the file not plain enough
 
     def chunks(self, skips: Skips) -> Iterator[Chunk]:
         if self.book is not None:
             return readers.read_workbook(
                 self.book, self.layout, skips, chunk_rows=WORKBOOK_CHUNK_ROWS
+            )
+        if self.plain and not self.careful and readers.arrow_fits(self.path, self.layout):
+            return readers.read_csv_arrow(
+                self.path, self.layout, self.limits, skips, chunk_rows=CHUNK_ROWS
             )
         return readers.read_csv(
             self.path,
@@ -163,14 +168,17 @@ class _Checked:
     def __init__(self, source: Source, validator: Validator, skips: Skips) -> None:
         self._chunks = source.chunks(skips)
         self.validator = validator
+        self.names = staging.staged_columns(validator.ds)
         self.position = 0
 
-    def next(self) -> Rows | None:
+    def next(self) -> tuple[int, bytes] | None:
+        """The next chunk checked: its number of rows and its COPY payload."""
         chunk = next(self._chunks, None)
         if chunk is None:
             return None
         self.position = chunk.position
-        return self.validator.check(chunk)
+        rows = self.validator.check(chunk)
+        return len(rows.lines), rows.payload(self.names)
 
 
 async def validate_upload(
@@ -273,6 +281,9 @@ async def _stage_all(
             # A later value decided a column's date order; read the file again with it.
             date_orders[again.field] = (again.order, again.reason)
             continue
+        except readers.NotPlain:
+            source.plain = False
+            continue
         except readers.ReadAgain:
             source.careful = True
             continue
@@ -298,14 +309,14 @@ async def _stage(
         pending = asyncio.ensure_future(asyncio.to_thread(checked.next))
         try:
             while True:
-                rows = await pending
-                if rows is None:
+                got = await pending
+                if got is None:
                     break
                 # Read and check the next chunk while this one is copied.
                 pending = asyncio.ensure_future(asyncio.to_thread(checked.next))
-                records = zip(rows.lines, *rows.columns, rows.errors, rows.raw, strict=True)
-                await staging.copy_rows(conn, ds, job.id, records)
-                done_rows += len(rows.lines)
+                count, payload = got
+                await staging.copy_csv(conn, ds, job.id, payload)
+                done_rows += count
                 unit = "rows" if sheet else "bytes"
                 await progress(min(checked.position, total), total, done_rows, unit)
         finally:

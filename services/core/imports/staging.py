@@ -6,9 +6,10 @@ row's original values joined by U+001F, for the error report: a row found invali
 SQL — a duplicate, a key already imported — needs them as much as one found invalid
 while reading, and keeping them costs far less than reading the file again).
 
-Validation fills it with binary COPY; set-wide checks (duplicates inside the file,
-keys already in the table) run on it in SQL; the error report and the preview are
-read from it; the commit is one INSERT … SELECT from it. Unlogged, because it can be
+Validation fills it with COPY (CSV that Arrow writes column by column); set-wide
+checks (duplicates inside the file, keys already in the table) run on it in SQL; the
+error report and the preview are read from it; the commit is one INSERT … SELECT
+from it. Unlogged, because it can be
 rebuilt from the stored upload: a commit that finds it gone (or its row count not
 matching the validation) refuses and asks for the file to be validated again.
 """
@@ -16,7 +17,7 @@ matching the validation) refuses and asks for the file to be validated again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import date
 from typing import Any
 
@@ -74,6 +75,21 @@ async def copy_rows(
         schema_name=SCHEMA,
         records=records,
         columns=["line", *staged_columns(ds), "errors", "raw"],
+    )
+
+
+async def copy_csv(conn: Connection, ds: Dataset, job_id: uuid.UUID, payload: bytes) -> None:
+    """COPY of checked rows already written as CSV (``validate.Rows.payload``)."""
+
+    async def source() -> AsyncIterator[bytes]:
+        yield payload
+
+    await conn.copy_to_table(
+        str(job_id),
+        schema_name=SCHEMA,
+        source=source(),
+        columns=["line", *staged_columns(ds), "errors", "raw"],
+        format="csv",
     )
 
 

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from services.core.datasets import Dataset, Field
 from services.core.imports import amounts
@@ -201,8 +204,63 @@ class Check:
         """Read non-empty, stripped values."""
         raise NotImplementedError
 
+    # --- the column-wise fast path --------------------------------------------------------
+
+    arrow_type: pa.DataType = pa.string()
+
+    def fast(self, column: pa.StringArray) -> tuple[pa.Array, pa.BooleanArray] | None:
+        """The values of a column that are plainly good, read by Arrow kernels.
+
+        ``(values, handled)``: where ``handled`` is true the value is exactly what
+        ``run`` would make of it; the other values go through ``run``. None: no fast
+        path (every value goes through ``run``).
+        """
+        return None
+
+    def before(self, column: pa.StringArray) -> None:
+        """Decide what the whole column decides (``run`` would, on its first values)."""
+
+    def run_column(self, column: pa.StringArray) -> tuple[pa.Array, list[int], list[str]]:
+        """``run`` on a whole column: ``(typed values, bad indices, messages)``."""
+        self.before(column)
+        found = self.fast(column) if len(column) else None
+        if found is None:
+            checked = self.run(column.to_pylist())
+            return pa.array(checked.values, type=self.arrow_type), checked.bad, checked.messages
+        values, handled = found
+        if handled.false_count == 0 and handled.null_count == 0:
+            return values, [], []
+        rest = np.flatnonzero(~handled.to_numpy(zero_copy_only=False))
+        checked = self.run(column.take(pa.array(rest)).to_pylist())
+        replaced = pc.invert(handled)
+        values = pc.replace_with_mask(
+            values, replaced, pa.array(checked.values, type=self.arrow_type)
+        )
+        return values, rest[checked.bad].tolist(), checked.messages
+
+
+# What str.strip() removes (str.isspace), and the control characters TextCheck refuses;
+# a value that starts or ends with the one, or holds the other, is left to ``run``.
+_SPACE_CLASS = (
+    r"[\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
+    r"\x{202f}\x{205f}\x{3000}]"
+)
+_NOT_PLAIN_TEXT = rf"^(?:$|{_SPACE_CLASS})|{_SPACE_CLASS}$|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_PLAIN_INT = r"^[0-9]{1,9}$"
+_PLAIN_AMOUNT = r"^-?[0-9]{1,13}(?:\.[0-9]{1,2})?$"
+_PLAIN_DATE = r"^(?:19|20|21)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
+
+
+def _matching(column: pa.StringArray, pattern: str) -> pa.BooleanArray:
+    """True where the value matches; false for nulls."""
+    return pc.fill_null(pc.match_substring_regex(column, pattern), False)
+
 
 class TextCheck(Check):
+    def fast(self, column: pa.StringArray) -> tuple[pa.Array, pa.BooleanArray] | None:
+        plain = pc.invert(pc.fill_null(pc.match_substring_regex(column, _NOT_PLAIN_TEXT), True))
+        return column, plain
+
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         checked = Checked(values.tolist())
         joined = " ".join(checked.values)
@@ -220,6 +278,15 @@ class TextCheck(Check):
 class IntCheck(Check):
     message = "not a whole number"
     strips = False
+    arrow_type = pa.int64()
+
+    def fast(self, column: pa.StringArray) -> tuple[pa.Array, pa.BooleanArray] | None:
+        plain = _matching(column, _PLAIN_INT)
+        numbers = pc.cast(pc.if_else(plain, column, "0"), pa.int64())
+        if self.field.min is not None:
+            plain = pc.and_(plain, pc.greater_equal(numbers, self.field.min))
+        plain = pc.and_(plain, pc.less_equal(numbers, int(self.limit)))
+        return numbers, plain
 
     def __init__(self, f: Field, *, limit: float = MAX_INT) -> None:
         self.limit = limit
@@ -268,6 +335,7 @@ class MoneyCheck(Check):
     """
 
     strips = False
+    arrow_type = pa.int64()
 
     def __init__(
         self,
@@ -323,6 +391,28 @@ class MoneyCheck(Check):
             numbers[:] = np.nan
         return numbers, contradicted
 
+    def before(self, column: pa.StringArray) -> None:
+        """The decimal mark from the column's first non-empty values, as ``check`` would."""
+        if self.decimal is not None:
+            return
+        sample: list[str] = []
+        start = 0
+        while len(sample) < 2000 and start < len(column):
+            part = column.slice(start, 4000).to_pylist()
+            sample += [v for v in part if v != ""][: 2000 - len(sample)]
+            start += 4000
+        if sample:
+            self.decimal = self._infer(np.array(sample, dtype=object))
+
+    def fast(self, column: pa.StringArray) -> tuple[pa.Array, pa.BooleanArray] | None:
+        if self.decimal != "." or (self.column_currency and self.column_currency != self.currency):
+            return None
+        plain = _matching(column, _PLAIN_AMOUNT)
+        numbers = pc.cast(pc.if_else(plain, column, "0"), pa.float64())
+        # As ``check`` does: the float times 100, rounded (exact for two decimals).
+        cents = pc.cast(pc.round(pc.multiply(numbers, 100.0)), pa.int64())
+        return cents, plain
+
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         if self.decimal is None:
             self.decimal = self._infer(values)
@@ -367,6 +457,19 @@ class DateCheck(Check):
         self.seen: dict[str, int] = {}
         super().__init__(f)
         self.seen.clear()
+
+    arrow_type = pa.date32()
+
+    def fast(self, column: pa.StringArray) -> tuple[pa.Array, pa.BooleanArray] | None:
+        plain = _matching(column, _PLAIN_DATE)
+        stamps = pc.strptime(
+            pc.if_else(plain, column, "2000-01-01"), format="%Y-%m-%d", unit="s", error_is_null=True
+        )
+        days = pc.cast(stamps, pa.date32())
+        # strptime rolls 2026-02-30 over to March; only a date that reads back is one.
+        plain = pc.and_(plain, pc.fill_null(pc.equal(pc.cast(days, pa.string()), column), False))
+        self._count("YYYY-MM-DD", plain.true_count)
+        return days, plain
 
     def state(self) -> dict[str, Any] | None:
         if not self.seen:
@@ -505,7 +608,11 @@ class EnumCheck(Check):
                 self.lookup[variant] = v
         self.message = "not one of " + ", ".join(f.values)
         self.folded = {v.casefold(): v for v in f.values}
+        self.exact = pa.array(list(f.values), type=pa.string())
         super().__init__(f)
+
+    def fast(self, column: pa.StringArray) -> tuple[pa.Array, pa.BooleanArray] | None:
+        return column, pc.is_in(column, value_set=self.exact)
 
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         found = list(map(self.lookup.get, values.tolist()))
@@ -523,6 +630,8 @@ class EnumCheck(Check):
 
 
 class BoolCheck(Check):
+    arrow_type = pa.bool_()
+
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         folded = [str(v).casefold() for v in values.tolist()]
         out: list[Any] = [True if v in TRUE else False if v in FALSE else None for v in folded]
@@ -532,6 +641,8 @@ class BoolCheck(Check):
 
 
 class DatetimeCheck(Check):
+    arrow_type = pa.timestamp("us", tz="UTC")
+
     def check(self, values: npt.NDArray[np.object_]) -> Checked:
         parsed = pd.to_datetime(
             pd.Series(values, dtype=object), format="ISO8601", utc=True, errors="coerce"
@@ -568,15 +679,64 @@ def make_check(
     return TextCheck(f)
 
 
+def pg_array(messages: list[str]) -> str:
+    """A PostgreSQL text[] literal."""
+    quoted = ('"' + m.replace("\\", "\\\\").replace('"', '\\"') + '"' for m in messages)
+    return "{" + ",".join(quoted) + "}"
+
+
+_CSV = pa_csv.WriteOptions(include_header=False, batch_size=4096)
+
+
 @dataclass
 class Rows:
-    """A checked chunk, ready for the staging table."""
+    """A checked chunk, ready for the staging table: Arrow columns, errors where any."""
 
     lines: list[int]
-    columns: list[list[Any]]  # one per importable field, in ``Validator.fields`` order
-    errors: list[list[str] | None]
-    raw: list[str]  # every row's original values, joined by U+001F
+    arrays: list[pa.Array]  # one per importable field, in ``Validator.fields`` order
+    problems: dict[int, list[str]]  # row index → its messages (rows with none are absent)
+    raw_values: pa.Array  # every row's original values, joined by U+001F
     invalid: int
+
+    @property
+    def columns(self) -> list[list[Any]]:
+        return [a.to_pylist() for a in self.arrays]
+
+    @property
+    def errors(self) -> list[list[str] | None]:
+        out: list[list[str] | None] = [None] * len(self.lines)
+        for i, messages in self.problems.items():
+            out[i] = messages
+        return out
+
+    @property
+    def raw(self) -> list[str]:
+        return self.raw_values.to_pylist()  # type: ignore[no-any-return]
+
+    def payload(self, names: list[str]) -> bytes:
+        """The rows as COPY … (FORMAT csv) text: ``line``, the fields, ``errors``, ``raw``."""
+        n = len(self.lines)
+        errors = pa.nulls(n, pa.string())
+        if self.problems:
+            at = sorted(self.problems)
+            mask = np.zeros(n, dtype=bool)
+            mask[at] = True
+            literals = pa.array([pg_array(self.problems[i]) for i in at], type=pa.string())
+            errors = pc.replace_with_mask(errors, pa.array(mask), literals)
+        table = pa.Table.from_arrays(
+            [pa.array(self.lines, type=pa.int32()), *self.arrays, errors, self.raw_values],
+            names=["line", *names, "errors", "raw"],
+        )
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(table, sink, _CSV)
+        data: bytes = sink.getvalue().to_pybytes()
+        return data
+
+
+def _strings(column: Sequence[str] | pa.Array) -> pa.StringArray:
+    if isinstance(column, pa.Array):
+        return column if column.type == pa.string() else pc.cast(column, pa.string())
+    return pa.array(column, type=pa.string())
 
 
 class Validator:
@@ -591,6 +751,7 @@ class Validator:
         european: bool = False,
         date_orders: dict[str, tuple[str, str]] | None = None,
     ) -> None:
+        self.ds = ds
         self.fields = ds.importable
         by_field = {m.field: (headers.index(h), m) for h, m in mapping.items() if m is not None}
         self.plans: list[tuple[Field, int | None, Check]] = []
@@ -617,20 +778,25 @@ class Validator:
     def check(self, chunk: Chunk) -> Rows:
         n = len(chunk)
         problems: dict[int, list[str]] = {i: [m] for i, m in chunk.row_errors.items()}
-        columns: list[list[Any]] = []
+        sources = [_strings(column) for column in chunk.columns]
+        arrays: list[pa.Array] = []
         for f, source, check in self.plans:
             if source is None:
-                columns.append([check.default] * n)
+                arrays.append(pa.array([check.default] * n, type=check.arrow_type))
                 continue
-            checked = check.run(chunk.columns[source])
-            for i, message in zip(checked.bad, checked.messages, strict=True):
+            values, bad, messages = check.run_column(sources[source])
+            for i, message in zip(bad, messages, strict=True):
                 if i not in chunk.unreadable:
                     problems.setdefault(i, []).append(f"{f.name}: {message}")
-            columns.append(checked.values)
-        errors: list[list[str] | None] = [None] * n
-        for i, messages in problems.items():
-            errors[i] = messages
-        raw = list(map(RAW_SEPARATOR.join, zip(*chunk.columns, strict=True)))
-        if "\x00" in "".join(raw):  # PostgreSQL text holds no NUL; show it as U+FFFD
-            raw = [r.replace("\x00", "\ufffd") for r in raw]
-        return Rows(chunk.lines, columns, errors, raw, len(problems))
+            arrays.append(values)
+        if len(sources) == 1:
+            raw = sources[0]
+        elif sources:
+            raw = pc.binary_join_element_wise(*sources, RAW_SEPARATOR)
+        else:
+            raw = pa.array([""] * n, type=pa.string())
+        # PostgreSQL text holds no NUL; show it as U+FFFD.
+        if n and pc.any(pc.match_substring(raw, "\x00")).as_py():
+            raw = pc.replace_substring(raw, "\x00", "\ufffd")
+        ordered = dict(sorted(problems.items()))
+        return Rows(list(chunk.lines), arrays, ordered, raw, len(problems))

@@ -21,7 +21,15 @@ and whatever else goes wrong in there cannot take the worker down.
 """
 
 from services.core.imports.readers.chunks import Chunk, Skips
-from services.core.imports.readers.csv import ReadAgain, csv_layout, detect_delimiter, read_csv
+from services.core.imports.readers.csv import (
+    NotPlain,
+    ReadAgain,
+    arrow_fits,
+    csv_layout,
+    detect_delimiter,
+    read_csv,
+    read_csv_arrow,
+)
 from services.core.imports.readers.encoding import detect_encoding
 from services.core.imports.readers.guard import check_workbook, check_zip
 from services.core.imports.readers.layout import (
@@ -61,10 +69,12 @@ __all__ = [
     "Kind",
     "Layout",
     "Limits",
+    "NotPlain",
     "ReadAgain",
     "Score",
     "Skips",
     "Workbook",
+    "arrow_fits",
     "cell_budget",
     "cell_text",
     "check_workbook",
@@ -75,6 +85,7 @@ __all__ = [
     "detect_encoding",
     "find_header",
     "read_csv",
+    "read_csv_arrow",
     "read_workbook",
     "sniff_kind",
     "workbook_layout",

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from services.core.errors import InvalidInput
 from services.core.imports.readers.layout import Layout, Limits, trimmed
 
@@ -50,12 +52,20 @@ class Skips:
         return {"count": self.count, "reasons": dict(reasons), "lines": self.lines}
 
 
+def too_many_rows(limits: Limits) -> InvalidInput:
+    return InvalidInput(
+        f"the file has more than {limits.max_rows:,} records; split it",
+        errors=[{"field": "file", "message": "too many rows"}],
+    )
+
+
 @dataclass
 class Chunk:
     """Up to ``chunk_rows`` records as columns, with their lines and row-level errors."""
 
     lines: list[int]
-    columns: list[tuple[str, ...]]
+    # One per source column: a tuple of strings, or an Arrow string array (the Arrow reader).
+    columns: list[tuple[str, ...]] | list[pa.StringArray]
     # Index in the chunk → message about the row as a whole (wrong number of values …).
     row_errors: dict[int, str] = field(default_factory=dict)
     # Rows that could not be read at all: only their row error is reported.
@@ -68,7 +78,10 @@ class Chunk:
         return len(self.lines)
 
     def row(self, index: int) -> list[str]:
-        return [column[index] for column in self.columns]
+        return [
+            column[index].as_py() if isinstance(column, pa.Array) else column[index]
+            for column in self.columns
+        ]
 
 
 class ChunkBuilder:
@@ -117,10 +130,7 @@ class ChunkBuilder:
         """The rows collected so far as a chunk (the caller re-reads ``lines``/``rows``)."""
         self.records += len(self.rows)
         if self.records > self.limits.max_rows:
-            raise InvalidInput(
-                f"the file has more than {self.limits.max_rows:,} records; split it",
-                errors=[{"field": "file", "message": "too many rows"}],
-            )
+            raise too_many_rows(self.limits)
         columns: list[tuple[str, ...]] = (
             list(zip(*self.rows, strict=True)) if self.rows else [() for _ in range(self.width)]
         )

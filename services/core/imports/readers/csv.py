@@ -16,8 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
 from services.core.errors import InvalidInput
-from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips
+from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips, too_many_rows
 from services.core.imports.readers.encoding import detect_encoding
 from services.core.imports.readers.layout import (
     SAMPLE_ROWS,
@@ -166,6 +171,129 @@ def read_csv(
                 yield chunk
         except csv.Error:
             raise ReadAgain from None  # only the fast way lets one through
+
+
+class NotPlain(Exception):
+    """The file is not plain enough for the Arrow reader; read it with the csv module."""
+
+
+ARROW_ENCODINGS = frozenset({"utf-8", "utf-8-sig"})
+ARROW_BLOCK = 1024 * 1024
+SCAN_BLOCK = 8 * 1024 * 1024
+_BLANK_LINES = (b"\n\n", b"\n\r", b"\r\r")
+
+
+def arrow_fits(path: Path, layout: Layout) -> bool:
+    """Whether the Arrow reader may read the file: UTF-8, the header on line 1, no blank line.
+
+    The Arrow reader reads every record as the csv module does, but counts no lines: it
+    is used only where each record is one line (checked per chunk as it goes) and where
+    no blank line is to be skipped (one pass for a blank line here, at memchr speed).
+    """
+    if layout.encoding not in ARROW_ENCODINGS or layout.header_line != 1:
+        return False
+    with open(path, "rb") as fh:
+        tail = b""
+        while block := fh.read(SCAN_BLOCK):
+            data = tail + block
+            if any(pair in data for pair in _BLANK_LINES):
+                return False
+            tail = data[-1:]
+    return True
+
+
+def read_csv_arrow(
+    path: Path, layout: Layout, limits: Limits, skips: Skips, *, chunk_rows: int
+) -> Iterator[Chunk]:
+    """The records of a plain CSV file as Arrow string columns, ``chunk_rows`` at a time.
+
+    Raises ``NotPlain`` (before or after some chunks) where the file is not plain: a
+    row of another width, a value with a line break, a value over the size limit,
+    text that is not UTF-8. The caller reads the file again with the csv module then.
+    """
+    assert layout.delimiter is not None
+    width = len(layout.headers)
+    irregular: list[Any] = []
+
+    def invalid(row: Any) -> str:
+        irregular.append(row)
+        return "skip"
+
+    skips.add_preamble(layout)
+    raw = _Counted(path)
+    try:
+        with io.BufferedReader(raw) as fh:
+            reader = pa_csv.open_csv(
+                fh,
+                read_options=pa_csv.ReadOptions(
+                    block_size=ARROW_BLOCK, autogenerate_column_names=True
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=layout.delimiter,
+                    newlines_in_values=True,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=invalid,
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={f"f{i}": pa.string() for i in range(width)},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            if len(reader.schema) != width:
+                raise NotPlain
+            yield from _arrow_chunks(reader, raw, limits, irregular, layout, chunk_rows)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        raise NotPlain from None
+
+
+def _arrow_chunks(
+    reader: Any,
+    raw: _Counted,
+    limits: Limits,
+    irregular: list[Any],
+    layout: Layout,
+    chunk_rows: int,
+) -> Iterator[Chunk]:
+    """The batches Arrow reads, cut into chunks; the header row (the first) left out."""
+    pending: list[pa.RecordBatch] = []
+    held = records = 0
+    header = 1
+    line = layout.header_line + 1
+    for read in reader:
+        if irregular:
+            raise NotPlain
+        batch = read.slice(min(header, read.num_rows))
+        header -= read.num_rows - batch.num_rows
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            chunk, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
+            pending, held = rest.to_batches(), rest.num_rows
+            records += chunk.num_rows
+            yield _arrow_chunk(chunk, line, raw.read_bytes, limits, records)
+            line += chunk.num_rows
+    if irregular:
+        raise NotPlain
+    if held:
+        table = pa.Table.from_batches(pending)
+        yield _arrow_chunk(table, line, raw.read_bytes, limits, records + table.num_rows)
+
+
+def _arrow_chunk(table: pa.Table, line: int, position: int, limits: Limits, records: int) -> Chunk:
+    if records > limits.max_rows:
+        raise too_many_rows(limits)
+    columns = [table.column(i).combine_chunks() for i in range(table.num_columns)]
+    for column in columns:
+        data = column.buffers()[2]
+        if data is not None:
+            values = np.frombuffer(data, dtype=np.uint8)
+            if np.any((values == 10) | (values == 13)):
+                raise NotPlain  # a value with a line break spans lines
+        if len(column) and pc.max(pc.binary_length(column)).as_py() >= csv.field_size_limit():
+            raise NotPlain  # the csv module makes a row error of it
+    return Chunk(list(range(line, line + table.num_rows)), columns, position=position)
 
 
 def _line_breaks(row: list[str]) -> int:
