@@ -321,3 +321,63 @@ def test_excel_unicode_text_utf16_with_tabs(tmp_path: Path) -> None:
     [chunk] = readers.read_csv(path, layout, readers.Limits(), readers.Skips(), chunk_rows=10)
     assert chunk.lines == [2]
     assert chunk.row(0) == ["1-1", "Café", "3,50"]
+
+
+def _records(chunks: Iterator[readers.Chunk]) -> list[tuple[int, list[str]]]:
+    return [(line, chunk.row(i)) for chunk in chunks for i, line in enumerate(chunk.lines)]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5, 100])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'a,b,c\n1,"x,y",3\n4,"say ""hi""",6\n7,Café,9\n10,,\n',
+        "\ufeffa;b;c\r\n1;2;3\r\n4;5;6",  # BOM, CRLF, no line end at the end
+        'a,b,c\r1,x"y,3\r4,"q"r,6\r',  # CR alone; quotes inside values
+        "a\tb\tc\n 1 \t 2\t3\n",
+    ],
+)
+def test_the_arrow_reader_reads_plain_files_as_the_csv_module(
+    tmp_path: Path, text: str, chunk_rows: int
+) -> None:
+    path = tmp_path / "plain.csv"
+    path.write_bytes(text.encode())
+    layout = readers.csv_layout(path, readers.Limits())
+    assert readers.arrow_fits(path, layout)
+    arrow = readers.read_csv_arrow(
+        path, layout, readers.Limits(), readers.Skips(), chunk_rows=chunk_rows
+    )
+    csv_module = readers.read_csv(
+        path, layout, readers.Limits(), readers.Skips(), chunk_rows=chunk_rows
+    )
+    assert _records(arrow) == _records(csv_module)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'a,b,c\n1,"two\nlines",3\n',  # a record over two lines
+        b"a,b,c\n1,2,3\n4,5\n",  # short
+        b"a,b,c\n1,2,3,4\n",  # long
+        b"a,b,c\n1,2,3\n" + b"x" * 200 + b",2,3\n",  # over the value limit (100 here)
+        b'a,b,c\n1,2,"3\n',  # a quote never closed
+    ],
+)
+@pytest.mark.usefixtures("field_limit_100")
+def test_the_arrow_reader_hands_over_what_is_not_plain(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_bytes(data)
+    layout = readers.csv_layout(path, readers.Limits())
+    chunks = readers.read_csv_arrow(path, layout, readers.Limits(), readers.Skips(), chunk_rows=1)
+    with pytest.raises(readers.NotPlain):
+        list(chunks)
+
+
+def test_blank_lines_and_a_preamble_keep_a_file_from_the_arrow_reader(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_bytes(b"a,b,c\r\n1,2,3\r\n\r\n4,5,6\r\n")
+    assert not readers.arrow_fits(path, readers.csv_layout(path, readers.Limits()))
+    path.write_bytes(b"Orders report\na,b,c\n1,2,3\n")
+    layout = readers.csv_layout(path, readers.Limits())
+    assert layout.header_line == 2
+    assert not readers.arrow_fits(path, layout)
