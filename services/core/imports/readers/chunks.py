@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from services.core.errors import InvalidInput
 from services.core.imports.readers.layout import Layout, Limits, trimmed
+
+if TYPE_CHECKING:  # the workbook reader process imports this module, and no Arrow
+    import pyarrow as pa
 
 Row = list[str] | tuple[str, ...]
 # Rows that look incomplete after the data are footers only if few; more are data errors.
@@ -78,10 +79,8 @@ class Chunk:
         return len(self.lines)
 
     def row(self, index: int) -> list[str]:
-        return [
-            column[index].as_py() if isinstance(column, pa.Array) else column[index]
-            for column in self.columns
-        ]
+        cells = [column[index] for column in self.columns]
+        return [c if isinstance(c, str) else c.as_py() for c in cells]
 
 
 class ChunkBuilder:

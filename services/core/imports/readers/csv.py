@@ -14,12 +14,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
+from typing import TYPE_CHECKING, Any
 
 from services.core.errors import InvalidInput
 from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips, too_many_rows
@@ -33,6 +28,9 @@ from services.core.imports.readers.layout import (
     preamble,
     trimmed,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_CHARS = 64 * 1024
@@ -211,6 +209,11 @@ def read_csv_arrow(
     row of another width, a value with a line break, a value over the size limit,
     text that is not UTF-8. The caller reads the file again with the csv module then.
     """
+    # Imported here: the workbook reader process imports this package, and Arrow's
+    # libraries would take much of its capped address space.
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
     assert layout.delimiter is not None
     width = len(layout.headers)
     irregular: list[Any] = []
@@ -256,6 +259,8 @@ def _arrow_chunks(
     chunk_rows: int,
 ) -> Iterator[Chunk]:
     """The batches Arrow reads, cut into chunks; the header row (the first) left out."""
+    import pyarrow as pa
+
     pending: list[pa.RecordBatch] = []
     held = records = 0
     header = 1
@@ -282,6 +287,9 @@ def _arrow_chunks(
 
 
 def _arrow_chunk(table: pa.Table, line: int, position: int, limits: Limits, records: int) -> Chunk:
+    import numpy as np
+    import pyarrow.compute as pc
+
     if records > limits.max_rows:
         raise too_many_rows(limits)
     columns = [table.column(i).combine_chunks() for i in range(table.num_columns)]
