@@ -72,7 +72,7 @@ class Source:
             return readers.read_workbook(
                 self.book, self.layout, skips, chunk_rows=WORKBOOK_CHUNK_ROWS
             )
-        if self.plain and not self.careful and readers.arrow_fits(self.path, self.layout):
+        if self.plain and not self.careful and readers.arrow_fits(self.layout):
             return readers.read_csv_arrow(
                 self.path, self.layout, self.limits, skips, chunk_rows=CHUNK_ROWS
             )

@@ -177,27 +177,16 @@ class NotPlain(Exception):
 
 ARROW_ENCODINGS = frozenset({"utf-8", "utf-8-sig"})
 ARROW_BLOCK = 1024 * 1024
-SCAN_BLOCK = 8 * 1024 * 1024
-_BLANK_LINES = (b"\n\n", b"\n\r", b"\r\r")
 
 
-def arrow_fits(path: Path, layout: Layout) -> bool:
-    """Whether the Arrow reader may read the file: UTF-8, the header on line 1, no blank line.
+def arrow_fits(layout: Layout) -> bool:
+    """Whether the Arrow reader may read the file: UTF-8 with the header on line 1.
 
-    The Arrow reader reads every record as the csv module does, but counts no lines: it
-    is used only where each record is one line (checked per chunk as it goes) and where
-    no blank line is to be skipped (one pass for a blank line here, at memchr speed).
+    The Arrow reader reads every record as the csv module does, but counts no lines
+    and cannot tell a blank line from a row of empty values: as it reads, each chunk
+    is checked for a record over two lines and for a row with nothing in it.
     """
-    if layout.encoding not in ARROW_ENCODINGS or layout.header_line != 1:
-        return False
-    with open(path, "rb") as fh:
-        tail = b""
-        while block := fh.read(SCAN_BLOCK):
-            data = tail + block
-            if any(pair in data for pair in _BLANK_LINES):
-                return False
-            tail = data[-1:]
-    return True
+    return layout.encoding in ARROW_ENCODINGS and layout.header_line == 1
 
 
 def read_csv_arrow(
@@ -206,8 +195,9 @@ def read_csv_arrow(
     """The records of a plain CSV file as Arrow string columns, ``chunk_rows`` at a time.
 
     Raises ``NotPlain`` (before or after some chunks) where the file is not plain: a
-    row of another width, a value with a line break, a value over the size limit,
-    text that is not UTF-8. The caller reads the file again with the csv module then.
+    row of another width, a value with a line break, a blank line (or a row of empty
+    values: Arrow reads both alike), a value over the size limit, text that is not
+    UTF-8. The caller reads the file again with the csv module then.
     """
     # Imported here: the workbook reader process imports this package, and Arrow's
     # libraries would take much of its capped address space.
@@ -293,13 +283,16 @@ def _arrow_chunk(table: pa.Table, line: int, position: int, limits: Limits, reco
     if records > limits.max_rows:
         raise too_many_rows(limits)
     columns = [table.column(i).combine_chunks() for i in range(table.num_columns)]
-    for column in columns:
+    lengths = [pc.binary_length(column) for column in columns]
+    if len(table) and pc.any(pc.equal(pc.max_element_wise(*lengths), 0)).as_py():
+        raise NotPlain  # a blank line, which the csv module skips
+    for column, length in zip(columns, lengths, strict=True):
         data = column.buffers()[2]
         if data is not None:
             values = np.frombuffer(data, dtype=np.uint8)
             if np.any((values == 10) | (values == 13)):
                 raise NotPlain  # a value with a line break spans lines
-        if len(column) and pc.max(pc.binary_length(column)).as_py() >= csv.field_size_limit():
+        if len(column) and pc.max(length).as_py() >= csv.field_size_limit():
             raise NotPlain  # the csv module makes a row error of it
     return Chunk(list(range(line, line + table.num_rows)), columns, position=position)
 
