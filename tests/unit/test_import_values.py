@@ -331,3 +331,22 @@ def test_a_chunk_is_checked_into_rows_with_field_named_errors() -> None:
     # The original values are kept for the error report; NUL, which PostgreSQL text
     # cannot hold, shows as U+FFFD.
     assert result.raw[1].split("\x1f") == ["1-2", "someday", "Desk", "free", "n\ufffdul"]
+
+
+def test_without_records_in_the_account_only_failed_or_repeating_rows_keep_their_text() -> None:
+    headers = ["Order", "Date", "Title", "Price"]
+    validator = Validator(DS, mapping.suggest(headers, DS), headers, keep_raw=False)
+    first = [["1-1", "2026-01-05", "Lamp", "10.00"], ["1-2", "someday", "Desk", "5"]]
+    second = [["1-3", "2026-01-06", "Chair", "4"], ["1-1", "2026-01-07", "Lamp", "9"]]
+    second += [["1-3", "2026-01-08", "Chair", "4"]]
+    rows = [
+        validator.check(Chunk(lines=lines, columns=list(zip(*chunk, strict=True))))
+        for lines, chunk in (([2, 3], first), ([4, 5, 6], second))
+    ]
+    assert rows[0].raw == [None, "1-2\x1fsomeday\x1fDesk\x1f5"]
+    # A key seen in an earlier chunk or earlier in this one: SQL decides if it repeats.
+    assert rows[1].raw == [
+        None,
+        "1-1\x1f2026-01-07\x1fLamp\x1f9",
+        "1-3\x1f2026-01-08\x1fChair\x1f4",
+    ]

@@ -202,12 +202,25 @@ async def validate_upload(
             headers = layout.headers
             remembered = await remembered_mapping(deps, job.org_id, job.dataset, headers)
             mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
-            validator, skips = await _stage_all(deps, job, ds, source, mapping, size, progress)
+            # Without records in the account no key exists already: only rows that fail
+            # or may repeat a key keep their text. (A record committed meanwhile by
+            # another import shows in the error report without its original values.)
+            keep_raw = await staging.account_has_records(
+                deps.db, ds, job.org_id, job.params["account_id"]
+            )
+            validator, skips = await _stage_all(
+                deps, job, ds, source, mapping, (size, keep_raw), progress
+            )
         finally:
             source.close()
         async with deps.db.acquire() as conn, conn.transaction():
             await staging.check_keys(
-                conn, ds, job.id, org_id=job.org_id, scope=job.params["account_id"]
+                conn,
+                ds,
+                job.id,
+                org_id=job.org_id,
+                scope=job.params["account_id"],
+                kept_only=validator.key is not None,
             )
         rows, valid, existing = await staging.counts(deps.db, ds, job.id)
         if rows == 0:
@@ -264,16 +277,24 @@ async def _stage_all(
     ds: Dataset,
     source: Source,
     mapping: mappings.Mapping,
-    size: int,
+    sizing: tuple[int, bool],
     progress: Progress,
 ) -> tuple[Validator, Skips]:
-    """Read and stage every record, again while a later value changes how to read one."""
+    """Read and stage every record, again while a later value changes how to read one.
+
+    ``sizing``: the upload's bytes, and whether every row keeps its original text."""
+    size, keep_raw = sizing
     layout = source.layout
     date_orders: dict[str, tuple[str, str]] = {}
     while True:
         skips = Skips()
         validator = Validator(
-            ds, mapping, layout.headers, european=layout.delimiter == ";", date_orders=date_orders
+            ds,
+            mapping,
+            layout.headers,
+            european=layout.delimiter == ";",
+            date_orders=date_orders,
+            keep_raw=keep_raw,
         )
         try:
             await _stage(deps, job, ds, source, validator, skips, size, progress)

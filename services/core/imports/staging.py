@@ -4,7 +4,9 @@
 plus ``line`` (as the user sees it), ``errors`` (``"field: message"``) and ``raw`` (the
 row's original values joined by U+001F, for the error report: a row found invalid in
 SQL — a duplicate, a key already imported — needs them as much as one found invalid
-while reading, and keeping them costs far less than reading the file again).
+while reading, and keeping them costs far less than reading the file again). Where
+the account has no records yet, only the rows that failed or whose key may repeat an
+earlier one keep ``raw`` (``validate.KeyHashes``).
 
 Validation fills it with COPY (CSV that Arrow writes column by column); set-wide
 checks (duplicates inside the file, keys already in the table) run on it in SQL; the
@@ -93,21 +95,43 @@ async def copy_csv(conn: Connection, ds: Dataset, job_id: uuid.UUID, payload: by
     )
 
 
+async def account_has_records(
+    conn: Connection | Pool, ds: Dataset, org_id: str, scope: str
+) -> bool:
+    """Whether the account has a live record (then a row's key may exist already)."""
+    live = f"AND {ident(ds.soft_delete_column)} IS NULL" if ds.soft_delete_column else ""
+    found = await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {table(ds)} WHERE {ident(ds.org_column)} = $1 "
+        f"AND {ident(ds.scope_column)} = $2 {live})",
+        org_id,
+        scope,
+    )
+    return bool(found)
+
+
 async def check_keys(
-    conn: Connection, ds: Dataset, job_id: uuid.UUID, *, org_id: str, scope: str
+    conn: Connection,
+    ds: Dataset,
+    job_id: uuid.UUID,
+    *,
+    org_id: str,
+    scope: str,
+    kept_only: bool = False,
 ) -> int:
     """Mark rows whose natural key repeats an earlier line, or exists already; returns how many.
 
     The first occurrence of a repeated key stays valid; each later one names it
     (``ebay_order_id: duplicate of line 25``). A row whose key exists gets the record's
     id in ``existing_id`` and an error only an insert commit minds (``exists_message``).
-    One statement, hash aggregates only.
+    One statement, hash aggregates only. ``kept_only``: a key can repeat only where a
+    row kept its original text (``validate.KeyHashes``), so only those keys are counted.
     """
     if not ds.natural_key:
         return 0
     key_field = ds.field(ds.natural_key)
     key = ident(key_field.column)
     name = staging_name(job_id)
+    kept = f"AND {key} IN (SELECT {key} FROM {name} WHERE raw IS NOT NULL)" if kept_only else ""
     live = f"AND r.{ident(ds.soft_delete_column)} IS NULL" if ds.soft_delete_column else ""
     existing_sql = (
         f"SELECT s.line, $3::text, r.{ident(ds.primary_key)} FROM {name} s "
@@ -128,7 +152,7 @@ async def check_keys(
                     NULL AS existing_id
                 FROM (
                     SELECT {key} AS key, min(line) AS first FROM {name}
-                    WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1
+                    WHERE {key} IS NOT NULL {kept} GROUP BY {key} HAVING count(*) > 1
                 ) repeated
                 JOIN {name} later ON later.{key} = repeated.key AND later.line <> repeated.first
                 UNION ALL

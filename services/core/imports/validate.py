@@ -733,6 +733,41 @@ class Rows:
         return data
 
 
+class KeyHashes:
+    """Hashes (8 bytes each) of the natural keys read so far: which rows may repeat one.
+
+    A row whose key hashes like an earlier row's keeps its original text in staging;
+    the duplicate check in SQL then looks at those keys only (a hash collision costs a
+    kept text, nothing else). Sorted arrays of doubling sizes, so memory stays at 8
+    bytes a record and each chunk costs a few binary searches.
+    """
+
+    def __init__(self) -> None:
+        self.levels: list[npt.NDArray[np.uint64]] = []
+
+    def repeated(self, keys: pa.Array) -> npt.NDArray[np.bool_]:
+        """Per value: whether an earlier value (in this chunk or before) hashes alike."""
+        out = np.zeros(len(keys), dtype=bool)
+        present = np.flatnonzero(keys.is_valid().to_numpy(zero_copy_only=False))
+        if not len(present):
+            return out
+        values = keys.take(pa.array(present)).to_numpy(zero_copy_only=False)
+        hashes = pd.util.hash_array(values, categorize=False)
+        seen = np.zeros(len(hashes), dtype=bool)
+        for level in self.levels:
+            at = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
+            seen |= level[at] == hashes
+        unique, first = np.unique(hashes, return_index=True)
+        again = np.ones(len(hashes), dtype=bool)
+        again[first] = False
+        out[present] = seen | again
+        self.levels.append(unique)
+        while len(self.levels) > 1 and len(self.levels[-2]) <= len(self.levels[-1]):
+            newer, older = self.levels.pop(), self.levels.pop()
+            self.levels.append(np.union1d(older, newer))
+        return out
+
+
 def _strings(column: Sequence[str] | pa.Array) -> pa.StringArray:
     if isinstance(column, pa.Array):
         return column if column.type == pa.string() else pc.cast(column, pa.string())
@@ -750,7 +785,11 @@ class Validator:
         *,
         european: bool = False,
         date_orders: dict[str, tuple[str, str]] | None = None,
+        keep_raw: bool = True,
     ) -> None:
+        """``keep_raw``: keep every row's original text. Without it only the rows that
+        failed, or whose natural key may repeat an earlier row's, keep it: the account
+        has no records for a key to exist already (see ``staging.check_keys``)."""
         self.ds = ds
         self.fields = ds.importable
         by_field = {m.field: (headers.index(h), m) for h, m in mapping.items() if m is not None}
@@ -766,6 +805,9 @@ class Validator:
                 time_zone=ds.time_zone,
             )
             self.plans.append((f, source, check))
+        key = [i for i, (f, source, _) in enumerate(self.plans) if f.name == ds.natural_key]
+        self.key = key[0] if key and not keep_raw and self.plans[key[0]][1] is not None else None
+        self.keys = KeyHashes()
 
     def formats(self) -> dict[str, Any]:
         """What was inferred per column (date order, decimal mark, formats seen)."""
@@ -798,5 +840,9 @@ class Validator:
         # PostgreSQL text holds no NUL; show it as U+FFFD.
         if n and pc.any(pc.match_substring(raw, "\x00")).as_py():
             raw = pc.replace_substring(raw, "\x00", "\ufffd")
+        if self.key is not None and n:
+            keep = self.keys.repeated(arrays[self.key])
+            keep[np.fromiter(problems, dtype=np.intp, count=len(problems))] = True
+            raw = pc.if_else(pa.array(keep), raw, pa.scalar(None, pa.string()))
         ordered = dict(sorted(problems.items()))
         return Rows(list(chunk.lines), arrays, ordered, raw, len(problems))
