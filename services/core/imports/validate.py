@@ -753,18 +753,20 @@ class KeyHashes:
             return out
         values = keys.take(pa.array(present)).to_numpy(zero_copy_only=False)
         hashes = pd.util.hash_array(values, categorize=False)
-        seen = np.zeros(len(hashes), dtype=bool)
+        # Sorted needles: each binary search starts where the previous one ended.
+        unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        seen = np.zeros(len(unique), dtype=bool)
         for level in self.levels:
-            at = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
-            seen |= level[at] == hashes
-        unique, first = np.unique(hashes, return_index=True)
+            at = np.minimum(np.searchsorted(level, unique), len(level) - 1)
+            seen |= level[at] == unique
         again = np.ones(len(hashes), dtype=bool)
         again[first] = False
-        out[present] = seen | again
+        out[present] = seen[inverse] | again
         self.levels.append(unique)
         while len(self.levels) > 1 and len(self.levels[-2]) <= len(self.levels[-1]):
             newer, older = self.levels.pop(), self.levels.pop()
-            self.levels.append(np.union1d(older, newer))
+            # Two sorted runs: the stable sort (timsort) merges them in one pass.
+            self.levels.append(np.sort(np.concatenate([older, newer]), kind="stable"))
         return out
 
 
@@ -831,18 +833,29 @@ class Validator:
                 if i not in chunk.unreadable:
                     problems.setdefault(i, []).append(f"{f.name}: {message}")
             arrays.append(values)
-        if len(sources) == 1:
-            raw = sources[0]
-        elif sources:
-            raw = pc.binary_join_element_wise(*sources, RAW_SEPARATOR)
-        else:
-            raw = pa.array([""] * n, type=pa.string())
-        # PostgreSQL text holds no NUL; show it as U+FFFD.
-        if n and pc.any(pc.match_substring(raw, "\x00")).as_py():
-            raw = pc.replace_substring(raw, "\x00", "\ufffd")
+        keep: npt.NDArray[np.bool_] | None = None
         if self.key is not None and n:
             keep = self.keys.repeated(arrays[self.key])
             keep[np.fromiter(problems, dtype=np.intp, count=len(problems))] = True
-            raw = pc.if_else(pa.array(keep), raw, pa.scalar(None, pa.string()))
         ordered = dict(sorted(problems.items()))
-        return Rows(list(chunk.lines), arrays, ordered, raw, len(problems))
+        return Rows(list(chunk.lines), arrays, ordered, _raw(sources, n, keep), len(problems))
+
+
+def _raw(sources: list[pa.StringArray], n: int, keep: npt.NDArray[np.bool_] | None) -> pa.Array:
+    """Each row's original values joined by U+001F (only where ``keep``, if given)."""
+    count = n
+    if keep is not None:
+        at = np.flatnonzero(keep)
+        sources, count = [column.take(pa.array(at)) for column in sources], len(at)
+    if len(sources) == 1:
+        raw = sources[0]
+    elif sources:
+        raw = pc.binary_join_element_wise(*sources, RAW_SEPARATOR)
+    else:
+        raw = pa.array([""] * count, type=pa.string())
+    # PostgreSQL text holds no NUL; show it as U+FFFD.
+    if len(raw) and pc.any(pc.match_substring(raw, "\x00")).as_py():
+        raw = pc.replace_substring(raw, "\x00", "\ufffd")
+    if keep is None:
+        return raw
+    return pc.replace_with_mask(pa.nulls(n, pa.string()), pa.array(keep), raw)
