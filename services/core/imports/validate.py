@@ -432,6 +432,14 @@ class MoneyCheck(Check):
         return checked
 
 
+def _may_match(fmt: str, texts: str) -> bool:
+    """Whether any of the values (joined) could be in ``fmt``: a month name needs a
+    letter, a slash a slash. Saves a parse per format where none could match."""
+    if ("%b" in fmt or "%B" in fmt) and not any(map(str.isalpha, texts)):
+        return False
+    return "/" not in fmt or "/" in texts
+
+
 class DateCheck(Check):
     """ISO, MM/DD/YYYY or DD/MM/YYYY (order inferred per column), Mon-DD-YY, Excel serials.
 
@@ -511,10 +519,13 @@ class DateCheck(Check):
         rest = rest[np.isnat(days[rest])]
         if len(rest):
             self._slashed(values, days, rest)
+        texts = " ".join(map(str, values[rest].tolist()))
         for fmt, name in DATE_FORMATS:
             rest = rest[np.isnat(days[rest])]
             if not len(rest):
                 return
+            if not _may_match(fmt, texts):
+                continue
             parsed = pd.to_datetime(
                 pd.Series(values[rest], dtype=object), format=fmt, errors="coerce"
             ).to_numpy("datetime64[D]")
