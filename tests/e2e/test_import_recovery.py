@@ -31,10 +31,18 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
+# The statement of a commit that writes the records (COPY; INSERT … SELECT without a
+# second connection free).
+WRITING_RECORDS = (
+    "(query LIKE 'COPY \"bookkeeping_records\"%' "
+    "OR query LIKE 'INSERT INTO \"bookkeeping_records\"%')"
+)
+
+
 @contextlib.asynccontextmanager
 async def holding_the_last_order(deps: Deps) -> AsyncIterator[None]:
-    """An uncommitted row with the file's last order id: a commit's INSERT … SELECT
-    inserts the rows before it and then waits on it — mid-transaction, half done."""
+    """An uncommitted row with the file's last order id: a commit's COPY (or INSERT …
+    SELECT) inserts the rows before it and then waits on it — mid-transaction, half done."""
     last = f"10-{ROWS - 1:05d}-{(ROWS - 1) * 7 % 100000:05d}"
     async with deps.db.acquire() as blocker:
         hold = blocker.transaction()
@@ -85,7 +93,7 @@ async def test_a_worker_killed_mid_insert_commits_exactly_once_after_recovery(
                 deps,
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND datname = current_database() "
-                "AND query LIKE 'INSERT INTO \"bookkeeping_records\"%'",
+                f"AND {WRITING_RECORDS}",
             )
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
@@ -97,7 +105,7 @@ async def test_a_worker_killed_mid_insert_commits_exactly_once_after_recovery(
     await wait_for(
         deps,
         "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() "
-        "AND query LIKE 'INSERT INTO \"bookkeeping_records\"%' AND pid <> pg_backend_pid()",
+        f"AND {WRITING_RECORDS} AND pid <> pg_backend_pid()",
     )
     assert await records(deps) == []
     assert await deps.db.fetchval("SELECT count(*) FROM import_batches") == 0
@@ -147,7 +155,7 @@ async def test_a_cancel_during_the_commit_leaves_nothing_half_committed(
                 deps,
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND datname = current_database() "
-                "AND query LIKE 'INSERT INTO \"bookkeeping_records\"%'",
+                f"AND {WRITING_RECORDS}",
             )
             await deps.db.execute(
                 "UPDATE jobs SET cancel_requested_at = now() WHERE id = $1::uuid", doc["id"]

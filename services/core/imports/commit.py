@@ -21,8 +21,10 @@ happened before (and is reported) or waits and then finds the record rolled back
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -30,7 +32,7 @@ import asyncpg
 
 from services.core.datasets import Dataset
 from services.core.datasets.sql import ident, table
-from services.core.db.pool import Connection
+from services.core.db.pool import Connection, Pool
 from services.core.db.queries import Q
 from services.core.errors import Conflict
 from services.core.imports import staging
@@ -40,6 +42,9 @@ Mode = Literal["insert", "upsert", "skip_existing"]
 MODES: tuple[Mode, ...] = ("insert", "upsert", "skip_existing")
 EDITED_SHOWN = 100
 ROLLBACK_CHUNK = 10_000
+# A commit's COPY: how long to wait for a second connection, and blocks held between.
+READER_WAIT = 1.0
+COPY_BLOCKS = 16
 # (records done, records in all) as a rollback goes.
 RollbackProgress = Callable[[int, int], Awaitable[None]]
 
@@ -152,9 +157,8 @@ class _Sql:
         self.table = table(ds)
         self.stage = staging.staging_name(job.id)
         self.columns = staging.staged_columns(ds)
-        self.target = ", ".join(
-            ident(c) for c in [ds.org_column, ds.scope_column, ds.batch_column, *self.columns]
-        )
+        self.target_columns = [ds.org_column, ds.scope_column, ds.batch_column, *self.columns]
+        self.target = ", ".join(ident(c) for c in self.target_columns)
         self.values = ", ".join(ident(c) for c in self.columns)
         # In the dataset's export order: the export index then grows at its right edge
         # instead of taking random inserts (about 10% faster), and the rows lie in it.
@@ -171,9 +175,21 @@ class _Sql:
         return f"(s.errors IS NULL OR (s.existing_id IS NOT NULL AND s.errors = ${message}))"
 
 
-async def insert_records(conn: Connection, ds: Dataset, job: Job, batch_id: uuid.UUID) -> int:
-    """Every valid staged row of ``job`` into the dataset's table, tagged with the batch."""
+async def insert_records(
+    conn: Connection, ds: Dataset, job: Job, batch_id: uuid.UUID, pool: Pool | None = None
+) -> int:
+    """Every valid staged row of ``job`` into the dataset's table, tagged with the batch.
+
+    With a ``pool`` that has a connection free, the rows go by COPY (see ``_copy_records``).
+    """
     sql = _Sql(ds, job)
+    if pool is not None:
+        try:
+            copied = await _copy_records(conn, pool, sql, job, batch_id)
+        except asyncpg.UniqueViolationError as exc:
+            raise _added_meanwhile(exc) from None
+        if copied is not None:
+            return copied
     await conn.execute("SET LOCAL work_mem = '256MB'")
     try:
         status = await conn.execute(
@@ -188,6 +204,75 @@ async def insert_records(conn: Connection, ds: Dataset, job: Job, batch_id: uuid
     return int(status.split()[-1])
 
 
+async def _copy_records(
+    conn: Connection, pool: Pool, sql: _Sql, job: Job, batch_id: uuid.UUID
+) -> int | None:
+    """The valid staged rows by COPY: read (binary, sorted) on a second connection and
+    written by ``COPY … FROM STDIN`` in the commit's transaction; None when no second
+    connection is free at once (the caller inserts with INSERT … SELECT then).
+
+    PostgreSQL writes a COPY's rows a page at a time (one WAL record a page, not one a
+    row as INSERT … SELECT does): about 8% less time for a 1M-row commit. The staging
+    table is not written after validation, so reading it outside the transaction
+    sees what the transaction would. At most ``COPY_BLOCKS`` blocks wait in between.
+    """
+    try:
+        reader = await pool.acquire(timeout=READER_WAIT)
+    except TimeoutError:
+        return None
+    try:
+        blocks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=COPY_BLOCKS)
+
+        async def read() -> None:
+            async with reader.transaction(readonly=True):
+                await reader.execute("SET LOCAL work_mem = '256MB'")
+                await reader.copy_from_query(
+                    f"SELECT $1::text, $2::text, $3::uuid, {sql.values} FROM {sql.stage} "
+                    f"WHERE errors IS NULL ORDER BY {sql.order}",
+                    job.org_id,
+                    job.params["account_id"],
+                    batch_id,
+                    output=blocks.put,
+                    format="binary",
+                )
+            await blocks.put(None)
+
+        reading = asyncio.ensure_future(read())
+        try:
+            status = await conn.copy_to_table(
+                sql.ds.table,
+                source=_blocks(blocks, reading),
+                columns=sql.target_columns,
+                format="binary",
+            )
+            await reading
+        finally:
+            if not reading.done():
+                reading.cancel()
+                with contextlib.suppress(BaseException):
+                    await reading
+        return int(status.split()[-1])
+    finally:
+        await pool.release(reader)
+
+
+async def _blocks(
+    blocks: asyncio.Queue[bytes | None], reading: asyncio.Future[None]
+) -> AsyncIterator[bytes]:
+    """The blocks the reader queues, until its end; its error, if it fails."""
+    while True:
+        getting = asyncio.ensure_future(blocks.get())
+        either: set[asyncio.Future[Any]] = {getting, reading}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not getting.done() and reading.done() and reading.exception() is not None:
+            getting.cancel()
+            reading.result()  # raises the reader's error
+        block = await getting
+        if block is None:
+            return
+        yield block
+
+
 async def write_records(
     conn: Connection,
     ds: Dataset,
@@ -196,13 +281,15 @@ async def write_records(
     *,
     mode: Mode,
     fields: list[str],
+    pool: Pool | None = None,
 ) -> tuple[int, int, int]:
     """The records of a commit in ``mode``: ``(inserted, updated, skipped_existing)``.
 
-    ``fields`` are the fields the file maps: what an upsert updates.
+    ``fields`` are the fields the file maps: what an upsert updates. ``pool``: where an
+    insert may take a second connection to copy the rows (``_copy_records``).
     """
     if mode == "insert":
-        return await insert_records(conn, ds, job, batch_id), 0, 0
+        return await insert_records(conn, ds, job, batch_id, pool), 0, 0
     sql = _Sql(ds, job)
     org, account, message = job.org_id, job.params["account_id"], [staging.exists_message(ds)]
     await conn.execute("SET LOCAL work_mem = '256MB'")

@@ -95,7 +95,7 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                     f for f in mappings.document_choices(document.get("mapping")).values() if f
                 ]
                 inserted, updated, skipped = await commit.write_records(
-                    conn, ds, job, batch["id"], mode=mode, fields=fields
+                    conn, ds, job, batch["id"], mode=mode, fields=fields, pool=d.db
                 )
                 batch = await conn.fetchrow(
                     Q.count_batch_rows, batch["id"], inserted + updated, updated, skipped
