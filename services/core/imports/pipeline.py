@@ -205,9 +205,10 @@ async def validate_upload(
             # Without records in the account no key exists already: only rows that fail
             # or may repeat a key keep their text. (A record committed meanwhile by
             # another import shows in the error report without its original values.)
-            keep_raw = await staging.account_has_records(
-                deps.db, ds, job.org_id, job.params["account_id"]
-            )
+            async with deps.db.acquire() as conn:  # a lost connection fails the attempt
+                keep_raw = await staging.account_has_records(
+                    conn, ds, job.org_id, job.params["account_id"]
+                )
             validator, skips = await _stage_all(
                 deps, job, ds, source, mapping, (size, keep_raw), progress
             )
