@@ -234,6 +234,21 @@ def test_cells_read_as_a_person_sees_them() -> None:
     assert readers.cell_text(True) == "TRUE"
 
 
+def test_a_column_of_numbers_or_dates_reads_as_its_cells_do() -> None:
+    from datetime import date, datetime
+
+    from services.core.imports.readers.sheets import column_text
+
+    numbers = (1.0, -0.0, 12.34, 1e15, 999999999999999.0, -999999999999999.0, 1e16, 2.5e-7)
+    columns = [
+        (*numbers, float("nan"), float("inf"), "", "n/a"),
+        (date(2026, 1, 5), "", date(1900, 1, 1)),
+        (datetime(2026, 1, 5), datetime(2026, 1, 5, 3, 4), 1.0, True, 7, None),  # noqa: DTZ001
+    ]
+    for column in columns:
+        assert column_text(column) == tuple(map(readers.cell_text, column))
+
+
 def test_numbers_with_spaces_and_blank_numbers() -> None:
     values, bad = checked(IntCheck(field("qty")), [" 2 ", "   ", "\t3"])
     assert bad == {}

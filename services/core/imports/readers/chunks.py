@@ -137,6 +137,15 @@ class ChunkBuilder:
         self.lines, self.rows, self.row_errors, self.unreadable = [], [], {}, set()
         return chunk
 
+    def take_columns(self, lines: list[int], columns: list[tuple[str, ...]]) -> Chunk:
+        """A chunk of regular records given as columns (nothing may be collected yet)."""
+        assert not self.rows
+        assert not self.pending
+        self.records += len(lines)
+        if self.records > self.limits.max_rows:
+            raise too_many_rows(self.limits)
+        return Chunk(lines, columns)
+
     def add_row(self, line: int, row: Row) -> Chunk | None:
         """A record of any width: as it is, cut to the header's width, or held back if short."""
         n = len(row)

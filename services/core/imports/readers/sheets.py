@@ -89,9 +89,22 @@ def cell_text(value: Any) -> str:
 
 
 def column_text(column: tuple[Any, ...]) -> tuple[str, ...]:
-    """A column of cells as text; a column of text costs one pass over the types."""
-    if set(map(type, column)) == {str}:
+    """A column of cells as text; a column of text costs one pass over the types.
+
+    A column of numbers or of dates (with text, such as blank cells) is converted
+    inline, as ``cell_text`` would, without a call per cell.
+    """
+    kinds = set(map(type, column))
+    if kinds == {str}:
         return column
+    if kinds <= {str, float}:
+        texts = [
+            v if type(v) is str else str(int(v)) if v.is_integer() and -1e15 < v < 1e15 else repr(v)
+            for v in column
+        ]
+        return tuple(texts)
+    if kinds <= {str, date}:
+        return tuple([v if type(v) is str else v.isoformat() for v in column])
     return tuple(map(cell_text, column))
 
 
@@ -238,9 +251,15 @@ class SheetRows:
         filled = [width - blanks for blanks in _blank_counts(mine)]
         if len(mine) < width:  # a sheet narrower than its header: the rest is empty
             mine += [("",) * len(batch)] * (width - len(mine))
-        rows = list(zip(*mine, strict=True))
         beyond = _filled_rows(extra) if extra else None
         regular = not builder.pending and min(filled) > self.sparse
+        if regular and beyond is None and not builder.rows and len(batch) == builder.chunk_rows:
+            # A whole chunk of regular rows: its columns as they are, not transposed twice.
+            full = builder.take_columns(list(range(line, line + len(batch))), mine)
+            full.position = line + len(batch) - 1
+            yield full
+            return
+        rows = list(zip(*mine, strict=True))
         if regular and beyond is None:
             builder.lines.extend(range(line, line + len(rows)))
             builder.rows.extend(rows)
