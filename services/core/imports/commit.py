@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -44,7 +45,7 @@ EDITED_SHOWN = 100
 ROLLBACK_CHUNK = 10_000
 # A commit's COPY: how long to wait for a second connection, and blocks held between.
 READER_WAIT = 1.0
-COPY_BLOCKS = 16
+COPY_BUFFER = 16 * 1024 * 1024  # bytes: about one part of a 1M-row commit (see _parts)
 # (records done, records in all) as a rollback goes.
 RollbackProgress = Callable[[int, int], Awaitable[None]]
 
@@ -162,7 +163,8 @@ class _Sql:
         self.values = ", ".join(ident(c) for c in self.columns)
         # In the dataset's export order: the export index then grows at its right edge
         # instead of taking random inserts (about 10% faster), and the rows lie in it.
-        self.order = ", ".join([ident(c) for c in ds.order_by if c in self.columns] or ["line"])
+        self.order_columns = [c for c in ds.order_by if c in self.columns]
+        self.order = ", ".join([ident(c) for c in self.order_columns] or ["line"])
         key = ident(ds.field(ds.natural_key).column) if ds.natural_key else ""
         self.match = (
             f"r.{ident(ds.org_column)} = $1 AND r.{ident(ds.scope_column)} = $2 "
@@ -214,27 +216,31 @@ async def _copy_records(
     PostgreSQL writes a COPY's rows a page at a time (one WAL record a page, not one a
     row as INSERT … SELECT does): about 8% less time for a 1M-row commit. The staging
     table is not written after validation, so reading it outside the transaction
-    sees what the transaction would. At most ``COPY_BLOCKS`` blocks wait in between.
+    sees what the transaction would. At most ``COPY_BUFFER`` bytes wait in between.
     """
     try:
         reader = await pool.acquire(timeout=READER_WAIT)
     except TimeoutError:
         return None
     try:
-        blocks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=COPY_BLOCKS)
+        blocks = _Buffer(COPY_BUFFER)
 
         async def read() -> None:
             async with reader.transaction(readonly=True):
                 await reader.execute("SET LOCAL work_mem = '256MB'")
-                await reader.copy_from_query(
-                    f"SELECT $1::text, $2::text, $3::uuid, {sql.values} FROM {sql.stage} "
-                    f"WHERE errors IS NULL ORDER BY {sql.order}",
-                    job.org_id,
-                    job.params["account_id"],
-                    batch_id,
-                    output=blocks.put,
-                    format="binary",
-                )
+                parts = await _parts(reader, sql)
+                for index, where in enumerate(parts):
+                    stitch = _Stitch(blocks, first=index == 0, last=index == len(parts) - 1)
+                    await reader.copy_from_query(
+                        f"SELECT $1::text, $2::text, $3::uuid, {sql.values} FROM {sql.stage} "
+                        f"WHERE errors IS NULL {where} ORDER BY {sql.order}",
+                        job.org_id,
+                        job.params["account_id"],
+                        batch_id,
+                        output=stitch.put,
+                        format="binary",
+                    )
+                    stitch.end()
             await blocks.put(None)
 
         reading = asyncio.ensure_future(read())
@@ -256,9 +262,95 @@ async def _copy_records(
         await pool.release(reader)
 
 
-async def _blocks(
-    blocks: asyncio.Queue[bytes | None], reading: asyncio.Future[None]
-) -> AsyncIterator[bytes]:
+COPY_PARTS = 8
+_BINARY_HEADER = 19  # PGCOPY signature, flags, header extension length (0)
+_BINARY_TRAILER = b"\xff\xff"
+
+
+async def _parts(reader: Connection, sql: _Sql) -> list[str]:
+    """The staged rows in ``COPY_PARTS`` ranges of the first order column, when it is a
+    date: PostgreSQL sorts a range while the rows of the one before are written, not
+    all of them before the first is (about 1.3 s for 1M rows). One part otherwise."""
+    column = sql.order_columns[0] if sql.order_columns else None
+    fields = {f.column: f for f in sql.ds.importable}
+    if column is None or column not in fields or fields[column].type != "date":
+        return [""]
+    span = await reader.fetchrow(
+        f"SELECT min({ident(column)}), max({ident(column)}) FROM {sql.stage} WHERE errors IS NULL"
+    )
+    assert span is not None
+    low, high = span[0], span[1]
+    if low is None:
+        return [""]
+    step = max(1, -(-((high - low).days + 1) // COPY_PARTS))
+    bounds = [low + timedelta(days=step * i) for i in range(1, COPY_PARTS)]
+    bounds = [b for b in bounds if b <= high]
+    name = ident(column)
+    parts = [f"AND {name} < '{bounds[0].isoformat()}'"] if bounds else ["AND TRUE"]
+    parts += [
+        f"AND {name} >= '{a.isoformat()}' AND {name} < '{b.isoformat()}'"
+        for a, b in itertools.pairwise(bounds)
+    ]
+    if bounds:
+        parts.append(f"AND {name} >= '{bounds[-1].isoformat()}'")
+    else:
+        parts = [f"AND {name} IS NOT NULL"]
+    if not fields[column].required:
+        parts.append(f"AND {name} IS NULL")  # ascending order puts them last
+    return parts
+
+
+class _Stitch:
+    """One query's binary COPY stream as a part of one: the header only in the first
+    part, the trailer only in the last."""
+
+    def __init__(self, blocks: _Buffer, *, first: bool, last: bool) -> None:
+        self.blocks = blocks
+        self.skip = 0 if first else _BINARY_HEADER
+        self.last = last
+        self.held = b""
+
+    async def put(self, data: bytes) -> None:
+        data = bytes(data)
+        if self.skip:
+            cut = min(self.skip, len(data))
+            data, self.skip = data[cut:], self.skip - cut
+        if not self.last:  # hold back what may be the trailer
+            data = self.held + data
+            data, self.held = data[: len(data) - 2], data[len(data) - 2 :]
+        if data:
+            await self.blocks.put(data)
+
+    def end(self) -> None:
+        if not self.last and self.held != _BINARY_TRAILER:
+            raise RuntimeError("a binary COPY part did not end with its trailer")
+
+
+class _Buffer:
+    """Blocks between the reading and the writing connection, up to ``limit`` bytes: the
+    reader runs ahead (sorting the next part) while the writer works."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.room = asyncio.Event()
+
+    async def put(self, data: bytes | None) -> None:
+        while data is not None and self.size >= self.limit:
+            self.room.clear()
+            await self.room.wait()
+        self.size += len(data or b"")
+        self.queue.put_nowait(data)
+
+    async def get(self) -> bytes | None:
+        data = await self.queue.get()
+        self.size -= len(data or b"")
+        self.room.set()
+        return data
+
+
+async def _blocks(blocks: _Buffer, reading: asyncio.Future[None]) -> AsyncIterator[bytes]:
     """The blocks the reader queues, until its end; its error, if it fails."""
     while True:
         getting = asyncio.ensure_future(blocks.get())
