@@ -45,7 +45,7 @@ EDITED_SHOWN = 100
 ROLLBACK_CHUNK = 10_000
 # A commit's COPY: how long to wait for a second connection, and blocks held between.
 READER_WAIT = 1.0
-COPY_BUFFER = 16 * 1024 * 1024  # bytes: about one part of a 1M-row commit (see _parts)
+COPY_BUFFER = 8 * 1024 * 1024  # bytes: most of one part of a 1M-row commit (see _parts)
 # (records done, records in all) as a rollback goes.
 RollbackProgress = Callable[[int, int], Awaitable[None]]
 

@@ -744,6 +744,11 @@ class Rows:
         return data
 
 
+# Key hashes merged into one sorted array at most (2 MiB): a merge holds both and the
+# result, so larger levels would make the peak memory grow with the file.
+MAX_LEVEL = 256 * 1024
+
+
 class KeyHashes:
     """Hashes (8 bytes each) of the natural keys read so far: which rows may repeat one.
 
@@ -774,7 +779,11 @@ class KeyHashes:
         again[first] = False
         out[present] = seen[inverse] | again
         self.levels.append(unique)
-        while len(self.levels) > 1 and len(self.levels[-2]) <= len(self.levels[-1]):
+        while (
+            len(self.levels) > 1
+            and len(self.levels[-2]) <= len(self.levels[-1])
+            and len(self.levels[-2]) + len(self.levels[-1]) <= MAX_LEVEL
+        ):
             newer, older = self.levels.pop(), self.levels.pop()
             # Two sorted runs: the stable sort (timsort) merges them in one pass.
             self.levels.append(np.sort(np.concatenate([older, newer]), kind="stable"))
