@@ -2,9 +2,9 @@
 
 - ``readers``  — file type, encoding, delimiter, header row, sheet; records in chunks
 - ``mapping``  — source columns → dataset fields (remembered, alias, normalised, fuzzy)
-- ``validate`` — vectorised checks per column of a chunk, errors with line numbers
+- ``validate`` — Arrow checks per column of a chunk, errors with line numbers
 - ``staging``  — the per-import staging table, duplicate checks, error report, preview
-- ``commit``   — one INSERT … SELECT guarded by the batch row; rollback of a batch
+- ``commit``   — one COPY (or INSERT … SELECT) guarded by the batch row; rollback
 - ``pipeline`` — the validation run that ties them together (called by the worker)
 
 A process that validates imports calls ``tune_process`` once when it starts.

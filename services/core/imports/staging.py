@@ -10,8 +10,8 @@ earlier one keep ``raw`` (``validate.KeyHashes``).
 
 Validation fills it with COPY (CSV that Arrow writes column by column); set-wide
 checks (duplicates inside the file, keys already in the table) run on it in SQL; the
-error report and the preview are read from it; the commit is one INSERT … SELECT
-from it. Unlogged, because it can be
+error report and the preview are read from it; the commit copies its valid rows
+into the dataset's table (``commit``). Unlogged, because it can be
 rebuilt from the stored upload: a commit that finds it gone (or its row count not
 matching the validation) refuses and asks for the file to be validated again.
 """

@@ -1,11 +1,11 @@
 """Checks of a chunk, column by column, driven by the dataset's field declarations.
 
-Each check takes one source column of a chunk (a tuple of strings) and returns the
+Each check takes one source column of a chunk (an Arrow string array) and returns the
 staged values plus the indices and messages of the bad ones — whole columns at a
-time, with numpy/pandas doing the bulk and Python only touching the odd values a
-fast path could not read. Messages name the problem as a person would fix it:
-``"not a whole number"``, ``"not one of paid, shipped, …"``; the caller prefixes
-the field name.
+time: Arrow kernels read the plainly good values (``Check.fast``), and the rest go
+through numpy/pandas and Python (``Check.run``), which say what is wrong. Messages
+name the problem as a person would fix it: ``"not a whole number"``, ``"not one of
+paid, shipped, …"``; the caller prefixes the field name.
 
 Some columns need to know the whole column to read one value (is 03/04/2026 the
 3rd of April or the 4th of March?). Their checks keep state across chunks; when a
