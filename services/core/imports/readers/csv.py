@@ -176,7 +176,7 @@ class NotPlain(Exception):
 
 
 ARROW_ENCODINGS = frozenset({"utf-8", "utf-8-sig"})
-ARROW_BLOCK = 1024 * 1024
+ARROW_BLOCK = 256 * 1024
 
 
 def arrow_fits(layout: Layout) -> bool:
@@ -213,9 +213,10 @@ def read_csv_arrow(
         return "skip"
 
     skips.add_preamble(layout)
-    raw = _Counted(path)
     try:
-        with io.BufferedReader(raw) as fh:
+        # Arrow's own file: through a Python file object, Arrow's reader held more
+        # memory the larger the file was.
+        with pa.OSFile(str(path)) as fh:
             reader = pa_csv.open_csv(
                 fh,
                 read_options=pa_csv.ReadOptions(
@@ -235,14 +236,14 @@ def read_csv_arrow(
             )
             if len(reader.schema) != width:
                 raise NotPlain
-            yield from _arrow_chunks(reader, raw, limits, irregular, layout, chunk_rows)
+            yield from _arrow_chunks(reader, fh, limits, irregular, layout, chunk_rows)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raise NotPlain from None
 
 
 def _arrow_chunks(
     reader: Any,
-    raw: _Counted,
+    raw: Any,
     limits: Limits,
     irregular: list[Any],
     layout: Layout,
@@ -267,13 +268,13 @@ def _arrow_chunks(
             chunk, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
             pending, held = rest.to_batches(), rest.num_rows
             records += chunk.num_rows
-            yield _arrow_chunk(chunk, line, raw.read_bytes, limits, records)
+            yield _arrow_chunk(chunk, line, raw.tell(), limits, records)
             line += chunk.num_rows
     if irregular:
         raise NotPlain
     if held:
         table = pa.Table.from_batches(pending)
-        yield _arrow_chunk(table, line, raw.read_bytes, limits, records + table.num_rows)
+        yield _arrow_chunk(table, line, raw.tell(), limits, records + table.num_rows)
 
 
 def _arrow_chunk(table: pa.Table, line: int, position: int, limits: Limits, records: int) -> Chunk:
