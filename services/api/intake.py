@@ -31,6 +31,28 @@ from services.core.storage import keys
 FORM_FIELDS = ("dataset", "account_id", "sheet")
 
 
+async def create_import_job(
+    deps: Deps,
+    principal: Principal,
+    ds: Dataset,
+    params: dict[str, Any],
+    idempotency_key: str | None,
+    job_id: uuid.UUID,
+) -> tuple[Job, bool]:
+    """The import's job row (``created`` False for a replay of the same key and body)."""
+    return await jobs.create_job(
+        deps.db,
+        kind="import",
+        org_id=principal.org,
+        user_id=principal.sub,
+        dataset=ds.name,
+        params=params,
+        idempotency_key=idempotency_key,
+        job_id=job_id,
+        max_waiting=deps.settings.max_queued_jobs_per_user,
+    )
+
+
 def writable(deps: Deps, principal: Principal, name: str | None) -> Dataset | None:
     """The dataset named, if any, once the caller may write to it (404, 403 otherwise)."""
     if not name:
@@ -138,17 +160,7 @@ async def from_upload(
         "upload_id": str(upload.id),
     }
     try:
-        return await jobs.create_job(
-            deps.db,
-            kind="import",
-            org_id=principal.org,
-            user_id=principal.sub,
-            dataset=ds.name,
-            params=params,
-            idempotency_key=key,
-            job_id=job_id,
-            max_waiting=deps.settings.max_queued_jobs_per_user,
-        )
+        return await create_import_job(deps, principal, ds, params, key, job_id)
     except BaseException:
         await upload_records.give_back(deps.db, deps.storage, upload, job_id=job_id, source=target)
         raise

@@ -34,12 +34,13 @@ async def test_a_worker_killed_mid_export_leaves_the_job_to_another_which_finish
     a = workers.start("a")
     job_a = await export(deps, make_job, "xlsx", "big")
     await until(running(deps, job_a.id), "worker a to be half way", workers)
-    b = workers.start("b")
     a.signal(signal.SIGKILL)
     await a.exited(10)
 
     counts = await reconcile(deps, workers, job_a.id)
     assert counts == {"revived": 1, "crashed_out": 0, "requeued": 0}
+    # Started only now: its own reconciler tick would otherwise race this one.
+    b = workers.start("b")
     done = await until(reached(deps, job_a.id, "succeeded", "failed"), "worker b", workers)
     await assert_exported_once(deps, done, ROWS)
     assert (done.attempt, done.crashes) == (2, 1)

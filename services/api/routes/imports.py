@@ -138,16 +138,8 @@ async def create_import(
     form = {**got.fields, **{k: v for k, v in query.items() if v}}
     try:
         ds, params = intake.import_params(deps, principal, form, got)
-        job, created = await jobs.create_job(
-            deps.db,
-            kind="import",
-            org_id=principal.org,
-            user_id=principal.sub,
-            dataset=ds.name,
-            params=params,
-            idempotency_key=idempotency_key,
-            job_id=job_id,
-            max_waiting=deps.settings.max_queued_jobs_per_user,
+        job, created = await intake.create_import_job(
+            deps, principal, ds, params, idempotency_key, job_id
         )
     except BaseException:
         with contextlib.suppress(Exception):
