@@ -2,7 +2,7 @@
 
 Every route needs the ``webhooks.manage`` permission (403 otherwise); another org's
 webhook is a 404. Deliveries themselves are sent by the workers
-(``services.worker.jobs.webhooks``).
+(their ``deliver_webhooks`` job).
 """
 
 from __future__ import annotations
