@@ -286,15 +286,14 @@ async def _parts(reader: Connection, sql: _Sql) -> list[str]:
     bounds = [low + timedelta(days=step * i) for i in range(1, COPY_PARTS)]
     bounds = [b for b in bounds if b <= high]
     name = ident(column)
-    parts = [f"AND {name} < '{bounds[0].isoformat()}'"] if bounds else ["AND TRUE"]
-    parts += [
-        f"AND {name} >= '{a.isoformat()}' AND {name} < '{b.isoformat()}'"
-        for a, b in itertools.pairwise(bounds)
+    edges = [None, *(f"'{b.isoformat()}'" for b in bounds), None]
+    parts = [
+        " ".join(
+            ["AND", f"{name} >= {a}" if a else f"{name} IS NOT NULL"]
+            + ([f"AND {name} < {b}"] if b else [])
+        )
+        for a, b in itertools.pairwise(edges)
     ]
-    if bounds:
-        parts.append(f"AND {name} >= '{bounds[-1].isoformat()}'")
-    else:
-        parts = [f"AND {name} IS NOT NULL"]
     if not fields[column].required:
         parts.append(f"AND {name} IS NULL")  # ascending order puts them last
     return parts
