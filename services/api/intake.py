@@ -153,7 +153,7 @@ async def from_upload(
     await upload_records.take_upload(deps.db, deps.storage, upload, job_id=job_id, target=target)
     params = {
         "account_id": body.account_id.strip(),
-        "filename": (body.filename or upload.filename)[:255],
+        "filename": (_printable(body.filename or upload.filename) or f"upload.{kind}")[:255],
         "sheet": body.sheet or None,
         "kind": kind,
         "bytes": upload.bytes,

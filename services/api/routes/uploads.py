@@ -19,6 +19,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from services.api import uploads as receiving
 from services.api.auth import verifier
 from services.api.openapi import BINARY, operation, problems
+from services.api.params import NUL
 from services.api.schemas import UploadRequest, UploadTicket
 from services.core import uploads
 from services.core.auth import Principal
@@ -64,7 +65,7 @@ async def create_upload(
     if "\x00" in data.filename:
         raise InvalidInput(
             "the filename holds a NUL character",
-            errors=[{"field": "filename", "message": "contains NUL"}],
+            errors=[{"field": "filename", "message": NUL}],
         )
     ttl = deps.settings.upload_url_ttl
     upload = await uploads.create_upload(
