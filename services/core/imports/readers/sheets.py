@@ -1,10 +1,16 @@
 """The workbook reader process: ``python -m services.core.imports.readers.sheets``.
 
 An untrusted workbook is parsed here, never in the worker: this process first caps
-its own address space (``RLIMIT_AS``), then runs the guard (``readers.guard``), and
-only then lets python-calamine open the file and load a sheet. Whatever calamine
-allocates beyond the cap fails here — a ``MemoryError``, or Rust aborting the
-process — and the worker reads that as a refused file, alive.
+its own address space (``RLIMIT_AS``), so whatever calamine allocates beyond the cap
+fails here — a ``MemoryError``, or Rust aborting the process — and the worker reads
+that as a refused file, alive.
+
+The guard (``readers.guard``) runs beside calamine, on the other core: calamine loads
+the sheets while the guard scans the file, and nothing is sent until the guard has
+passed it; a refusal of the guard ends the process at once, calamine mid-sheet or
+not. Only if calamine dies first (a sparse sheet asking for gigabytes) does the worker
+start this process again ``careful``: the guard first, calamine only on what it let
+through — so the refusal names the sheet and its range, and the other sheets are read.
 
 It talks to ``readers.workbook`` in length-prefixed msgpack frames: it sends the
 workbook's sheets (each with its used range, or why it was not read, and its first
@@ -19,11 +25,13 @@ import contextlib
 import ctypes
 import itertools
 import operator
+import os
 import resource
 import signal
 import struct
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -40,13 +48,15 @@ FRAME = struct.Struct(">I")
 MAX_SAMPLED_SHEETS = 64
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+_sending = threading.Lock()  # the guard's thread may refuse the file mid-load
 
 
 def send(out: IO[bytes], message: dict[str, Any]) -> None:
     data = _encoder.encode(message)
-    out.write(FRAME.pack(len(data)))
-    out.write(data)
-    out.flush()
+    with _sending:
+        out.write(FRAME.pack(len(data)))
+        out.write(data)
+        out.flush()
 
 
 def receive(inp: IO[bytes]) -> dict[str, Any] | None:
@@ -122,12 +132,14 @@ def _calamine_error(exc: Exception) -> InvalidInput:
 class Book:
     """The workbook as calamine opened it, and the sheets loaded so far (within budget)."""
 
-    def __init__(self, path: Path, kind: str, limits: Limits, out: IO[bytes]) -> None:
+    def __init__(
+        self, path: Path, limits: Limits, out: IO[bytes], guarded: guard.Guarded | None
+    ) -> None:
         import python_calamine
 
         self.limits = limits
         self.out = out
-        self.guarded = guard.check_workbook(path, kind, limits)
+        self.guarded = guarded  # None while the guard is still scanning the file
         try:
             self.book = python_calamine.CalamineWorkbook.from_path(str(path))
         except Exception as exc:  # calamine raises its own error types
@@ -137,11 +149,13 @@ class Book:
 
     def sheet(self, name: str) -> Any:
         """The sheet, loaded by calamine unless its used range is over the budget."""
+        used = self.guarded.ranges.get(name) if self.guarded is not None else None
+        if used is not None and (refused := guard.over_budget(name, used, self.limits)):
+            if (loaded := self.loaded.pop(name, None)) is not None:  # loaded ahead of the guard
+                self.loaded_cells -= loaded.height * loaded.width
+            raise refused
         if name in self.loaded:
             return self.loaded[name]
-        used = self.guarded.ranges.get(name)
-        if used is not None and (refused := guard.over_budget(name, used, self.limits)):
-            raise refused
         # Said first: if calamine takes the process down, the worker can name the sheet.
         send(self.out, {"t": "loading", "sheet": name})
         try:
@@ -156,10 +170,17 @@ class Book:
             self.loaded_cells += cells
         return sheet
 
+    def load(self) -> None:
+        """Load the sheets ``describe`` samples, ahead of the guard's verdict on them."""
+        for meta in self.book.sheets_metadata[:MAX_SAMPLED_SHEETS]:
+            with contextlib.suppress(InvalidInput):  # ``describe`` says why, once guarded
+                self.sheet(str(meta.name))
+
     def describe(self) -> list[dict[str, Any]]:
         """Every sheet: name, visibility, used range, first rows as text (or why not read)."""
         from python_calamine import SheetVisibleEnum
 
+        assert self.guarded is not None
         out = []
         for index, meta in enumerate(self.book.sheets_metadata):
             name = str(meta.name)
@@ -333,10 +354,54 @@ def _stream(book: Book, request: dict[str, Any], out: IO[bytes]) -> None:
     send(out, {"t": "end", "count": skips.count, "lines": skips.lines})
 
 
-def serve(path: Path, kind: str, limits: Limits, inp: IO[bytes], out: IO[bytes]) -> None:
+def _guard_beside(path: Path, kind: str, limits: Limits, out: IO[bytes]) -> Callable[[], Any]:
+    """Start the guard in a thread; returns the wait for its ``Guarded``. A refusal is
+    sent from the thread, and the process ends there and then."""
+    verdict: list[Any] = []
+
+    def scan() -> None:
+        try:
+            verdict.append(guard.check_workbook(path, kind, limits))
+        except InvalidInput as exc:
+            send(out, {"t": "error", "message": exc.detail, "errors": exc.errors})
+            os._exit(0)
+        except BaseException as exc:  # re-raised by the wait, in the main thread
+            verdict.append(exc)
+
+    thread = threading.Thread(target=scan, name="guard", daemon=True)
+    thread.start()
+
+    def wait() -> Any:
+        thread.join()
+        if isinstance(verdict[0], BaseException):
+            raise verdict[0]
+        return verdict[0]
+
+    return wait
+
+
+def _open(path: Path, kind: str, limits: Limits, out: IO[bytes], careful: bool) -> Book:
+    """The workbook, guarded: the guard first if ``careful``, else beside calamine."""
+    if careful:
+        return Book(path, limits, out, guard.check_workbook(path, kind, limits))
+    guarded = _guard_beside(path, kind, limits, out)
+    try:
+        book = Book(path, limits, out, None)
+        book.load()
+    except InvalidInput:
+        guarded()  # the guard's refusal, if it has one, is the one to give
+        raise
+    book.guarded = guarded()
+    return book
+
+
+def serve(
+    path: Path, kind: str, limits: Limits, inp: IO[bytes], out: IO[bytes], *, careful: bool
+) -> None:
     """Describe the workbook, then stream each sheet asked for, until the input closes."""
     try:
-        book = Book(path, kind, limits, out)
+        book = _open(path, kind, limits, out, careful)
+        assert book.guarded is not None
         send(out, {"t": "sheets", "kind": book.guarded.kind, "sheets": book.describe()})
         while (request := receive(inp)) is not None:
             _stream(book, request, out)
@@ -347,10 +412,13 @@ def serve(path: Path, kind: str, limits: Limits, inp: IO[bytes], out: IO[bytes])
 
 
 def main(argv: list[str]) -> None:
-    path, kind, encoded = argv
+    path, kind, encoded, mode = argv
     limits = msgspec.json.decode(encoded, type=Limits)
     _limit_memory(limits.memory_bytes)
-    serve(Path(path), kind, limits, sys.stdin.buffer, sys.stdout.buffer)
+    serve(Path(path), kind, limits, sys.stdin.buffer, sys.stdout.buffer, careful=mode == "careful")
+    # Done: no need to free a loaded sheet cell by cell before exiting.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,28 @@ class SheetChoice:
         }
 
 
+class _Carefully(Exception):
+    """The reader died opening the workbook, calamine loading beside the guard (a
+    sparse sheet asking for gigabytes?): start it again, guard first, for the refusal
+    that names the sheet and its range, and the other sheets read."""
+
+
 class Workbook:
     """A workbook held open by its reader process; ``close()`` ends the process."""
 
     def __init__(self, path: Path, kind: str, limits: Limits) -> None:
         self.limits = limits
+        try:
+            opened = self._start(path, kind, careful=False)
+        except _Carefully:
+            opened = self._start(path, kind, careful=True)
+        self.kind: str = opened["kind"]
+        self.sheets: list[dict[str, Any]] = opened["sheets"]
+        self.names = [s["name"] for s in self.sheets]
+
+    def _start(self, path: Path, kind: str, *, careful: bool) -> dict[str, Any]:
+        """Start the reader process; its description of the workbook."""
+        self._opening_beside = not careful
         self._loading: str | None = None  # the sheet calamine is loading, if any
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         env = {**os.environ, "RUST_BACKTRACE": "0"}
@@ -82,7 +99,8 @@ class Workbook:
                 "services.core.imports.readers.sheets",
                 str(path),
                 kind,
-                msgspec.json.encode(limits).decode(),
+                msgspec.json.encode(self.limits).decode(),
+                "careful" if careful else "beside",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -90,13 +108,12 @@ class Workbook:
             env=env,
         )
         try:
-            opened = self._next()
+            return self._next()
         except BaseException:
             self.close()
             raise
-        self.kind: str = opened["kind"]
-        self.sheets: list[dict[str, Any]] = opened["sheets"]
-        self.names = [s["name"] for s in self.sheets]
+        finally:
+            self._opening_beside = False
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
         assert self._proc.stdin is not None
@@ -108,6 +125,9 @@ class Workbook:
         while True:
             message = receive(self._pipes()[1])
             if message is None:
+                if self._opening_beside:
+                    self._died()
+                    raise _Carefully
                 raise self._died()
             if message["t"] == "loading":
                 self._loading = message["sheet"]
@@ -115,6 +135,8 @@ class Workbook:
             if message["t"] == "error":
                 raise InvalidInput(message["message"], errors=message.get("errors"))
             if message["t"] == "memory":
+                if self._opening_beside:
+                    raise _Carefully
                 raise memory_exceeded(self._loading, self.limits)
             self._loading = None
             return message
