@@ -135,6 +135,39 @@ def sheet_rows(rows: list[Order], *, typed: bool) -> list[list[Any]]:
 SUMMARY = [["Monthly summary", None], ["Total sales", 1234.5], ["Orders", 12]]
 
 
+@pytest.mark.parametrize("kind", ["xlsx", "ods"])
+async def test_a_long_sheet_of_numbers_and_dates_commits_its_exact_cents(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps, kind: str
+) -> None:
+    """Whole chunks of numbers and dates cross from the reader process as they are
+    (numbers as float64), not as text: the cents still add up to the file's."""
+    rows = orders(25_000)
+    grid = sheet_rows(rows, typed=True)
+    grid[0].append("Quantity")
+    for i, line in enumerate(grid[1:]):
+        line.append(float(1 + i % 3))
+    content = workbooks.WRITERS[kind]({"Orders": grid})
+    doc = await imported(
+        client,
+        auth,
+        run_worker,
+        content,
+        filename=f"orders.{kind}",
+        content_type=workbooks.MEDIA_TYPES[kind],
+    )
+    assert doc["status"] == "validated", doc["error"]
+    assert doc["totals"] == {"rows": 25_000, "valid": 25_000, "invalid": 0, "skipped_lines": 0}
+    assert await committed_cents(client, auth, run_worker, deps, doc) == expected(rows)
+    quantities = await deps.db.fetchval("SELECT sum(qty) FROM bookkeeping_records")
+    assert quantities == sum(1 + i % 3 for i in range(25_000))
+    late = await deps.db.fetchrow(
+        "SELECT sale_date, sale_price_cents FROM bookkeeping_records WHERE ebay_order_id = $1",
+        rows[-1].order_id,
+    )
+    assert late is not None
+    assert (late["sale_date"], late["sale_price_cents"]) == (rows[-1].day, rows[-1].price)
+
+
 @pytest.mark.parametrize("kind", ["xlsx", "xlsb", "xls", "ods"])
 @pytest.mark.parametrize("typed", [True, False], ids=["typed-cells", "text-cells"])
 async def test_a_workbook_whose_first_sheet_is_a_summary(

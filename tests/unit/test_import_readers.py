@@ -5,6 +5,7 @@ Complements test_import_checks.py; no I/O beyond small files in tmp_path.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,24 @@ def test_skipped_lines_are_all_counted_but_only_the_first_listed() -> None:
         "reasons": {"blank line": 2},
         "lines": [{"line": 1, "reason": "blank line"}, {"line": 2, "reason": "blank line"}],
     }
+
+
+def test_numbers_from_a_sheet_read_as_the_cell_shows_them() -> None:
+    """A column of numbers crosses from the reader process as float64 bytes; the worker
+    writes each as ``cell_text`` does (whole numbers without ``.0``, repr's digits)."""
+    from array import array
+
+    from services.core.imports.readers.workbook import number_texts
+
+    rng = random.Random(12)
+    values = [
+        *(rng.uniform(-1e6, 1e6) for _ in range(2000)),
+        *(round(rng.uniform(0, 1e5), 2) for _ in range(2000)),
+        *(10 ** rng.uniform(-8, 18) for _ in range(2000)),
+        *(float(rng.randrange(10**16)) for _ in range(500)),
+        *(0.0, -0.0, 1e15, 1e15 - 1, -(1e15 - 1), 1e-4, 9.9e-5, 1e16, 0.1 + 0.2, 2.675),
+        *(99999999999999.99, 123456789012345.0, 1.5e-7, float("inf"), float("-inf")),
+    ]
+    texts = number_texts(array("d", values).tobytes()).to_pylist()
+    assert texts == [readers.cell_text(v) for v in values]
+    assert number_texts(array("d", [3.0, 12.0]).tobytes()).to_pylist() == ["3", "12"]

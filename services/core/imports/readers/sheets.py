@@ -31,6 +31,7 @@ import signal
 import struct
 import sys
 import threading
+from array import array
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -98,13 +99,14 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def column_text(column: tuple[Any, ...]) -> tuple[str, ...]:
+def column_text(column: tuple[Any, ...], kinds: set[type] | None = None) -> tuple[str, ...]:
     """A column of cells as text; a column of text costs one pass over the types.
 
     A column of numbers or of dates (with text, such as blank cells) is converted
     inline, as ``cell_text`` would, without a call per cell.
     """
-    kinds = set(map(type, column))
+    if kinds is None:
+        kinds = set(map(type, column))
     if kinds == {str}:
         return column
     if kinds <= {str, float}:
@@ -267,19 +269,36 @@ class SheetRows:
 
     def _batch(self, builder: ChunkBuilder, batch: list[list[Any]], line: int) -> Iterator[Chunk]:
         width = self.width
-        texts = [column_text(column) for column in zip(*batch, strict=True)]
-        mine, extra = texts[:width], texts[width:]
-        filled = [width - blanks for blanks in _blank_counts(mine)]
+        cells = list(zip(*batch, strict=True))
+        kinds = [set(map(type, column)) for column in cells[:width]]
+        # Columns of numbers only, or of dates only: no cell blank, none converted here.
+        typed = [k == {float} or k == {date} for k in kinds]
+        mine = [
+            column if whole else column_text(column, kind)
+            for column, kind, whole in zip(cells[:width], kinds, typed, strict=True)
+        ]
+        extra = [column_text(column) for column in cells[width:]]
+        texts = [column for column, whole in zip(mine, typed, strict=True) if not whole]
+        filled = [width - blanks for blanks in _blank_counts(texts, len(batch))]
         if len(mine) < width:  # a sheet narrower than its header: the rest is empty
             mine += [("",) * len(batch)] * (width - len(mine))
         beyond = _filled_rows(extra) if extra else None
         regular = not builder.pending and min(filled) > self.sparse
         if regular and beyond is None and not builder.rows and len(batch) == builder.chunk_rows:
-            # A whole chunk of regular rows: its columns as they are, not transposed twice.
-            full = builder.take_columns(list(range(line, line + len(batch))), mine)
+            # A whole chunk of regular rows: its columns as they are, not transposed twice;
+            # numbers as 8 bytes each, for the worker to write as text (``number_texts``).
+            columns = [
+                _wire(column, kind) if whole else column
+                for column, kind, whole in zip(mine, kinds, typed, strict=False)
+            ]
+            full = builder.take_columns(list(range(line, line + len(batch))), columns)
             full.position = line + len(batch) - 1
             yield full
             return
+        mine = [
+            column_text(column, kind) if whole else column
+            for column, kind, whole in zip(mine, kinds, typed, strict=False)
+        ] + mine[len(kinds) :]
         rows = list(zip(*mine, strict=True))
         if regular and beyond is None:
             builder.lines.extend(range(line, line + len(rows)))
@@ -311,8 +330,16 @@ class SheetRows:
         return builder.add(line, row)
 
 
-def _blank_counts(columns: list[tuple[str, ...]]) -> list[int]:
+def _wire(column: tuple[Any, ...], kind: set[type]) -> Any:
+    """A column of numbers as their float64 bytes; of dates, as they are (msgpack
+    writes a date as its ISO text)."""
+    return array("d", column).tobytes() if kind == {float} else column
+
+
+def _blank_counts(columns: list[tuple[str, ...]], rows: int) -> list[int]:
     """Per row, how many of these columns are blank."""
+    if not columns:
+        return [0] * rows
     flags = [map(operator.not_, map(str.strip, column)) for column in columns]
     return list(map(sum, zip(*flags, strict=True)))
 

@@ -42,6 +42,7 @@ from services.core.imports.readers.sheets import memory_exceeded, receive, send
 # (score 0-1, why) of a header row against the dataset; supplied by the pipeline.
 Score = Callable[[list[str]], tuple[float, str]]
 EXIT_SECONDS = 5
+WHOLE_LIMIT = 1e15  # whole numbers below this are written without a decimal point
 
 
 @dataclass
@@ -168,7 +169,7 @@ class Workbook:
         while (message := self._next())["t"] == "chunk":
             yield Chunk(
                 message["lines"],
-                message["columns"],
+                [number_texts(c) if isinstance(c, bytes) else c for c in message["columns"]],
                 message["row_errors"],
                 set(message["unreadable"]),
                 message["position"],
@@ -190,6 +191,31 @@ class Workbook:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._stderr.close()
+
+
+def number_texts(data: bytes) -> Any:
+    """A column of numbers (float64 bytes) as the text a person sees, as ``cell_text``
+    writes it — whole numbers without ``.0`` — by Arrow, not a call per cell."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = np.frombuffer(data, dtype=np.float64)
+    size = np.abs(values)
+    whole = (np.floor(values) == values) & (size < WHOLE_LIMIT)
+    if whole.all():  # quantities, ids: as integers
+        return pc.cast(pa.array(values.astype(np.int64)), pa.string())
+    # Shortest round-trip digits, as repr; Arrow writes some in another notation.
+    texts = pc.cast(pa.array(values), pa.string())
+    if whole.any():
+        exact = pc.cast(pa.array(values[whole].astype(np.int64)), pa.string())
+        texts = pc.replace_with_mask(texts, pa.array(whole), exact)
+    # Where repr writes an exponent (below 1e-4) or Arrow does, repr decides.
+    odd = ~whole & ((size < 1e-4) | pc.match_substring(texts, "e").to_numpy(zero_copy_only=False))
+    if odd.any():
+        reprs = pa.array([repr(v) for v in values[odd].tolist()], type=pa.string())
+        texts = pc.replace_with_mask(texts, pa.array(odd), reprs)
+    return texts
 
 
 def _choices(book: Workbook, score: Score, limits: Limits) -> list[SheetChoice]:
