@@ -260,7 +260,8 @@ async def _prepare(settings: Settings) -> None:
     if applied:
         print(f"migrations applied: {', '.join(applied)}", flush=True)
     if settings.storage_backend == "s3":
-        from services.core.storage import S3Storage, open_storage
+        from services.core.storage import open_storage
+        from services.core.storage.s3 import S3Storage
 
         async with open_storage(settings) as storage:
             assert isinstance(storage, S3Storage)

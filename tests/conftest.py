@@ -36,7 +36,7 @@ from services.core.db.migrate import migrate
 from services.core.deps import Deps, open_deps
 from services.core.embedded import embedded_postgres, embedded_valkey
 from services.core.settings import Settings
-from services.core.storage import S3Storage
+from services.core.storage.s3 import S3Storage
 from services.worker.settings import drain
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from services.core.storage import LocalStorage, S3Storage, Storage
+from services.core.storage import LocalStorage, Storage
+from services.core.storage.s3 import S3Storage
 from tests.conftest import moto_storage
 
 

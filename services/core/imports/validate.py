@@ -744,49 +744,46 @@ class Rows:
         return data
 
 
-# Key hashes merged into one sorted array at most (2 MiB): a merge holds both and the
-# result, so larger levels would make the peak memory grow with the file.
-MAX_LEVEL = 256 * 1024
+# Bits of the key filter: 4 MiB, whatever the file's size. Two bits a key: a million
+# keys make 0.3% of rows keep their text for nothing, the limit of 2 million 1.3%.
+KEY_BITS = 1 << 25
 
 
 class KeyHashes:
-    """Hashes (8 bytes each) of the natural keys read so far: which rows may repeat one.
+    """The natural keys read so far, as a Bloom filter: which rows may repeat one.
 
-    A row whose key hashes like an earlier row's keeps its original text in staging;
-    the duplicate check in SQL then looks at those keys only (a hash collision costs a
-    kept text, nothing else). Sorted arrays of doubling sizes, so memory stays at 8
-    bytes a record and each chunk costs a few binary searches.
+    A row whose key may be an earlier row's keeps its original text in staging; the
+    duplicate check in SQL then looks at those keys only (a false positive costs a
+    kept text, nothing else). Its memory is the same for every file.
     """
 
     def __init__(self) -> None:
-        self.levels: list[npt.NDArray[np.uint64]] = []
+        self.bits = np.zeros(KEY_BITS // 8, dtype=np.uint8)
 
     def repeated(self, keys: pa.Array) -> npt.NDArray[np.bool_]:
-        """Per value: whether an earlier value (in this chunk or before) hashes alike."""
+        """Per value: whether an earlier value (in this chunk or before) may be alike."""
         out = np.zeros(len(keys), dtype=bool)
         present = np.flatnonzero(keys.is_valid().to_numpy(zero_copy_only=False))
         if not len(present):
             return out
         values = keys.take(pa.array(present)).to_numpy(zero_copy_only=False)
         hashes = pd.util.hash_array(values, categorize=False)
-        # Sorted needles: each binary search starts where the previous one ended.
         unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-        seen = np.zeros(len(unique), dtype=bool)
-        for level in self.levels:
-            at = np.minimum(np.searchsorted(level, unique), len(level) - 1)
-            seen |= level[at] == unique
+        at = [unique % KEY_BITS, (unique >> np.uint64(32)) % KEY_BITS]
+        seen = np.ones(len(unique), dtype=bool)
+        for bit in at:
+            seen &= (
+                self.bits[bit >> np.uint64(3)] >> (bit & np.uint64(7)).astype(np.uint8)
+            ) & 1 == 1
+        for bit in at:
+            np.bitwise_or.at(
+                self.bits,
+                bit >> np.uint64(3),
+                np.left_shift(1, bit & np.uint64(7)).astype(np.uint8),
+            )
         again = np.ones(len(hashes), dtype=bool)
         again[first] = False
         out[present] = seen[inverse] | again
-        self.levels.append(unique)
-        while (
-            len(self.levels) > 1
-            and len(self.levels[-2]) <= len(self.levels[-1])
-            and len(self.levels[-2]) + len(self.levels[-1]) <= MAX_LEVEL
-        ):
-            newer, older = self.levels.pop(), self.levels.pop()
-            # Two sorted runs: the stable sort (timsort) merges them in one pass.
-            self.levels.append(np.sort(np.concatenate([older, newer]), kind="stable"))
         return out
 
 

@@ -6,13 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from services.core.settings import Settings
-from services.core.storage.base import Storage, StoredObject, Upload
+from services.core.storage.base import Storage, StoredObject, Upload, content_disposition
 from services.core.storage.local import LocalStorage
-from services.core.storage.s3 import S3Storage, content_disposition
 
 __all__ = [
     "LocalStorage",
-    "S3Storage",
     "Storage",
     "StoredObject",
     "Upload",
@@ -23,10 +21,14 @@ __all__ = [
 
 @contextlib.asynccontextmanager
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
-    """S3 when ``FERRY_S3_BUCKET`` is set, the local folder otherwise."""
+    """S3 when ``FERRY_S3_BUCKET`` is set, the local folder otherwise.
+
+    The S3 client (aioboto3, some 40 MiB of modules) is imported only for S3."""
     if settings.storage_backend == "local":
         yield LocalStorage(settings.storage_dir)
         return
+    from services.core.storage.s3 import S3Storage
+
     async with S3Storage.connect(
         bucket=settings.s3_bucket,
         endpoint_url=settings.s3_endpoint_url,

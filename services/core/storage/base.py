@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import msgspec
 
@@ -132,3 +133,12 @@ class Storage(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the RFC 6266 ``filename*`` form."""
+    ascii_name = (
+        "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+        or "download"
+    )
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -7,25 +7,15 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.core.errors import FerryError, Transient
-from services.core.storage.base import CHUNK, Storage, StoredObject, Upload
+from services.core.storage.base import CHUNK, Storage, StoredObject, Upload, content_disposition
 
 log = logging.getLogger(__name__)
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the RFC 6266 ``filename*`` form."""
-    ascii_name = (
-        "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
-        or "download"
-    )
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 # Answers that no retry will change: the bucket or the credentials are wrong.

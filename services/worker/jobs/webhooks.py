@@ -19,9 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from services.core.auth import Principal, TokenVerifier
 from services.core.deps import Deps
@@ -31,6 +29,9 @@ from services.core.webhooks import addresses, deliveries
 from services.core.webhooks.deliveries import Claimed, Result
 from services.core.webhooks.signing import signature_header
 from services.worker.context import deps, queue
+
+if TYPE_CHECKING:  # imported where a delivery is made: a worker without webhooks spares it
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def _slot(at: datetime) -> datetime:
 
 
 def _client(d: Deps) -> httpx.AsyncClient:
+    import httpx
+
     return httpx.AsyncClient(
         timeout=d.settings.webhook_timeout_seconds,
         follow_redirects=False,
@@ -124,6 +127,8 @@ async def _attempt(
 
 async def send(d: Deps, client: httpx.AsyncClient, claimed: Claimed, payload: bytes) -> Result:
     """POST ``payload`` to the delivery's endpoint, signed; what came of it."""
+    import httpx
+
     started = time.monotonic()
     timeout = d.settings.webhook_timeout_seconds
     try:
@@ -146,6 +151,8 @@ async def _post(
     payload: bytes,
     started: float,
 ) -> Result:
+    import httpx
+
     url = target.url
     assert url.hostname is not None
     # Connect to the address that was checked; the host name still goes in Host and SNI.
