@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,13 @@ class Ferry:
     database_url: str
     storage: str
     workers: int = 1
+    # The exports' workers poll every 50 ms without crons; the imports run ``ferry worker``.
+    worker: tuple[str, ...] = ("-m", "bench.exports", "worker")
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.port = free_port()
-        env = env_for(self.database_url, self.storage, FERRY_PORT=str(self.port))
+        env = env_for(self.database_url, self.storage, FERRY_PORT=str(self.port), **self.env)
         self.settings = load_settings(env)
         self.base = f"http://127.0.0.1:{self.port}"
         quiet = subprocess.DEVNULL
@@ -167,7 +170,7 @@ class Ferry:
         )
         self.worker_procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.exports", "worker"], env=env, stderr=quiet, cwd=ROOT
+                [sys.executable, *self.worker], env=env, stderr=quiet, cwd=ROOT
             )
             for _ in range(self.workers)
         ]
@@ -182,8 +185,8 @@ class Ferry:
                 raise RuntimeError("ferry api did not start")
             time.sleep(0.1)
 
-    def token(self, user: str = "bench-user") -> str:
-        return mint_token(self.settings, sub=user, org=ORG, perms=[f"{DATASET}.read"])
+    def token(self, user: str = "bench-user", perm: str = "read") -> str:
+        return mint_token(self.settings, sub=user, org=ORG, perms=[f"{DATASET}.{perm}"])
 
     def curl(self, path: str, user: str = "bench-user") -> tuple[float, int]:
         """GET with curl into /dev/null: (seconds, bytes)."""
