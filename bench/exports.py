@@ -169,9 +169,7 @@ class Ferry:
             [sys.executable, "-m", "services.cli", "api"], env=env, stderr=quiet, cwd=ROOT
         )
         self.worker_procs = [
-            subprocess.Popen(
-                [sys.executable, *self.worker], env=env, stderr=quiet, cwd=ROOT
-            )
+            subprocess.Popen([sys.executable, *self.worker], env=env, stderr=quiet, cwd=ROOT)
             for _ in range(self.workers)
         ]
         deadline = time.monotonic() + 30
