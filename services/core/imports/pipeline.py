@@ -117,6 +117,17 @@ def open_source(path: Path, limits: Limits, sheet: str | None, score: readers.Sc
     return Source(path, readers.csv_layout(path, limits), limits)
 
 
+async def local_file(deps: Deps, key: str, workdir: Path) -> tuple[Path, int]:
+    """The stored upload as a file on this machine, and its size: read where the local
+    folder keeps it (uploads are not changed once stored), else downloaded into
+    ``workdir``."""
+    stored = deps.storage.local_path(key)
+    if stored is not None and stored.is_file():
+        return stored, stored.stat().st_size
+    path = workdir / "source"
+    return path, await download(deps, key, path)
+
+
 async def download(deps: Deps, key: str, path: Path) -> int:
     """Copy a stored upload to a local file in bounded chunks; returns its size."""
     size = 0
@@ -194,8 +205,7 @@ async def validate_upload(
     ds = deps.registry.get(job.dataset)
     bounds = limits(deps.settings)
     with tempfile.TemporaryDirectory(prefix="ferry-import-", dir=workdir) as tmp:
-        path = Path(tmp) / "source"
-        size = await download(deps, keys.import_source(job.org_id, job.id), path)
+        path, size = await local_file(deps, keys.import_source(job.org_id, job.id), Path(tmp))
         source = await asyncio.to_thread(
             open_source,
             path,

@@ -98,6 +98,11 @@ class Storage(abc.ABC):
     async def stat(self, key: str) -> StoredObject | None:
         """Size of a stored file, or None."""
 
+    def local_path(self, key: str) -> Path | None:
+        """Where the file of ``key`` lies on this machine's disk, if this backend keeps
+        it there (to be read in place rather than copied); None for object stores."""
+        return None
+
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove a file; missing files are fine."""

@@ -70,6 +70,9 @@ class LocalStorage(Storage):
             raise ValueError(f"invalid storage key {key!r}")
         return self.root.joinpath(*pure.parts)
 
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
     async def _start(self, key: str, content_type: str) -> Upload:
         final = self.path(key)
         partial = self.root / _PARTIAL / f"{uuid.uuid4().hex}.part"
