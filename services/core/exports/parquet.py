@@ -76,9 +76,14 @@ async def write_parquet(
         await behind.run(encode, block)
         await progress(lines)
 
-    rows = await copy_blocks(conn, query, args, output, block=BLOCK, format="csv", encoding="utf-8")
-    await behind.wait()
-    writer.close()
-    await behind.wait()
+    try:
+        rows = await copy_blocks(
+            conn, query, args, output, block=BLOCK, format="csv", encoding="utf-8"
+        )
+        await behind.wait()
+        writer.close()
+        await behind.wait()
+    finally:
+        behind.close()
     await progress(rows)
     return rows

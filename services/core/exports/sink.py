@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 Sink = Callable[[bytes], Awaitable[None]]
 Progress = Callable[[int], Awaitable[None]]
@@ -76,16 +77,27 @@ class Behind:
     PostgreSQL; at most two blocks are in memory. What a step writes into the
     ``Spool`` goes to the sink, in order, once the step is done. A cancelled export
     leaves at most one step to finish in its thread, on objects nobody reads again.
+
+    Every step of one export runs on the same thread of its own: steps that took
+    turns on the loop's pool left each pool thread's allocator arena holding an
+    Arrow block (a Parquet export of a million rows grew the worker by 105 MiB).
     """
 
     def __init__(self, spool: Spool, sink: Sink) -> None:
         self._spool = spool
         self._sink = sink
         self._pending: asyncio.Future[None] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="export")
 
     async def run(self, step: Callable[[bytes], None], block: bytes) -> None:
         await self.wait()
-        self._pending = asyncio.ensure_future(asyncio.to_thread(step, block))
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(self._thread, step, block)
+
+    def close(self) -> None:
+        """Let the thread go once its last step is done (the caller waited for it, or
+        the export was cancelled and nobody will)."""
+        self._thread.shutdown(wait=False)
 
     async def wait(self) -> None:
         """Let the running step finish and pass on what it wrote."""

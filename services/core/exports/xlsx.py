@@ -283,12 +283,15 @@ async def _stream(
         await behind.run(deflate, block)
         await progress(lines)
 
-    rows = await copy_blocks(conn, sql, args, output, block=BLOCK, format="text")
-    await behind.wait()
-    entry.write(b"</sheetData></worksheet>")
-    entry.close()
-    book.close()
-    await behind.wait()
+    try:
+        rows = await copy_blocks(conn, sql, args, output, block=BLOCK, format="text")
+        await behind.wait()
+        entry.write(b"</sheetData></worksheet>")
+        entry.close()
+        book.close()
+        await behind.wait()
+    finally:
+        behind.close()
     return rows
 
 
