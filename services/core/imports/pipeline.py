@@ -239,19 +239,22 @@ async def validate_upload(
                 scope=job.params["account_id"],
                 kept_only=validator.key is not None,
             )
-        rows, valid, existing = await staging.counts(deps.db, ds, job.id)
-        if rows == 0:
-            raise InvalidInput(
-                "the file has a header row but no records",
-                errors=[{"field": "file", "message": "no records"}],
-            )
-        if rows > valid:
-            await _write_report(deps, job, headers)
-        else:
-            await deps.storage.delete(keys.import_report(job.org_id, job.id))
     source_of = {m.field: headers.index(h) for h, m in mapping.items() if m is not None}
-    preview = await staging.preview(deps.db, ds, job.id, source_of)
-    errors = await staging.first_errors(deps.db, ds, job.id)
+    # Three scans of the staged rows, each on a connection of its own.
+    (rows, valid, existing), preview, errors = await asyncio.gather(
+        staging.counts(deps.db, ds, job.id),
+        staging.preview(deps.db, ds, job.id, source_of),
+        staging.first_errors(deps.db, ds, job.id),
+    )
+    if rows == 0:
+        raise InvalidInput(
+            "the file has a header row but no records",
+            errors=[{"field": "file", "message": "no records"}],
+        )
+    if rows > valid:
+        await _write_report(deps, job, headers)
+    else:
+        await deps.storage.delete(keys.import_report(job.org_id, job.id))
     source_doc = {
         "filename": job.params.get("filename", ""),
         "bytes": size,
