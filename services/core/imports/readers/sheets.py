@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import itertools
 import operator
 import os
@@ -442,6 +443,9 @@ def main(argv: list[str]) -> None:
     path, kind, encoded, mode = argv
     limits = msgspec.json.decode(encoded, type=Limits)
     _limit_memory(limits.memory_bytes)
+    # Rows and cells make no reference cycles: counting references frees them, and the
+    # cycle detector, run every 700 new lists, cost a quarter of the conversion.
+    gc.disable()
     serve(Path(path), kind, limits, sys.stdin.buffer, sys.stdout.buffer, careful=mode == "careful")
     # Done: no need to free a loaded sheet cell by cell before exiting.
     sys.stdout.flush()
