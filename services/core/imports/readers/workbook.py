@@ -37,7 +37,7 @@ from services.core.imports.readers.layout import (
     find_header,
     preamble,
 )
-from services.core.imports.readers.sheets import memory_exceeded, receive, send
+from services.core.imports.readers.sheets import cell_text, memory_exceeded, receive, send
 
 # (score 0-1, why) of a header row against the dataset; supplied by the pipeline.
 Score = Callable[[list[str]], tuple[float, str]]
@@ -202,19 +202,16 @@ def number_texts(data: bytes) -> Any:
 
     values = np.frombuffer(data, dtype=np.float64)
     size = np.abs(values)
-    whole = (np.floor(values) == values) & (size < WHOLE_LIMIT)
-    if whole.all():  # quantities, ids: as integers
+    if ((np.floor(values) == values) & (size < WHOLE_LIMIT)).all():  # quantities, ids
         return pc.cast(pa.array(values.astype(np.int64)), pa.string())
-    # Shortest round-trip digits, as repr; Arrow writes some in another notation.
+    # Arrow writes repr's shortest digits, whole numbers without ".0" — but an exponent
+    # where repr writes none (large numbers), none below 1e-4 where repr does, and -0.
     texts = pc.cast(pa.array(values), pa.string())
-    if whole.any():
-        exact = pc.cast(pa.array(values[whole].astype(np.int64)), pa.string())
-        texts = pc.replace_with_mask(texts, pa.array(whole), exact)
-    # Where repr writes an exponent (below 1e-4) or Arrow does, repr decides.
-    odd = ~whole & ((size < 1e-4) | pc.match_substring(texts, "e").to_numpy(zero_copy_only=False))
+    odd = pc.match_substring(texts, "e").to_numpy(zero_copy_only=False)
+    odd |= (size < 1e-4) & ((values != 0) | np.signbit(values))
     if odd.any():
-        reprs = pa.array([repr(v) for v in values[odd].tolist()], type=pa.string())
-        texts = pc.replace_with_mask(texts, pa.array(odd), reprs)
+        exact = pa.array([cell_text(v) for v in values[odd].tolist()], type=pa.string())
+        texts = pc.replace_with_mask(texts, pa.array(odd), exact)
     return texts
 
 
