@@ -350,3 +350,33 @@ def test_without_records_in_the_account_only_failed_or_repeating_rows_keep_their
         "1-1\x1f2026-01-07\x1fLamp\x1f9",
         "1-3\x1f2026-01-08\x1fChair\x1f4",
     ]
+
+
+def test_the_column_fast_paths_agree_with_the_rules_they_shortcut() -> None:
+    """Text without a regular expression where it is printable ASCII, whole numbers by
+    ASCII digits: the same verdicts as the patterns, on values made to trip them."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from services.core.imports import validate
+
+    rng = random.Random(5)
+    alphabet = [" ", "a", "9", "~", "-", "\t", "\n", "\r", "\x00", "\x1c", "\x1f", "\x7f"]
+    alphabet += ["ü", "\xa0", "\x85", "\u2003", "\u3000", "٣"]
+    values = ["".join(rng.choices(alphabet, k=rng.randrange(6))) for _ in range(20_000)]
+    column = pa.array([*values, None], type=pa.string())
+    text = validate.TextCheck(DS.field("item_name")).fast(column)
+    assert text is not None
+    rule = pc.match_substring_regex(column, validate._NOT_PLAIN_TEXT)
+    assert text[1].to_pylist() == pc.invert(pc.fill_null(rule, True)).to_pylist()
+
+    digits = [*(rng.choice(["", "0", "007", "123456789", "1234567890"]) for _ in range(50))]
+    digits += ["".join(rng.choices("0123456789 -+.e٣a", k=rng.randrange(12))) for _ in range(5_000)]
+    numbers = pa.array(digits, type=pa.string())
+    ints = validate.IntCheck(DS.field("qty")).fast(numbers)
+    assert ints is not None
+    plain = pc.fill_null(pc.match_substring_regex(numbers, r"^[0-9]{1,9}$"), False)
+    at_least_one = pc.greater_equal(ints[0], 1)
+    assert ints[1].to_pylist() == pc.and_(plain, at_least_one).to_pylist()
