@@ -1,16 +1,17 @@
 """Reading uploads: what kind of file it is, how it is encoded and laid out, and its records.
 
 A reader yields ``Chunk``s: the values of up to ``chunk_rows`` records as *columns*
-(one tuple of strings per source column), with the line number a person sees when
-opening the file (CSV: the physical line where the record starts, quoted newlines
-counted; a workbook: the spreadsheet row). Lines that are not records — blank lines,
-text before the header, report footers after the data — are counted in ``Skips``.
+(a tuple of strings or an Arrow string array per source column), with the line
+number a person sees when opening the file (CSV: the physical line where the record
+starts, quoted newlines counted; a workbook: the spreadsheet row). Lines that are
+not records — blank lines, text before the header, report footers after the data —
+are counted in ``Skips``.
 
 - ``layout``   — file kind by its first bytes, limits, header row (every kind)
 - ``chunks``   — ``Chunk``, ``Skips`` and the builder that holds back footers
 - ``encoding`` — BOM, UTF-8, or the code page that reads a file's text best
 - ``csv``      — line ends, delimiter, fast and careful CSV reading
-- ``guard``    — zip-bomb checks and each sheet's used range, before any parser runs
+- ``guard``    — zip-bomb checks and each sheet's used range; its verdict comes first
 - ``sheets``   — the reader process of a workbook (python-calamine, memory-capped)
 - ``workbook`` — starts that process, chooses the sheet, hands its chunks on
 

@@ -1,9 +1,10 @@
-"""What a workbook is allowed to cost, checked before any spreadsheet library opens it.
+"""What a workbook is allowed to cost, checked before anything read from it is used.
 
 python-calamine reads a sheet into a *dense* range: one 32-byte cell for every
 position between the first and the last filled cell. A 4.7 KB file with one value at
-SF1048576 therefore asks for 16 GB, and Rust aborts the process when that fails.
-So before a workbook reaches calamine:
+SF1048576 therefore asks for 16 GB, and Rust aborts the process when that fails (the
+reader process is capped, so only it dies; see ``readers.sheets`` for how the guard
+runs beside calamine and, after such a death, before it). The guard:
 
 - a zip (xlsx, xlsb, ods) is checked for bombs: entries, declared and real unpacked
   size, compression ratio, no DTD or entity declaration in its XML parts;

@@ -4,9 +4,9 @@ A spreadsheet library parsing an untrusted file can allocate without bound (one 
 cell makes calamine ask for 16 GB) and, being Rust, aborts the process when that
 fails. So the worker never parses a workbook itself: ``Workbook`` starts
 ``readers.sheets`` in a process of its own, capped at ``Limits.memory_bytes`` of
-address space, which checks the file (``readers.guard``) before calamine sees it and
-streams the records back. If that process dies, the import fails with a message;
-the worker lives on.
+address space, which checks the file (``readers.guard``, beside calamine; nothing is
+used before it has passed) and streams the records back. If that process dies, the
+import fails with a message; the worker lives on.
 
 Which sheet: the one named by the request, else the visible sheet whose header row
 best matches the dataset (``score``), ties to the earlier one; every sheet is listed
