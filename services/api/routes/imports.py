@@ -37,7 +37,7 @@ from services.core.auth import Action, Principal
 from services.core.deps import Deps
 from services.core.errors import Conflict, InvalidInput, NotFound
 from services.core.imports import mapping as mappings
-from services.core.imports import pipeline
+from services.core.imports import staging
 from services.core.jobs import Job, JobStatus
 from services.core.queue import submit
 from services.core.storage import keys
@@ -239,7 +239,7 @@ async def put_mapping(
         if changed is None:
             raise Conflict("the import changed meanwhile; read it again")
         choices = mappings.mapping_choices(shown)
-        await pipeline.remember_mapping(conn, job.org_id, job.dataset, headers, choices)
+        await mappings.remember(conn, job.org_id, job.dataset, headers, choices)
     job = changed
     await submit(queue, job)
     await deps.events.announce(job, "status")
@@ -321,7 +321,7 @@ async def _error_report(
         deps,
         keys.import_report(job.org_id, job.id),
         filename=f"{base}-errors.csv",
-        content_type=pipeline.REPORT_TYPE,
+        content_type=staging.REPORT_TYPE,
         missing=NotFound("the error report of this import was deleted"),
         head=head,
     )

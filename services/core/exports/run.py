@@ -16,7 +16,6 @@ from services.core.datasets.sql import export_count, export_estimate, export_que
 from services.core.db.pool import Connection
 from services.core.exports.csv import write_csv
 from services.core.exports.json import write_json
-from services.core.exports.parquet import write_parquet
 from services.core.exports.sink import Gzip, Progress, Sink, no_progress
 from services.core.exports.spec import ExportSpec
 from services.core.exports.xlsx import write_xlsx
@@ -109,6 +108,9 @@ async def write_export(
         if spec.format == "csv":
             rows = await write_csv(conn, sql, args, out, progress)
         else:
+            # Imported here: pyarrow is some 50 MiB an api serving no Parquet need not hold.
+            from services.core.exports.parquet import write_parquet
+
             rows = await write_parquet(conn, sql, args, fields, out, progress)
     else:
         sql, args = export_query(ds, fields, org_id, spec.filters, mode="typed", escape=escape)

@@ -22,6 +22,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from services.core.datasets import Dataset
+from services.core.db.queries import Q
 from services.core.errors import InvalidInput
 from services.core.imports import amounts
 
@@ -266,3 +267,23 @@ def in_file_order(document: dict[str, Any]) -> dict[str, Any]:
 
     preview = [{**row, "values": values(row)} for row in document.get("preview") or ()]
     return {**document, "mapping": ordered, "preview": preview or document.get("preview")}
+
+
+# --- mappings remembered per org and header row -------------------------------------------
+
+
+async def remembered(
+    db: Any, org_id: str, dataset: str, headers: list[str]
+) -> dict[str, Any] | None:
+    """The mapping last accepted for these headers in this org, if any."""
+    value = await db.fetchval(Q.remembered_mapping, org_id, header_key(dataset, headers))
+    return value if isinstance(value, dict) else None
+
+
+async def remember(
+    conn: Any, org_id: str, dataset: str, headers: list[str], choices: dict[str, str | None]
+) -> None:
+    """Accepted mappings are suggested first next time the same headers come."""
+    await conn.execute(
+        Q.remember_mapping, org_id, header_key(dataset, headers), dataset, headers, choices
+    )

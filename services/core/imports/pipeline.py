@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from services.core.datasets import Dataset
-from services.core.db.queries import Q
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
 from services.core.imports import mapping as mappings
@@ -40,7 +39,6 @@ CHUNK_ROWS = 15_000
 # Smaller for a workbook: its reader process converts the next chunk while this one is
 # checked, and the first chunk waits for the whole sheet to be parsed.
 WORKBOOK_CHUNK_ROWS = 10_000
-REPORT_TYPE = "text/csv; charset=utf-8"
 # Chunks are copied on two connections at once where a second is free this soon (s):
 # PostgreSQL's side of the COPY, on a core of its own each, kept pace with neither.
 SECOND_WAIT = 0.2
@@ -145,31 +143,6 @@ async def download(deps: Deps, key: str, path: Path) -> int:
     return size
 
 
-async def remembered_mapping(
-    deps: Deps, org_id: str, dataset: str, headers: list[str]
-) -> dict[str, Any] | None:
-    value = await deps.db.fetchval(
-        Q.remembered_mapping,
-        org_id,
-        mappings.header_key(dataset, headers),
-    )
-    return value if isinstance(value, dict) else None
-
-
-async def remember_mapping(
-    conn: Any, org_id: str, dataset: str, headers: list[str], choices: dict[str, str | None]
-) -> None:
-    """Accepted mappings are suggested first next time the same headers come."""
-    await conn.execute(
-        Q.remember_mapping,
-        org_id,
-        mappings.header_key(dataset, headers),
-        dataset,
-        headers,
-        choices,
-    )
-
-
 def current_mapping(
     ds: Dataset, headers: list[str], remembered: dict[str, Any] | None, chosen: Any
 ) -> mappings.Mapping:
@@ -216,7 +189,7 @@ async def validate_upload(
         try:
             layout = source.layout
             headers = layout.headers
-            remembered = await remembered_mapping(deps, job.org_id, job.dataset, headers)
+            remembered = await mappings.remembered(deps.db, job.org_id, job.dataset, headers)
             mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
             # Without records in the account no key exists already: only rows that fail
             # or may repeat a key keep their text. (A record committed meanwhile by
@@ -394,7 +367,7 @@ async def _write_report(deps: Deps, job: Job, headers: list[str]) -> None:
     csv.writer(head, lineterminator="\n").writerow([*headers, "_row", "_errors"])
     key = keys.import_report(job.org_id, job.id)
     async with (
-        deps.storage.writer(key, content_type=REPORT_TYPE) as upload,
+        deps.storage.writer(key, content_type=staging.REPORT_TYPE) as upload,
         deps.db.acquire() as conn,
     ):
         # A BOM, so that spreadsheet programs open the UTF-8 file with its accents intact.

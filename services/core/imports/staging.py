@@ -32,6 +32,9 @@ PREVIEW_ROWS = 100
 RAW_SEPARATOR = "\x1f"
 FIRST_ERRORS = 100
 
+# The error report: failed rows as CSV, to fix and upload again.
+REPORT_TYPE = "text/csv; charset=utf-8"
+
 
 def staging_name(job_id: uuid.UUID | str) -> str:
     return f"{ident(SCHEMA)}.{ident(str(job_id))}"

@@ -102,7 +102,7 @@ async def commit_import(ctx: dict[str, Any], job_id: str, run: int) -> None:
                 )
                 choices = job.params.get("accepted_mapping")
                 if isinstance(choices, dict):
-                    await pipeline.remember_mapping(
+                    await mappings.remember(
                         conn, job.org_id, job.dataset, document["source"]["headers"], choices
                     )
                 await attempt.progress(usable, usable, rows=inserted + updated, unit="rows")
