@@ -6,12 +6,18 @@ problem's own ``status`` member.
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import httpx
+import pytest
 
+from services.core.deps import Deps
 from tests.conftest import WorkerRun
-from tests.e2e.imports_helpers import HEADER, Client, imported, orders_csv, upload
+from tests.e2e.imports_helpers import HEADER, Client, download, imported, orders_csv, upload
+
+ORDER = "10-00001-00007"  # the second order of orders_csv, on line 3
 
 
 def assert_conflict(response: httpx.Response, status: str) -> None:
@@ -86,3 +92,43 @@ async def test_a_mapping_change_after_the_commit_is_a_conflict(
     mapping = await client.put(f"/v1/imports/{doc['id']}/mapping", headers=auth, json={"qty": None})
     assert_conflict(mapping, "committed")
     assert await status_of(client, auth, doc["id"]) == "committed"
+
+
+async def test_a_record_committed_meanwhile_still_shows_its_row_in_the_error_report(
+    client: Client,
+    auth: dict[str, str],
+    run_worker: WorkerRun,
+    deps: Deps,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The account was empty when validation began, so rows kept no text; a record that
+    another import commits before the keys are checked makes one row fail, and its
+    original values are in the error report all the same (the file is read again)."""
+    from services.core.imports import staging
+
+    check_keys = staging.check_keys
+    calls = 0
+
+    async def committed_meanwhile(conn: Any, *args: Any, **kwargs: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # what the other import's commit leaves behind, for real
+            await deps.db.execute(
+                "INSERT INTO bookkeeping_records (org_id, account_id, ebay_order_id, "
+                "sale_date, item_name, sale_price_cents) "
+                "VALUES ('acme', 'main', $1, '2026-03-02', 'Other', 100)",
+                ORDER,
+            )
+        return await check_keys(conn, *args, **kwargs)
+
+    monkeypatch.setattr(staging, "check_keys", committed_meanwhile)
+    doc = await imported(client, auth, run_worker, orders_csv(3))
+    assert doc["status"] == "validated", doc["error"]
+    assert doc["totals"]["invalid"] == 1
+    assert doc["existing"] == 1
+    text = (await download(client, auth, doc["links"]["error_report"])).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["_row"], r["ebay_order_id"], r["item_name"]) for r in rows] == [
+        ("3", ORDER, "Item 1")
+    ]
+    assert rows[0]["_errors"] == "ebay_order_id: already exists for this account"

@@ -192,8 +192,7 @@ async def validate_upload(
             remembered = await mappings.remembered(deps.db, job.org_id, job.dataset, headers)
             mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
             # Without records in the account no key exists already: only rows that fail
-            # or may repeat a key keep their text. (A record committed meanwhile by
-            # another import shows in the error report without its original values.)
+            # or may repeat a key keep their text.
             async with deps.db.acquire() as conn:  # a lost connection fails the attempt
                 keep_raw = await staging.account_has_records(
                     conn, ds, job.org_id, job.params["account_id"]
@@ -201,17 +200,15 @@ async def validate_upload(
             validator, skips = await _stage_all(
                 deps, job, ds, source, mapping, (size, keep_raw), progress
             )
+            if not await _check_keys(deps, ds, job, validator):
+                # Another import committed records to the account meanwhile, and rows
+                # naming them kept no text for the error report: read again, keeping it.
+                validator, skips = await _stage_all(
+                    deps, job, ds, source, mapping, (size, True), progress
+                )
+                await _check_keys(deps, ds, job, validator)
         finally:
             source.close()
-        async with deps.db.acquire() as conn, conn.transaction():
-            await staging.check_keys(
-                conn,
-                ds,
-                job.id,
-                org_id=job.org_id,
-                scope=job.params["account_id"],
-                kept_only=validator.key is not None,
-            )
     source_of = {m.field: headers.index(h) for h, m in mapping.items() if m is not None}
     # Three scans of the staged rows, each on a connection of its own.
     (rows, valid, existing), preview, errors = await asyncio.gather(
@@ -262,6 +259,20 @@ async def validate_upload(
         "errors": errors,
         "error_report": rows > valid,
     }
+
+
+async def _check_keys(deps: Deps, ds: Dataset, job: Job, validator: Validator) -> bool:
+    """Mark repeated and existing keys; False when a row so marked has no original text."""
+    async with deps.db.acquire() as conn, conn.transaction():
+        textless = await staging.check_keys(
+            conn,
+            ds,
+            job.id,
+            org_id=job.org_id,
+            scope=job.params["account_id"],
+            kept_only=validator.key is not None,
+        )
+    return textless == 0
 
 
 async def _stage_all(

@@ -121,7 +121,8 @@ async def check_keys(
     scope: str,
     kept_only: bool = False,
 ) -> int:
-    """Mark rows whose natural key repeats an earlier line, or exists already; returns how many.
+    """Mark rows whose natural key repeats an earlier line, or exists already; returns how
+    many of them kept no original text (``kept_only``: then the file is read again).
 
     The first occurrence of a repeated key stays valid; each later one names it
     (``ebay_order_id: duplicate of line 25``). A row whose key exists gets the record's
@@ -145,8 +146,9 @@ async def check_keys(
     # million text keys (collation-aware, slow) instead of hashing them.
     await conn.execute("SET LOCAL work_mem = '256MB'")
     await conn.execute("SET LOCAL enable_sort = off")
-    status = await conn.execute(
+    textless = await conn.fetchval(
         f"""
+        WITH marked AS (
         UPDATE {name} s SET errors = coalesce(s.errors, '{{}}') || m.messages,
             existing_id = m.existing_id
         FROM (
@@ -163,13 +165,16 @@ async def check_keys(
             ) found GROUP BY line
         ) m
         WHERE s.line = m.line
+        RETURNING s.raw IS NULL AS textless
+        )
+        SELECT count(*) FILTER (WHERE textless) FROM marked
         """,
         org_id,
         scope,
         exists_message(ds),
         key_field.name,
     )
-    return int(status.split()[-1])
+    return int(textless)
 
 
 async def totals(conn: Connection | Pool, job_id: uuid.UUID | str) -> tuple[int, int]:
