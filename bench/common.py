@@ -1,4 +1,4 @@
-"""What every benchmark shares: a scratch database, timing, peak RSS and the report table."""
+"""What every benchmark shares: a scratch database, free ports, Redis dbs, the report table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,29 +63,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run a Python child (``python -m …``); return (seconds, peak RSS in MiB, stdout)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.stdout.close()
-    # wait4 gives this child's own peak RSS; RUSAGE_CHILDREN would be the largest of
-    # every child so far.
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    if proc.returncode:
-        raise RuntimeError(f"{args} failed with {proc.returncode}")
-    return seconds, usage.ru_maxrss // 1024, out
 
 
 @dataclass

@@ -135,6 +135,21 @@ def sheet_rows(rows: list[Order], *, typed: bool) -> list[list[Any]]:
 SUMMARY = [["Monthly summary", None], ["Total sales", 1234.5], ["Orders", 12]]
 
 
+async def imported_workbook(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun, kind: str, sheets: Any
+) -> dict[str, Any]:
+    """These sheets written as a workbook of ``kind``, uploaded and validated."""
+    content = workbooks.WRITERS[kind](sheets)
+    return await imported(
+        client,
+        auth,
+        run_worker,
+        content,
+        filename=f"orders.{kind}",
+        content_type=workbooks.MEDIA_TYPES[kind],
+    )
+
+
 @pytest.mark.parametrize("kind", ["xlsx", "ods"])
 async def test_a_long_sheet_of_numbers_and_dates_commits_its_exact_cents(
     client: Client, auth: dict[str, str], run_worker: WorkerRun, deps: Deps, kind: str
@@ -146,15 +161,7 @@ async def test_a_long_sheet_of_numbers_and_dates_commits_its_exact_cents(
     grid[0].append("Quantity")
     for i, line in enumerate(grid[1:]):
         line.append(float(1 + i % 3))
-    content = workbooks.WRITERS[kind]({"Orders": grid})
-    doc = await imported(
-        client,
-        auth,
-        run_worker,
-        content,
-        filename=f"orders.{kind}",
-        content_type=workbooks.MEDIA_TYPES[kind],
-    )
+    doc = await imported_workbook(client, auth, run_worker, kind, {"Orders": grid})
     assert doc["status"] == "validated", doc["error"]
     assert doc["totals"] == {"rows": 25_000, "valid": 25_000, "invalid": 0, "skipped_lines": 0}
     assert await committed_cents(client, auth, run_worker, deps, doc) == expected(rows)
@@ -186,15 +193,8 @@ async def test_a_workbook_whose_first_sheet_is_a_summary(
             line[1] = (line[1] - date(1899, 12, 30)).days
     else:
         grid = sheet_rows(rows, typed=typed)
-    content = workbooks.WRITERS[kind]({"Summary": SUMMARY, "Orders": grid, "Notes": [["x"]]})
-    doc = await imported(
-        client,
-        auth,
-        run_worker,
-        content,
-        filename=f"orders.{kind}",
-        content_type=workbooks.MEDIA_TYPES[kind],
-    )
+    sheets = {"Summary": SUMMARY, "Orders": grid, "Notes": [["x"]]}
+    doc = await imported_workbook(client, auth, run_worker, kind, sheets)
     assert doc["status"] == "validated", doc["error"]
     source = doc["source"]
     assert (source["kind"], source["sheet"]) == (kind, "Orders")

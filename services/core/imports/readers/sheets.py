@@ -50,6 +50,7 @@ FRAME = struct.Struct(">I")
 MAX_SAMPLED_SHEETS = 64
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+WHOLE_LIMIT = 1e15  # whole numbers below this are written without a decimal point
 _sending = threading.Lock()  # the guard's thread may refuse the file mid-load
 
 
@@ -82,7 +83,7 @@ def cell_text(value: Any) -> str:
     if value is None:
         return ""
     if kind is float:
-        if value.is_integer() and abs(value) < 1e15:
+        if value.is_integer() and abs(value) < WHOLE_LIMIT:
             return str(int(value))
         return repr(value)
     if kind is bool:
@@ -112,7 +113,11 @@ def column_text(column: tuple[Any, ...], kinds: set[type] | None = None) -> tupl
         return column
     if kinds <= {str, float}:
         texts = [
-            v if type(v) is str else str(int(v)) if v.is_integer() and -1e15 < v < 1e15 else repr(v)
+            v
+            if type(v) is str
+            else str(int(v))
+            if v.is_integer() and -WHOLE_LIMIT < v < WHOLE_LIMIT
+            else repr(v)
             for v in column
         ]
         return tuple(texts)
@@ -282,7 +287,10 @@ class SheetRows:
         texts = [column for column, whole in zip(mine, typed, strict=True) if not whole]
         filled = [width - blanks for blanks in _blank_counts(texts, len(batch))]
         if len(mine) < width:  # a sheet narrower than its header: the rest is empty
-            mine += [("",) * len(batch)] * (width - len(mine))
+            missing = width - len(mine)
+            mine += [("",) * len(batch)] * missing
+            kinds += [{str}] * missing
+            typed += [False] * missing
         beyond = _filled_rows(extra) if extra else None
         regular = not builder.pending and min(filled) > self.sparse
         if regular and beyond is None and not builder.rows and len(batch) == builder.chunk_rows:
@@ -290,7 +298,7 @@ class SheetRows:
             # numbers as 8 bytes each, for the worker to write as text (``number_texts``).
             columns = [
                 _wire(column, kind) if whole else column
-                for column, kind, whole in zip(mine, kinds, typed, strict=False)
+                for column, kind, whole in zip(mine, kinds, typed, strict=True)
             ]
             full = builder.take_columns(list(range(line, line + len(batch))), columns)
             full.position = line + len(batch) - 1
@@ -298,8 +306,8 @@ class SheetRows:
             return
         mine = [
             column_text(column, kind) if whole else column
-            for column, kind, whole in zip(mine, kinds, typed, strict=False)
-        ] + mine[len(kinds) :]
+            for column, kind, whole in zip(mine, kinds, typed, strict=True)
+        ]
         rows = list(zip(*mine, strict=True))
         if regular and beyond is None:
             builder.lines.extend(range(line, line + len(rows)))

@@ -37,12 +37,17 @@ from services.core.imports.readers.layout import (
     find_header,
     preamble,
 )
-from services.core.imports.readers.sheets import cell_text, memory_exceeded, receive, send
+from services.core.imports.readers.sheets import (
+    WHOLE_LIMIT,
+    cell_text,
+    memory_exceeded,
+    receive,
+    send,
+)
 
 # (score 0-1, why) of a header row against the dataset; supplied by the pipeline.
 Score = Callable[[list[str]], tuple[float, str]]
 EXIT_SECONDS = 5
-WHOLE_LIMIT = 1e15  # whole numbers below this are written without a decimal point
 
 
 @dataclass
