@@ -6,13 +6,16 @@ an export → its job → its events → its file; upload → import → mapping
 rollback) are chained with real ids. Each response must be no server error, of a
 documented status and media type, with a body and headers its schema allows.
 
-``GET /v1/events`` never ends by design, so it is checked by hand below instead.
+``GET /v1/events`` never ends by design, which schemathesis cannot read: it is checked
+by hand below, and its two parameters are fuzzed with Hypothesis, each stream closed
+once its answer has begun.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import subprocess
 from typing import Any
@@ -21,7 +24,8 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -197,6 +201,50 @@ def test_the_event_feed_keeps_its_contract(ferry: str, bearer: dict[str, str]) -
             assert refused.headers["content-type"].startswith("application/problem+json")
         refused = http.get("/v1/events", params={"token": "not-a-token"})
         assert refused.status_code == 401
+
+
+# Header values as HTTP carries them (visible Latin-1 and spaces); ids near the limits.
+HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"))
+EVENT_IDS = st.one_of(
+    HEADER_TEXT,
+    st.from_regex(r"\A-?[0-9]{1,22}(-[0-9]{0,22})?\Z"),
+    st.integers(2**64 - 2, 2**64).map(lambda n: f"{n}-0"),
+)
+FEED_ANSWERS = document()["paths"]["/v1/events"]["get"]["responses"]
+
+
+@given(last_event_id=st.none() | EVENT_IDS, token=st.none() | st.text(max_size=300))
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # a live server: report, do not shrink
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+    database=None,
+)
+def test_the_event_feed_survives_any_parameters(
+    ferry: str, bearer: dict[str, str], last_event_id: str | None, token: str | None
+) -> None:
+    """Whatever `Last-Event-ID` and `token` hold, the feed opens as an event stream or
+    answers a documented problem; never a server error."""
+    headers = {k.encode(): v.encode() for k, v in bearer.items()} if token is None else {}
+    if last_event_id is not None:  # as a client sends a header: Latin-1, no edge spaces
+        headers[b"Last-Event-ID"] = last_event_id.strip().encode("latin-1")
+    params = {"token": token} if token is not None else {}
+    with (
+        httpx.Client(base_url=ferry, timeout=10) as http,
+        http.stream("GET", "/v1/events", headers=headers, params=params) as response,
+    ):
+        status = response.status_code
+        assert str(status) in FEED_ANSWERS, status
+        kind = response.headers["content-type"]
+        if status == 200:
+            assert kind.startswith("text/event-stream")
+            assert next(response.iter_lines()) == "retry: 2000"
+        else:
+            assert kind.startswith("application/problem+json"), kind
+            problem = json.loads(response.read())
+            assert problem["status"] == status
 
 
 def test_the_fuzzing_reached_every_operation() -> None:
