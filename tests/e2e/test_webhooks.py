@@ -161,6 +161,13 @@ async def deliveries(client: Client, headers: dict[str, str], hook: dict[str, An
     return items
 
 
+async def metric(client: Client, name: str) -> float:
+    """One of the api's Prometheus gauges, as a scrape reads it."""
+    text = (await client.get("/metrics")).text
+    [value] = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(value)
+
+
 def without_token(doc: dict[str, Any]) -> dict[str, Any]:
     """A job document with its events link cut before the token (minted per reader)."""
     links = {**doc["links"], "events": doc["links"]["events"].partition("?token=")[0]}
@@ -304,6 +311,11 @@ async def test_a_dead_receiver_gets_retries_with_growing_delays_then_the_deliver
         return done if len(done) >= n else None
 
     refused = await until(lambda: failed(4), "four refused attempts")
+    # An operator sees the backlog, and how long it has waited.
+    assert await metric(client, "ferry_webhook_deliveries_unfinished") == 1
+    waited = await metric(client, "ferry_webhook_oldest_unfinished_seconds")
+    first_try = datetime.fromisoformat(refused[0]["started_at"])
+    assert waited >= (datetime.now(first_try.tzinfo) - first_try).total_seconds() - 0.5
     receiver.answer, receiver.answer_body = 500, b"x" * 1_000_000  # back, but failing
     await receiver.start()
     await until(lambda: _true(any(r.answered == 500 for r in receiver.got)), "a 500")
@@ -371,6 +383,10 @@ async def test_a_delivery_is_marked_failed_when_its_retry_window_ends(
     assert len(receiver.got) == len(attempts)
     failed = await client.get(f"{hook['links']['deliveries']}?status=failed", headers=manager)
     assert [d["id"] for d in failed.json()["items"]] == [delivery["id"]]
+    # What an alert on a receiver that stopped answering reads.
+    assert await metric(client, "ferry_webhook_deliveries_failed_last_hour") == 1
+    assert await metric(client, "ferry_webhook_deliveries_unfinished") == 0
+    assert await metric(client, "ferry_webhook_oldest_unfinished_seconds") == 0
 
 
 async def test_redirects_are_not_followed(

@@ -17,6 +17,7 @@ from services.api.openapi import operation, success
 from services.api.schemas import Check, Health, Ready
 from services.core import jobs
 from services.core.deps import Deps
+from services.core.webhooks import deliveries
 
 CHECK_TIMEOUT = 3.0
 
@@ -24,6 +25,18 @@ JOBS = Gauge(
     "ferry_jobs", "Jobs that are waiting or running, by kind and status", ["kind", "status"]
 )
 QUEUE_DEPTH = Gauge("ferry_queue_depth", "Jobs waiting in the arq queue (autoscaling signal)")
+WEBHOOK_BACKLOG = Gauge(
+    "ferry_webhook_deliveries_unfinished",
+    "Webhook deliveries not finished: waiting, retrying or in flight",
+)
+WEBHOOK_OLDEST = Gauge(
+    "ferry_webhook_oldest_unfinished_seconds",
+    "Age of the oldest unfinished webhook delivery (0 when there is none)",
+)
+WEBHOOK_FAILED = Gauge(
+    "ferry_webhook_deliveries_failed_last_hour",
+    "Webhook deliveries that failed for good (retry window over) in the last hour",
+)
 
 
 async def _timed(check: Callable[[], Awaitable[Any]]) -> Check:
@@ -91,11 +104,17 @@ async def readyz(deps: NamedDependency[Deps]) -> Response[Ready]:
     ),
 )
 async def metrics(deps: NamedDependency[Deps]) -> Response[bytes]:
-    """Request metrics plus job counts and queue depth, read at scrape time."""
-    counts = await jobs.active_counts(deps.db)
+    """Request metrics plus job counts, queue depth and the webhook backlog, read at
+    scrape time."""
+    counts, webhooks = await asyncio.gather(
+        jobs.active_counts(deps.db), deliveries.backlog(deps.db)
+    )
     JOBS.clear()
     for kind, status, n in counts:
         JOBS.labels(kind, status).set(n)
+    WEBHOOK_BACKLOG.set(webhooks.unfinished)
+    WEBHOOK_OLDEST.set(webhooks.oldest_seconds)
+    WEBHOOK_FAILED.set(webhooks.failed)
     QUEUE_DEPTH.set(await deps.redis.zcard("arq:queue"))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -244,3 +244,19 @@ async def purge(db: Pool, *, days: int) -> int:
     status = await db.execute(Q.purge_deliveries, days)
     await db.execute(Q.purge_events, days)
     return int(status.split()[-1])
+
+
+class Backlog(msgspec.Struct, frozen=True):
+    """What an operator watches: deliveries not finished, how long the oldest has waited
+    (seconds, 0 when none), and how many failed for good in the last ``window`` seconds."""
+
+    unfinished: int
+    oldest_seconds: float
+    failed: int
+    window: int
+
+
+async def backlog(db: Pool, *, window: int = 3600) -> Backlog:
+    row = await db.fetchrow(Q.delivery_backlog, window)
+    assert row is not None
+    return Backlog(row["unfinished"], row["oldest_seconds"], row["failed"], window)

@@ -141,3 +141,13 @@ DELETE FROM webhook_deliveries WHERE finished_at < now() - make_interval(days =>
 DELETE FROM webhook_events v
 WHERE created_at < now() - make_interval(days => $1)
   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = v.id);
+
+-- name: delivery_backlog
+-- For /metrics: deliveries not finished (waiting, retrying or in flight), the age in
+-- seconds of the oldest of them, and deliveries that failed for good in the last $1 s.
+SELECT
+    (SELECT count(*) FROM webhook_deliveries WHERE finished_at IS NULL) AS unfinished,
+    (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+     FROM webhook_deliveries WHERE finished_at IS NULL) AS oldest_seconds,
+    (SELECT count(*) FROM webhook_deliveries
+     WHERE status = 'failed' AND finished_at > now() - make_interval(secs => $1)) AS failed;
