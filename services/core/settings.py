@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
@@ -317,6 +318,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "e.g. `10.1.0.0/16`."
         ),
     ] = ""
+    webhook_ca_file: Annotated[
+        str,
+        Meta(
+            description="PEM file of certificate authorities trusted for webhook receivers "
+            "beside the public ones (a private CA); empty: the public ones only."
+        ),
+    ] = ""
     webhook_log_days: Annotated[
         Positive,
         Meta(description="Days finished webhook deliveries stay in the delivery log."),
@@ -338,6 +346,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
     def __post_init__(self) -> None:
         self.webhook_networks  # noqa: B018 - a malformed network stops start-up here
+        if self.webhook_ca_file:
+            self.webhook_trust()  # so does a CA file that cannot be read
+
+    def webhook_trust(self) -> ssl.SSLContext:
+        """What a webhook receiver's certificate is checked against: the public
+        authorities (certifi's, as httpx uses) and those of ``webhook_ca_file``."""
+        import certifi
+
+        context = ssl.create_default_context(cafile=certifi.where())
+        if self.webhook_ca_file:
+            try:
+                context.load_verify_locations(cafile=self.webhook_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"FERRY_WEBHOOK_CA_FILE: {exc}") from None
+        return context
 
     @property
     def storage_backend(self) -> Literal["s3", "local"]:

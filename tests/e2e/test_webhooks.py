@@ -85,7 +85,8 @@ class Receiver:
     back on the same port.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        self.tls = tls  # certificate and key files: serve https://localhost
         self.port = free_port()
         self.got: list[Received] = []
         self.held = 0  # requests that arrived while ``hang`` held them
@@ -98,6 +99,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/hooks/ferry"
         return f"http://127.0.0.1:{self.port}/hooks/ferry"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -117,8 +120,15 @@ class Receiver:
         await send({"type": "http.response.body", "body": self.answer_body})
 
     async def start(self) -> None:
+        certfile, keyfile = self.tls or (None, None)
         config = uvicorn.Config(
-            self, host="127.0.0.1", port=self.port, log_config=None, lifespan="off"
+            self,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="off",
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

@@ -95,6 +95,7 @@ def _client(d: Deps) -> httpx.AsyncClient:
         timeout=d.settings.webhook_timeout_seconds,
         follow_redirects=False,
         trust_env=False,  # a proxy from the environment would reach what the guard refused
+        verify=d.settings.webhook_trust(),
         # A connection is made for one checked address and host; never reuse it for another.
         limits=httpx.Limits(max_keepalive_connections=0),
     )
