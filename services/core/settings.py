@@ -300,6 +300,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Positive,
         Meta(description="Seconds a rotated-out webhook secret still signs deliveries."),
     ] = 24 * 3600
+    webhook_secret_keys: Annotated[
+        str,
+        Meta(
+            description="Comma-separated keys (any text) sealing webhook signing secrets in "
+            "the database; the first seals, each opens. Empty: derived from FERRY_JWT_SECRET.",
+            extra=SECRET,
+        ),
+    ] = ""
     webhook_allow_http: Annotated[
         bool,
         Meta(description="Accept `http://` webhook URLs (else https only); for development."),

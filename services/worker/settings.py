@@ -32,7 +32,11 @@ from services.worker.jobs.imports import (
     validate_import,
 )
 from services.worker.jobs.maintenance import abort_stale_uploads, reconcile_jobs
-from services.worker.jobs.webhooks import deliver_webhooks, purge_webhook_log
+from services.worker.jobs.webhooks import (
+    deliver_webhooks,
+    purge_webhook_log,
+    seal_webhook_secrets,
+)
 from services.worker.runner import MAX_TRIES
 from services.worker.solo import isolated
 from services.worker.worker import Worker
@@ -77,6 +81,7 @@ class WorkerSettings:
         # Deliveries whose wake-up was lost (Redis) or whose worker died; woken otherwise.
         cron(deliver_webhooks, second={20, 50}, timeout=300),
         cron(purge_webhook_log, hour={4}, minute={11}, second=0, timeout=600),
+        cron(seal_webhook_secrets, minute={53}, second=0, run_at_startup=True, timeout=300),
     ]
     on_startup = startup
     on_shutdown = shutdown

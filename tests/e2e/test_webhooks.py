@@ -32,7 +32,7 @@ from services.core.queue import arq_redis
 from services.core.settings import Settings
 from services.core.webhooks.endpoints import EventType
 from services.core.webhooks.signing import verify_signature
-from services.worker.jobs.webhooks import deliver_webhooks
+from services.worker.jobs.webhooks import deliver_webhooks, seal_webhook_secrets
 from tests.conftest import ALL_PERMS, TokenFactory, WorkerRun, ferry_env, free_port
 from tests.e2e.export_files import seed_records
 from tests.e2e.imports_helpers import orders_csv, upload
@@ -681,3 +681,53 @@ async def test_disabling_an_endpoint_fails_its_pending_deliveries_unsent(
     [delivery] = await deliveries(client, manager, hook)
     assert delivery["status"] == "failed"
     assert delivery["attempts"][0]["error"] == "not sent: the webhook is disabled"
+
+
+async def test_secrets_are_sealed_at_rest_and_sealed_again_when_the_key_changes(
+    client: Client,
+    manager: dict[str, str],
+    deps: Deps,
+    settings: Settings,
+    receiver: Receiver,
+    run_worker: WorkerRun,
+) -> None:
+    hook = await register(client, manager, receiver.url, ["job.succeeded"])
+    endpoint_id, shown = uuid.UUID(hook["id"]), hook["secret"]
+
+    async def stored() -> str:
+        value: str = await deps.db.fetchval(
+            "SELECT secret FROM webhook_endpoints WHERE id = $1", endpoint_id
+        )
+        return value
+
+    first = await stored()
+    assert first.startswith("sealed:v1:")
+    assert shown not in first
+    # An endpoint from before sealing, its secret in the clear: the workers' cron seals it.
+    await deps.db.execute(
+        "UPDATE webhook_endpoints SET secret = $2 WHERE id = $1", endpoint_id, shown
+    )
+    assert await seal_webhook_secrets({"deps": deps}) == 1
+    assert (await stored()).startswith("sealed:v1:")
+    assert await seal_webhook_secrets({"deps": deps}) == 0
+
+    def keyed(keys: str) -> Deps:
+        replaced = msgspec.structs.replace(
+            settings, webhook_secret_keys=keys, webhook_retry_window_seconds=1.0
+        )
+        return dataclasses.replace(deps, settings=replaced)
+
+    # A new key put first, the old one (derived from the JWT secret) kept: sealed again.
+    assert await seal_webhook_secrets({"deps": keyed(f"new key,{settings.jwt_secret}")}) == 1
+    # Workers holding only the new key sign with the secret shown at registration.
+    await client.post(f"/v1/webhooks/{hook['id']}/test", headers=manager)
+    await run_worker(deps=keyed("new key"))
+    [got] = receiver.got
+    assert verify_signature(shown, got.headers["ferry-signature"], got.body)
+    # A worker without it sends nothing, and the delivery log says why.
+    await client.post(f"/v1/webhooks/{hook['id']}/test", headers=manager)
+    await run_worker(deps=keyed("some other key"))
+    assert len(receiver.got) == 1
+    failed = [d for d in await deliveries(client, manager, hook) if d["status"] == "failed"]
+    [error] = {a["error"] for a in failed[0]["attempts"]}
+    assert "not among FERRY_WEBHOOK_SECRET_KEYS" in error

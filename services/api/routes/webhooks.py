@@ -218,10 +218,7 @@ async def rotate_webhook_secret(
     the same secret instead of rotating again."""
     endpoint = await _load(deps, principal, webhook_id)
     rotated = await endpoints.rotate_secret(
-        deps.db,
-        endpoint,
-        grace_seconds=deps.settings.webhook_secret_grace_seconds,
-        idempotency_key=idempotency_key,
+        deps.db, deps.settings, endpoint, idempotency_key=idempotency_key
     )
     return with_secret(rotated)
 

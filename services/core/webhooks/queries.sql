@@ -40,6 +40,14 @@ SET previous_secret = secret, previous_secret_until = now() + make_interval(secs
 WHERE id = $1 AND org_id = $2 AND ($5::text IS NULL OR secret_key IS DISTINCT FROM $5)
 RETURNING *;
 
+-- name: endpoint_secrets
+SELECT id, secret, previous_secret FROM webhook_endpoints ORDER BY id;
+
+-- name: reseal_secrets
+-- The secrets $4, $5 (sealed again) replace $2, $3 unless a rotation changed them meanwhile.
+UPDATE webhook_endpoints SET secret = $4, previous_secret = $5
+WHERE id = $1 AND secret = $2 AND previous_secret IS NOT DISTINCT FROM $3;
+
 -- --- deliveries ------------------------------------------------------------------------
 
 -- name: lock_claims

@@ -1,4 +1,5 @@
-"""Webhooks: ``deliver_webhooks`` sends due deliveries; ``purge_webhook_log`` forgets old ones.
+"""Webhooks: ``deliver_webhooks`` sends due deliveries; ``purge_webhook_log`` forgets old
+ones; ``seal_webhook_secrets`` keeps every signing secret sealed with the current key.
 
 ``deliver_webhooks`` runs when a job event is announced (``EventBus`` wakes it), when a
 retry falls due (a failed attempt enqueues it for that moment) and from a cron (a
@@ -25,8 +26,9 @@ from services.core.auth import Principal, TokenVerifier
 from services.core.deps import Deps
 from services.core.jobs import Job
 from services.core.queue import wake_webhooks
-from services.core.webhooks import addresses, deliveries
+from services.core.webhooks import addresses, deliveries, endpoints
 from services.core.webhooks.deliveries import Claimed, Result
+from services.core.webhooks.sealing import Sealer, Unopenable
 from services.core.webhooks.signing import signature_header
 from services.worker.context import deps, queue
 
@@ -66,6 +68,17 @@ async def deliver_webhooks(ctx: dict[str, Any]) -> int:
                 break
             batch = await deliveries.claim(d.db, d.settings)
     return succeeded
+
+
+async def seal_webhook_secrets(ctx: dict[str, Any]) -> int:
+    """Seal secrets kept in the clear, or with a key that no longer seals (at start-up
+    and hourly: a key rotation takes effect once every worker has the new keys)."""
+    d = deps(ctx)
+    sealed = await endpoints.reseal(d.db, d.settings)
+    if sealed:
+        extra = {"action": "webhook_secrets_sealed", "count": sealed}
+        log.info("webhook secrets sealed", extra=extra)
+    return sealed
 
 
 async def purge_webhook_log(ctx: dict[str, Any]) -> int:
@@ -133,11 +146,15 @@ async def send(d: Deps, client: httpx.AsyncClient, claimed: Claimed, payload: by
     started = time.monotonic()
     timeout = d.settings.webhook_timeout_seconds
     try:
+        sealer = Sealer(d.settings)
+        secrets = [sealer.open(s) for s in claimed.secrets]
         async with asyncio.timeout(timeout):  # also bounds a server that answers byte by byte
             target = await addresses.resolve(claimed.url, d.settings)
-            return await _post(client, target, claimed, payload, started)
+            return await _post(client, target, claimed, payload, secrets, started)
     except addresses.Refused as exc:
         error = exc.reason
+    except Unopenable as exc:
+        error = f"not sent: its signing secret is {exc.detail}"
     except TimeoutError:
         error = f"no answer within {timeout:g} s"
     except httpx.HTTPError as exc:
@@ -150,6 +167,7 @@ async def _post(
     target: addresses.Target,
     claimed: Claimed,
     payload: bytes,
+    secrets: list[str],
     started: float,
 ) -> Result:
     import httpx
@@ -165,7 +183,7 @@ async def _post(
         "User-Agent": USER_AGENT,
         "Ferry-Event": claimed.type,
         "Ferry-Delivery": str(claimed.id),
-        "Ferry-Signature": signature_header(claimed.secrets, int(time.time()), payload),
+        "Ferry-Signature": signature_header(secrets, int(time.time()), payload),
     }
     extensions = {"sni_hostname": url.hostname} if url.scheme == "https" else {}
     async with client.stream(
