@@ -499,6 +499,12 @@ async def hand_back(db: Pool | Connection, job: Job) -> Job | None:
     return _maybe(await db.fetchrow(Q.hand_back, job.id, job.attempt))
 
 
+async def renew_run(db: Pool | Connection, job: Job) -> Job | None:
+    """The waiting ``job`` under a new run (its arq delivery is lost); None when it was
+    claimed or moved on meanwhile."""
+    return _maybe(await db.fetchrow(Q.renew_run, job.id, job.run))
+
+
 async def waiting_jobs(db: Pool | Connection, *, older_than: float) -> list[Job]:
     """Jobs waiting for a worker for longer than ``older_than`` seconds."""
     rows = await db.fetch(Q.waiting_jobs, older_than, values(ACTIVE))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 
 import msgspec
@@ -44,6 +45,9 @@ SUBMIT_TIMEOUT = 2.0  # seconds a request waits for Redis before leaving it to t
 # no worker listening leaves a few spare wake-ups, never a growing list.
 WAKE = "ferry:wake"
 WAKE_TOKENS = 16
+# When the reconciler first saw a run marked in progress by arq while its job row still
+# waited unclaimed (``taker_died``); dropped with the run's delivery.
+UNCLAIMED = "ferry:unclaimed:"
 
 serialize = msgspec.msgpack.encode
 deserialize = msgspec.msgpack.decode
@@ -113,6 +117,28 @@ async def submit(redis: ArqRedis, job: Job) -> bool:
         return False
 
 
+async def taker_died(redis: ArqRedis, job: Job, *, grace: float) -> bool:
+    """Did a worker take this run of a waiting job and die before claiming it?
+
+    arq marks a run in progress when a worker takes it and holds the mark for the job
+    timeout (an hour), refusing to enqueue the run again meanwhile; a live worker
+    claims the job row within milliseconds. So a run still marked, its row still
+    waiting, ``grace`` seconds after the reconciler first saw it so, was taken by a
+    worker that died in between (a SIGKILL, the OOM killer).
+    """
+    function = function_for(job)
+    if function is None:
+        return False
+    delivery = arq_job_id(function, job)
+    if not await redis.exists(in_progress_key_prefix + delivery):
+        return False
+    now = time.time()
+    if await redis.set(UNCLAIMED + delivery, repr(now), nx=True, ex=24 * 3600):
+        return False  # first seen now
+    seen = await redis.get(UNCLAIMED + delivery)
+    return seen is not None and now - float(seen) >= grace
+
+
 async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
     """Remove arq's delivery of an older run of ``job`` (a dead or stopping worker's).
 
@@ -127,7 +153,10 @@ async def drop_delivery(redis: ArqRedis, job: Job, run: int) -> None:
             stale = f"{name}:{job.id}:{run}"
             pipe.zrem(default_queue_name, stale)
             pipe.delete(
-                job_key_prefix + stale, in_progress_key_prefix + stale, retry_key_prefix + stale
+                job_key_prefix + stale,
+                in_progress_key_prefix + stale,
+                retry_key_prefix + stale,
+                UNCLAIMED + stale,
             )
         await pipe.execute()
 

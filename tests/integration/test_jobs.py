@@ -1,13 +1,14 @@
 """The job row is the truth: claims, leases, fencing, and the reconciler."""
 
 import asyncio
+import time
 
 import pytest
 
 from services.core import jobs
 from services.core.deps import Deps
 from services.core.errors import InvalidInput
-from services.core.queue import arq_redis, enqueue
+from services.core.queue import arq_redis, enqueue, function_for
 from services.worker.jobs.maintenance import reconcile_jobs
 from tests.conftest import JobFactory, job_fields
 
@@ -106,6 +107,35 @@ async def test_reconciler_enqueues_a_waiting_job_redis_lost_once(
     assert await reconcile_jobs(ctx) == NOTHING  # arq holds it now
     queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
     assert queued == {f"run_export:{job.id}:0"}
+
+
+@pytest.mark.parametrize(("kind", "status"), [("import", "uploaded"), ("export", "queued")])
+async def test_reconciler_requeues_a_waiting_job_whose_taker_died_before_claiming_it(
+    deps: Deps, make_job: JobFactory, kind: str, status: str
+) -> None:
+    job = await make_job(kind=kind, status=status)
+    delivery = f"{function_for(job)}:{job.id}:0"
+    queue = arq_redis(deps.redis)
+    ctx = {"deps": deps, "redis": queue}
+    await enqueue(queue, job)
+    # A worker took it (arq's mark, held for the job timeout) and was killed before it
+    # claimed the row: arq refuses the run again, and no worker will start it.
+    await deps.redis.psetex(f"arq:in-progress:{delivery}", 3_610_000, b"1")
+    await deps.db.execute(
+        "UPDATE jobs SET updated_at = now() - interval '1 min' WHERE id = $1", job.id
+    )
+    assert await reconcile_jobs(ctx) == NOTHING  # first seen so: a live worker claims in ms
+    assert (await jobs.get_job(deps.db, job.id, "acme")).run == 0
+    # Still so a grace later (the sighting made older, as 30 s of waiting would).
+    await deps.redis.set(f"ferry:unclaimed:{delivery}", repr(time.time() - 31))
+    assert await reconcile_jobs(ctx) == REQUEUED
+    renewed = await jobs.get_job(deps.db, job.id, "acme")
+    assert (renewed.run, renewed.crashes, renewed.status) == (1, 0, status)  # not a crash
+    queued = {m.decode() for m in await deps.redis.zrange("arq:queue", 0, -1)}
+    assert queued == {delivery.removesuffix(":0") + ":1"}
+    for gone in ("arq:in-progress:", "arq:job:", "ferry:unclaimed:"):
+        assert await deps.redis.exists(gone + delivery) == 0
+    assert await reconcile_jobs(ctx) == NOTHING
 
 
 async def test_history_is_newest_first_and_pages_by_keyset(

@@ -99,6 +99,13 @@ UPDATE jobs SET lease_until = NULL, run = run + 1, updated_at = now()
 WHERE id = $1 AND attempt = $2 AND lease_until IS NOT NULL
 RETURNING *;
 
+-- name: renew_run
+-- A waiting job whose arq delivery died with the worker that took it: a new run, so it
+-- can be enqueued afresh. Not a crash (it never started). Fenced by the run.
+UPDATE jobs SET run = run + 1, updated_at = now()
+WHERE id = $1 AND run = $2 AND lease_until IS NULL
+RETURNING *;
+
 -- name: waiting_jobs
 -- Jobs waiting for a worker for a while; the reconciler makes sure arq knows them.
 -- $2: the statuses a worker moves on.

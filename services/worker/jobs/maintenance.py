@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import jobs
-from services.core.queue import admit_next, drop_delivery, enqueue
+from services.core.queue import admit_next, drop_delivery, enqueue, taker_died
 from services.worker.context import deps, queue
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,9 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
     free; the dead worker's delivery is dropped (were it ever run, it would find a newer
     run and do nothing). A job at its FERRY_JOB_MAX_CRASHES-th crash fails instead.
     A waiting job is enqueued under its current id, which arq refuses when it still
-    holds it, so this is safe to repeat.
+    holds it, so this is safe to repeat. One that a worker took and died with before
+    claiming it (``taker_died``: arq would hold it for the job timeout) gets a new run
+    first; that is not a crash, as it never started.
     """
     d, redis = deps(ctx), queue(ctx)
     owners: set[tuple[str, str]] = set()  # whose waiting exports may start now
@@ -49,6 +51,16 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
         counts["revived"] += 1
         log.warning("lease lapsed; job enqueued again", extra={"action": "job_revived", **extra})
     for job in await jobs.waiting_jobs(d.db, older_than=WAITING_GRACE_SECONDS):
+        if await taker_died(redis, job, grace=WAITING_GRACE_SECONDS):
+            renewed = await jobs.renew_run(d.db, job)
+            if renewed is None:
+                continue  # claimed or changed meanwhile
+            await drop_delivery(redis, job, job.run)
+            log.warning(
+                "job taken by a worker that died before claiming it; enqueued again",
+                extra={"action": "job_requeued", "job_id": str(job.id), "run": renewed.run},
+            )
+            job = renewed
         if job.kind == "export":
             # Exports beyond the per-user limit wait on purpose; only those that may
             # start now are handed to arq (the others would be refused at the claim).
