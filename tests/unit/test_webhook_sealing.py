@@ -7,6 +7,7 @@ import base64
 import msgspec
 import pytest
 
+from services.core.errors import SettingsError
 from services.core.settings import Settings
 from services.core.webhooks.sealing import PREFIX, Sealer, Unopenable
 
@@ -32,6 +33,8 @@ def test_without_keys_the_key_comes_from_the_jwt_secret() -> None:
         sealer(jwt="another-jwt-secret-" + "y" * 30).open(sealed)
     # An operator rotating the JWT secret keeps the old one as a key, and nothing breaks.
     assert sealer("the-jwt-secret-" + "x" * 30).open(sealed) == SECRET
+    with pytest.raises(SettingsError, match="FERRY_WEBHOOK_SECRET_KEYS"):
+        sealer(jwt="")  # no key at all: refused, not a key everyone can derive
 
 
 def test_the_first_key_seals_and_every_key_opens() -> None:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.core.errors import Unavailable
+from services.core.errors import SettingsError, Unavailable
 from services.core.settings import Settings
 
 PREFIX = "sealed:v1:"
@@ -41,6 +41,8 @@ class Sealer:
 
     def __init__(self, settings: Settings) -> None:
         texts = [t.strip() for t in settings.webhook_secret_keys.split(",") if t.strip()]
+        if not texts and not settings.jwt_secret:  # a key derived from nothing hides nothing
+            raise SettingsError("set FERRY_WEBHOOK_SECRET_KEYS or FERRY_JWT_SECRET")
         self._keys = [_key(text) for text in texts or [settings.jwt_secret]]
         self._by_id = {_key_id(k): k for k in reversed(self._keys)}  # the first wins a tie
 
