@@ -29,8 +29,6 @@ from tests.e2e.test_webhooks import Client, Receiver, deliveries, manager, regis
 
 __all__ = ["manager"]  # the fixture of alice, who may manage webhooks
 
-Issue = Callable[[str], tuple[Path, Path]]
-
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
@@ -44,61 +42,69 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-@pytest.fixture
-def authority(tmp_path: Path) -> tuple[Path, Issue]:
-    """A certificate authority of the test's own (its PEM file), and a way to have it
-    sign a receiver's certificate for a host name (certificate and key files)."""
+def _certificate(
+    subject: str, issuer: str, public: Any, signer: Any, *extensions: tuple[Any, bool]
+) -> x509.Certificate:
+    """A certificate for ``subject``, signed by ``signer`` in ``issuer``'s name, valid now."""
     now = datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name("Ferry test CA"))
-        .issuer_name(_name("Ferry test CA"))
-        .public_key(key.public_key())
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signer, hashes.SHA256())
+
+
+@dataclasses.dataclass
+class Authority:
+    """A certificate authority of the test's own: its PEM file, and ``issue`` to have it
+    sign a receiver's certificate for a host name (certificate and key files)."""
+
+    ca_file: Path
+    issue: Callable[[str], tuple[Path, Path]]
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    ca = _certificate(
+        "Ferry test CA",
+        "Ferry test CA",
+        key.public_key(),
+        key,
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (usage, True),
+        (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
     )
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
     def issue(host: str) -> tuple[Path, Path]:
         leaf_key = ec.generate_private_key(ec.SECP256R1())
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(_name(host))
-            .issuer_name(ca.subject)
-            .public_key(leaf_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
-                critical=False,
-            )
-            .sign(key, hashes.SHA256())
+        leaf = _certificate(
+            host,
+            "Ferry test CA",
+            leaf_key.public_key(),
+            key,
+            (x509.SubjectAlternativeName([x509.DNSName(host)]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False),
         )
         cert, private = tmp_path / f"{host}.pem", tmp_path / f"{host}.key"
         cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
@@ -111,13 +117,13 @@ def authority(tmp_path: Path) -> tuple[Path, Issue]:
         )
         return cert, private
 
-    return ca_file, issue
+    return Authority(ca_file, issue)
 
 
 @pytest.fixture
-async def tls_receiver(authority: tuple[Path, Issue]) -> AsyncIterator[Receiver]:
+async def tls_receiver(authority: Authority) -> AsyncIterator[Receiver]:
     """https://localhost:<port>, with a certificate the test authority made for it."""
-    receiver = Receiver(tls=authority[1]("localhost"))
+    receiver = Receiver(tls=authority.issue("localhost"))
     await receiver.start()
     yield receiver
     await receiver.stop()
@@ -158,12 +164,12 @@ async def test_a_private_authority_named_in_the_settings_is_trusted(
     manager: dict[str, str],
     deps: Deps,
     settings: Settings,
-    authority: tuple[Path, Issue],
+    authority: Authority,
     tls_receiver: Receiver,
     run_worker: WorkerRun,
 ) -> None:
     delivery = await ping(
-        client, manager, tls_receiver, run_worker, trusting(deps, settings, authority[0])
+        client, manager, tls_receiver, run_worker, trusting(deps, settings, authority.ca_file)
     )
     assert delivery["status"] == "succeeded"
     [got] = tls_receiver.got
@@ -176,14 +182,14 @@ async def test_a_certificate_for_another_name_is_refused_even_from_a_trusted_aut
     manager: dict[str, str],
     deps: Deps,
     settings: Settings,
-    authority: tuple[Path, Issue],
+    authority: Authority,
     run_worker: WorkerRun,
 ) -> None:
-    impostor = Receiver(tls=authority[1]("billing.example.com"))
+    impostor = Receiver(tls=authority.issue("billing.example.com"))
     await impostor.start()
     try:
         delivery = await ping(
-            client, manager, impostor, run_worker, trusting(deps, settings, authority[0])
+            client, manager, impostor, run_worker, trusting(deps, settings, authority.ca_file)
         )
     finally:
         await impostor.stop()

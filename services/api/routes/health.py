@@ -107,7 +107,7 @@ async def metrics(deps: NamedDependency[Deps]) -> Response[bytes]:
     """Request metrics plus job counts, queue depth and the webhook backlog, read at
     scrape time."""
     counts, webhooks = await asyncio.gather(
-        jobs.active_counts(deps.db), deliveries.backlog(deps.db)
+        jobs.active_counts(deps.db), deliveries.backlog(deps.db, failed_within=3600)
     )
     JOBS.clear()
     for kind, status, n in counts:

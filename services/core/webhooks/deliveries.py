@@ -51,7 +51,8 @@ class Claimed(msgspec.Struct, kw_only=True):
 
     @property
     def secrets(self) -> list[str]:
-        """The secrets that sign it: the current one, and a rotated-out one in its grace."""
+        """The secrets that sign it, sealed as stored (``sealing.Sealer.open`` opens them):
+        the current one, and a rotated-out one in its grace."""
         return [self.secret, *([self.previous_secret] if self.previous_secret else [])]
 
 
@@ -248,15 +249,15 @@ async def purge(db: Pool, *, days: int) -> int:
 
 class Backlog(msgspec.Struct, frozen=True):
     """What an operator watches: deliveries not finished, how long the oldest has waited
-    (seconds, 0 when none), and how many failed for good in the last ``window`` seconds."""
+    (seconds, 0 when none), and how many failed for good lately."""
 
     unfinished: int
     oldest_seconds: float
     failed: int
-    window: int
 
 
-async def backlog(db: Pool, *, window: int = 3600) -> Backlog:
-    row = await db.fetchrow(Q.delivery_backlog, window)
+async def backlog(db: Pool, *, failed_within: float) -> Backlog:
+    """The backlog now, counting the deliveries that failed in the last ``failed_within`` s."""
+    row = await db.fetchrow(Q.delivery_backlog, failed_within)
     assert row is not None
-    return Backlog(row["unfinished"], row["oldest_seconds"], row["failed"], window)
+    return Backlog(row["unfinished"], row["oldest_seconds"], row["failed"])

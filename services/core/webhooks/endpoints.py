@@ -234,18 +234,19 @@ async def reseal(db: Pool, settings: Settings) -> int:
     that no longer seals; how many endpoints changed. Safe beside a rotation: a row is
     only written if its secrets are still the ones read."""
     sealer = Sealer(settings)
+
+    def sealed(stored: str | None) -> str | None:
+        return sealer.seal(sealer.open(stored)) if stored and sealer.stale(stored) else stored
+
     changed = 0
-    for row in await db.fetch(Q.endpoint_secrets):
+    for row in await db.fetch(Q.stale_secrets, sealer.current):
         secret, previous = row["secret"], row["previous_secret"]
-        if not (sealer.stale(secret) or sealer.stale(previous)):
-            continue
         try:
-            sealed = sealer.seal(sealer.open(secret))
-            sealed_previous = sealer.seal(sealer.open(previous)) if previous else None
+            sealed_secret, sealed_previous = sealed(secret), sealed(previous)
         except Unopenable:
             continue  # its deliveries say why; nothing to do here until the key is back
         status = await db.execute(
-            Q.reseal_secrets, row["id"], secret, previous, sealed, sealed_previous
+            Q.reseal_secrets, row["id"], secret, previous, sealed_secret, sealed_previous
         )
         changed += status == "UPDATE 1"
     return changed

@@ -40,8 +40,11 @@ SET previous_secret = secret, previous_secret_until = now() + make_interval(secs
 WHERE id = $1 AND org_id = $2 AND ($5::text IS NULL OR secret_key IS DISTINCT FROM $5)
 RETURNING *;
 
--- name: endpoint_secrets
-SELECT id, secret, previous_secret FROM webhook_endpoints ORDER BY id;
+-- name: stale_secrets
+-- Endpoints with a secret not sealed by the current key, whose sealed values start $1.
+SELECT id, secret, previous_secret FROM webhook_endpoints
+WHERE NOT starts_with(secret, $1) OR NOT starts_with(coalesce(previous_secret, $1), $1)
+ORDER BY id;
 
 -- name: reseal_secrets
 -- The secrets $4, $5 (sealed again) replace $2, $3 unless a rotation changed them meanwhile.

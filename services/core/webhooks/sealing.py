@@ -48,13 +48,13 @@ class Sealer:
 
     @property
     def current(self) -> str:
-        """The id of the key that seals."""
-        return _key_id(self._keys[0])
+        """How a value sealed by the current key starts: the prefix and the key's id."""
+        return f"{PREFIX}{_key_id(self._keys[0])}:"
 
     def seal(self, secret: str) -> str:
         nonce = os.urandom(12)
         sealed = AESGCM(self._keys[0]).encrypt(nonce, secret.encode(), _CONTEXT)
-        return f"{PREFIX}{self.current}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        return self.current + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, stored: str) -> str:
         """The secret of a stored value: sealed, or kept from before sealing."""
@@ -64,18 +64,22 @@ class Sealer:
         key = self._by_id.get(key_id)
         if key is None:
             raise Unopenable(
-                f"sealed with key {key_id}, which is not among FERRY_WEBHOOK_SECRET_KEYS "
-                "(or the key derived from FERRY_JWT_SECRET); add the key it was sealed with"
+                f"the webhook's signing secret is sealed with key {key_id}, which is not "
+                "among FERRY_WEBHOOK_SECRET_KEYS (or the key derived from FERRY_JWT_SECRET); "
+                "add the key it was sealed with"
             )
         raw = base64.urlsafe_b64decode(data)
         try:
             return AESGCM(key).decrypt(raw[:12], raw[12:], _CONTEXT).decode()
         except InvalidTag:
-            raise Unopenable(f"the secret sealed with key {key_id} does not open") from None
+            raise Unopenable(
+                f"the webhook's signing secret, sealed with key {key_id}, does not open with "
+                "it: it was changed in the database"
+            ) from None
 
     def stale(self, stored: str | None) -> bool:
         """Stored in the clear, or sealed with a key that no longer seals."""
-        return stored is not None and not stored.startswith(f"{PREFIX}{self.current}:")
+        return stored is not None and not stored.startswith(self.current)
 
 
 def _key(text: str) -> bytes:

@@ -54,12 +54,12 @@ async def deliver_webhooks(ctx: dict[str, Any]) -> int:
     batch = await deliveries.claim(d.db, d.settings)
     if not batch:
         return 0
-    tokens = _events_tokens(d)
+    tokens, sealer = _events_tokens(d), Sealer(d.settings)
     succeeded = 0
     started = time.monotonic()
     async with _client(d) as client:
         while batch:
-            results = await asyncio.gather(*(_attempt(d, client, tokens, c) for c in batch))
+            results = await asyncio.gather(*(_attempt(d, client, tokens, sealer, c) for c in batch))
             succeeded += sum(result.ok for result, _ in results)
             for at in sorted({_slot(next_at) for _, next_at in results if next_at}):
                 await wake_webhooks(queue(ctx), at=at, key=f"deliver_webhooks:{at.timestamp()}")
@@ -121,15 +121,24 @@ def _events_tokens(d: Deps) -> Callable[[Job], str]:
 
 
 async def _attempt(
-    d: Deps, client: httpx.AsyncClient, tokens: Callable[[Job], str], claimed: Claimed
+    d: Deps,
+    client: httpx.AsyncClient,
+    tokens: Callable[[Job], str],
+    sealer: Sealer,
+    claimed: Claimed,
 ) -> tuple[Result, datetime | None]:
     """One attempt at ``claimed``, recorded; its result and the time of the next one."""
     extra = {"delivery_id": str(claimed.id), "event": claimed.type, "attempt": claimed.attempts}
     if not claimed.enabled:
         result = Result(ok=False, duration_ms=0, error="not sent: the webhook is disabled")
         return result, await deliveries.settle(d.db, d.settings, claimed, result, give_up=True)
-    payload = await deliveries.body(d.db, claimed, tokens)
-    result = await send(d, client, claimed, payload)
+    try:
+        secrets = [sealer.open(sealed) for sealed in claimed.secrets]
+    except Unopenable as exc:  # retried: an operator may put the key back meanwhile
+        result = Result(ok=False, duration_ms=0, error=f"not sent: {exc.detail}")
+    else:
+        payload = await deliveries.body(d.db, claimed, tokens)
+        result = await send(d, client, claimed, payload, secrets)
     next_at = await deliveries.settle(d.db, d.settings, claimed, result)
     if result.ok:
         log.info("webhook delivered", extra={"action": "webhook_delivered", **extra})
@@ -139,22 +148,20 @@ async def _attempt(
     return result, next_at
 
 
-async def send(d: Deps, client: httpx.AsyncClient, claimed: Claimed, payload: bytes) -> Result:
-    """POST ``payload`` to the delivery's endpoint, signed; what came of it."""
+async def send(
+    d: Deps, client: httpx.AsyncClient, claimed: Claimed, payload: bytes, secrets: list[str]
+) -> Result:
+    """POST ``payload`` to the delivery's endpoint, signed with ``secrets``; what came of it."""
     import httpx
 
     started = time.monotonic()
     timeout = d.settings.webhook_timeout_seconds
     try:
-        sealer = Sealer(d.settings)
-        secrets = [sealer.open(s) for s in claimed.secrets]
         async with asyncio.timeout(timeout):  # also bounds a server that answers byte by byte
             target = await addresses.resolve(claimed.url, d.settings)
             return await _post(client, target, claimed, payload, secrets, started)
     except addresses.Refused as exc:
         error = exc.reason
-    except Unopenable as exc:
-        error = f"not sent: its signing secret is {exc.detail}"
     except TimeoutError:
         error = f"no answer within {timeout:g} s"
     except httpx.HTTPError as exc:
