@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.core.deps import Deps, open_deps
-from services.core.imports import tune_process
+from services.core.imports import pipeline, readers, tune_process
 from services.core.queue import deserialize, serialize
 from services.core.settings import Settings, required
 from services.worker.jobs.exports import expire_exports, run_export
@@ -52,6 +52,7 @@ JOB_FUNCTIONS = (run_export, validate_import, commit_import, rollback_import)
 async def startup(ctx: dict[str, Any]) -> None:
     """Tune the process for imports; open Ferry's dependencies unless a test handed them in."""
     tune_process(ctx["settings"])
+    readers.keep_spare(pipeline.limits(ctx["settings"]))
     if "deps" in ctx:
         return
     stack = contextlib.AsyncExitStack()
@@ -61,6 +62,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    readers.keep_spare(None)
     stack = ctx.pop("exit_stack", None)
     if stack is not None:
         await stack.aclose()

@@ -47,6 +47,7 @@ from services.core.imports.readers.sheets import cell_text
 from services.core.imports.readers.workbook import (
     Score,
     Workbook,
+    keep_spare,
     read_workbook,
     workbook_layout,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "detect_delimiter",
     "detect_encoding",
     "find_header",
+    "keep_spare",
     "read_csv",
     "read_csv_arrow",
     "read_workbook",

@@ -12,7 +12,9 @@ not. Only if calamine dies first (a sparse sheet asking for gigabytes) does the 
 start this process again ``careful``: the guard first, calamine only on what it let
 through — so the refusal names the sheet and its range, and the other sheets are read.
 
-It talks to ``readers.workbook`` in length-prefixed msgpack frames: it sends the
+It talks to ``readers.workbook`` in length-prefixed msgpack frames. It is started
+with its limits only, often before there is a workbook to read (a worker keeps one
+waiting), and first receives the workbook: path, kind, careful or not. It sends the
 workbook's sheets (each with its used range, or why it was not read, and its first
 rows as text), then, for each ``read`` the parent sends, the records of that sheet
 in chunks — cells as the text a person sees, footers held back like a CSV's — and an
@@ -448,13 +450,21 @@ def serve(
 
 
 def main(argv: list[str]) -> None:
-    path, kind, encoded, mode = argv
+    """Cap this process, then wait for the workbook to read: the worker may start it
+    ahead (``readers.workbook``); it exits unused when its input closes."""
+    (encoded,) = argv
     limits = msgspec.json.decode(encoded, type=Limits)
     _limit_memory(limits.memory_bytes)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     # Rows and cells make no reference cycles: counting references frees them, and the
     # cycle detector, run every 700 new lists, cost a quarter of the conversion.
     gc.disable()
-    serve(Path(path), kind, limits, sys.stdin.buffer, sys.stdout.buffer, careful=mode == "careful")
+    import python_calamine  # noqa: F401 - imported while waiting, not while reading
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    if (workbook := receive(inp)) is not None:
+        path, kind, careful = Path(workbook["path"]), workbook["kind"], workbook["careful"]
+        serve(path, kind, limits, inp, out, careful=careful)
     # Done: no need to free a loaded sheet cell by cell before exiting.
     sys.stdout.flush()
     os._exit(0)

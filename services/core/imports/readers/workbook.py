@@ -8,6 +8,10 @@ address space, which checks the file (``readers.guard``, beside calamine; nothin
 used before it has passed) and streams the records back. If that process dies, the
 import fails with a message; the worker lives on.
 
+Starting that process (Python and its imports) took a third of a small workbook's
+import, so a worker keeps one started ahead (``keep_spare``): it waits, capped, for
+the workbook it will read, and the next one is started as it is taken.
+
 Which sheet: the one named by the request, else the visible sheet whose header row
 best matches the dataset (``score``), ties to the earlier one; every sheet is listed
 in the layout with its score and why, so a client can offer the others.
@@ -21,7 +25,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -73,6 +79,104 @@ class SheetChoice:
         }
 
 
+@dataclass
+class _Process:
+    """A reader process, started with its limits, waiting for the workbook to read."""
+
+    proc: subprocess.Popen[bytes]
+    stderr: IO[bytes]  # what it says on dying, read by ``Workbook._died``
+    limits: bytes  # as encoded on its command line
+
+    def close(self) -> None:
+        """End it unused: it exits when its input closes."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=EXIT_SECONDS)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.stderr.close()
+
+
+class _Spare:
+    """The reader process started ahead, once ``keep_spare`` asked for one.
+
+    Every reader process is started by one long-lived thread: a reader asks the kernel
+    to kill it when the thread that started it ends (``PR_SET_PDEATHSIG``), which must
+    be when the worker ends, not when a thread of a pool retires.
+    """
+
+    def __init__(self) -> None:
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="workbook-reader")
+        self._lock = threading.Lock()
+        self._waiting: _Process | None = None
+        self._limits: bytes | None = None  # a spare is kept for these limits
+
+    def keep(self, limits: Limits | None) -> None:
+        """Keep a spare started for workbooks read within ``limits``; None: no more."""
+        encoded = None if limits is None else msgspec.json.encode(limits)
+        with self._lock:
+            self._limits = encoded
+            stale = self._waiting if self._waiting and self._waiting.limits != encoded else None
+            if stale is not None:
+                self._waiting = None
+        if stale is not None:
+            self._starter.submit(stale.close)
+        if encoded is not None:
+            self._starter.submit(self._refill, encoded)
+
+    def take(self, limits: Limits) -> _Process:
+        """A reader process for ``limits``: the spare if it is alive, else a new one."""
+        encoded = msgspec.json.encode(limits)
+        with self._lock:
+            spare, self._waiting = self._waiting, None
+            kept = self._limits
+        if spare is not None and (spare.limits != encoded or spare.proc.poll() is not None):
+            spare.close()
+            spare = None
+        process = spare or self._starter.submit(_start_process, encoded).result()
+        if kept is not None:
+            self._starter.submit(self._refill, kept)
+        return process
+
+    def _refill(self, encoded: bytes) -> None:
+        with self._lock:
+            if self._waiting is not None or self._limits != encoded:
+                return
+        fresh = _start_process(encoded)
+        with self._lock:
+            if self._waiting is None and self._limits == encoded:
+                self._waiting = fresh
+                return
+        fresh.close()  # another was started meanwhile, or for other limits
+
+
+def _start_process(limits: bytes) -> _Process:
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
+        [sys.executable, "-m", "services.core.imports.readers.sheets", limits.decode()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "RUST_BACKTRACE": "0"},
+    )
+    return _Process(proc, stderr, limits)
+
+
+_spare = _Spare()
+
+
+def keep_spare(limits: Limits | None) -> None:
+    """Keep a reader process started ahead for the workbooks this process will read
+    (a worker, at start-up); the first one is started now, in the background. None
+    ends the one waiting, and keeps none."""
+    _spare.keep(limits)
+
+
 class _Carefully(Exception):
     """The reader died opening the workbook, calamine loading beside the guard (a
     sparse sheet asking for gigabytes?): start it again, guard first, for the refusal
@@ -93,27 +197,15 @@ class Workbook:
         self.names = [s["name"] for s in self.sheets]
 
     def _start(self, path: Path, kind: str, *, careful: bool) -> dict[str, Any]:
-        """Start the reader process; its description of the workbook."""
+        """Give a reader process the workbook; its description of the workbook."""
         self._opening_beside = not careful
         self._loading: str | None = None  # the sheet calamine is loading, if any
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        env = {**os.environ, "RUST_BACKTRACE": "0"}
-        self._proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
-            [
-                sys.executable,
-                "-m",
-                "services.core.imports.readers.sheets",
-                str(path),
-                kind,
-                msgspec.json.encode(self.limits).decode(),
-                "careful" if careful else "beside",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-        )
+        self._reader = _spare.take(self.limits)
+        self._proc = self._reader.proc
+        self._stderr = self._reader.stderr
         try:
+            with contextlib.suppress(BrokenPipeError):  # died waiting: read as its death
+                send(self._pipes()[0], {"path": str(path), "kind": kind, "careful": careful})
             return self._next()
         except BaseException:
             self.close()
@@ -185,17 +277,7 @@ class Workbook:
 
     def close(self) -> None:
         """End the reader (it exits when its input closes; killed if it does not)."""
-        with contextlib.suppress(OSError):
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-        self._stderr.close()
+        self._reader.close()
 
 
 def number_texts(data: bytes) -> Any:
