@@ -18,6 +18,7 @@ from services.api import uploads
 from services.api.openapi import BINARY
 from services.api.params import NUL
 from services.api.schemas import ImportFromUpload
+from services.api.views import named_dataset
 from services.core import jobs
 from services.core import uploads as upload_records
 from services.core.auth import Principal
@@ -54,10 +55,10 @@ async def create_import_job(
 
 
 def writable(deps: Deps, principal: Principal, name: str | None) -> Dataset | None:
-    """The dataset named, if any, once the caller may write to it (404, 403 otherwise)."""
+    """The dataset named, if any, once the caller may write to it (422, 403 otherwise)."""
     if not name:
         return None
-    ds = deps.registry.get(name)
+    ds = named_dataset(deps, name)
     principal.require(f"{ds.name}.write")
     return ds
 

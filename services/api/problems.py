@@ -7,11 +7,12 @@ of PostgreSQL or Redis being away is a 503 with ``Retry-After``, never a 500.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from services.core import logs
@@ -95,8 +96,23 @@ def ferry_error(request: Request[Any, Any, Any], exc: FerryError) -> Response[di
     )
 
 
+# msgspec names the member of a JSON object it refused: "Object missing required
+# field `bytes`", "Object contains unknown field `dataset`".
+_MEMBER = re.compile(r"field `([^`]+)`")
+BODY_KWARG = "data"  # Litestar's name for a handler's body, which callers never see
+
+
 def _field(entry: dict[str, Any]) -> dict[str, Any]:
-    out = {"field": entry.get("key") or entry.get("source") or "body", "message": entry["message"]}
+    field = entry.get("key") or entry.get("source") or "body"
+    message = entry["message"]
+    if entry.get("source") == "body" and field == BODY_KWARG:
+        # An error at the top of the body: name the member, or the body itself.
+        if message == repr(BODY_KWARG):  # Litestar found no body at all
+            field, message = "body", "a JSON body is required"
+        else:
+            member = _MEMBER.search(message)
+            field = member.group(1) if member else "body"
+    out = {"field": field, "message": message}
     if entry.get("source"):
         out["source"] = entry["source"]
     return out
@@ -106,6 +122,9 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     slug, title = HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     errors = None
     detail = exc.detail
+    if isinstance(exc.__cause__, SerializationException):  # the body did not decode
+        errors = [{"field": "body", "message": "not JSON"}]
+        detail = f"the body is not JSON: {exc.detail}"
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         errors = [_field(e) for e in exc.extra if isinstance(e, dict) and "message" in e]
         if errors:

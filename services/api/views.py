@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.response import Redirect, Stream
+from litestar.response.base import ASGIResponse
 
 from services.api import schemas
 from services.api.auth import verifier
@@ -16,7 +17,7 @@ from services.core.auth import Principal, TokenVerifier
 from services.core.datasets import Dataset
 from services.core.db.pool import Pool
 from services.core.deps import Deps
-from services.core.errors import FerryError
+from services.core.errors import FerryError, InvalidInput, NotFound
 from services.core.exports.spec import CONTENT_TYPES
 from services.core.imports import mapping as mappings
 from services.core.jobs import Job, JobStatus
@@ -126,6 +127,30 @@ def dataset_view(ds: Dataset, principal: Principal) -> schemas.Dataset:
     )
 
 
+def named_dataset(deps: Deps, name: str) -> Dataset:
+    """The dataset a request's query or body names; 422 naming ``dataset`` when none is
+    called so (a dataset in the path is a resource: 404)."""
+    try:
+        return deps.registry.get(name)
+    except NotFound:
+        raise InvalidInput(
+            f"no dataset named {name!r}",
+            errors=[{"field": "dataset", "message": "unknown dataset"}],
+        ) from None
+
+
+class HeadResponse(Response[None]):
+    """The answer to a HEAD: the headers GET would send, no body.
+
+    A route's ``Response(None)`` is given the length of its rendered body (``null``,
+    4 bytes) even for HEAD; this one sends only the ``Content-Length`` set in its
+    headers, as GET does (none where GET streams a file of unknown length).
+    """
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        return super().to_asgi_response(*args, **{**kwargs, "is_head_response": True})
+
+
 async def stored_file(
     deps: Deps,
     key: str,
@@ -146,7 +171,8 @@ async def stored_file(
     )
     if url is not None:
         if head:
-            return Response(None, status_code=307, headers={"Location": url, **NO_STORE})
+            headers = {"Location": url, "Content-Length": "0", **NO_STORE}  # as Redirect's
+            return HeadResponse(None, status_code=307, headers=headers)
         return Redirect(url, status_code=307, headers=NO_STORE)
     stored = await deps.storage.stat(key)
     if stored is None:
@@ -159,7 +185,7 @@ async def stored_file(
     }
     if head:
         charset = "; charset=utf-8" if media_type.startswith("text/") else ""
-        return Response(None, headers={"Content-Type": media_type + charset, **headers})
+        return HeadResponse(None, headers={"Content-Type": media_type + charset, **headers})
     return Stream(deps.storage.read(key), media_type=media_type, headers=headers)
 
 

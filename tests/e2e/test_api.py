@@ -1,5 +1,6 @@
 """Health, datasets, job history, OpenAPI and problem responses, through HTTP."""
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -111,6 +112,29 @@ async def test_a_malformed_query_parameter_is_a_problem_naming_it(
     response = await client.get("/v1/jobs?cursor=%%%", headers=auth)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_a_malformed_body_is_a_problem_naming_the_body_or_its_member(
+    client: AsyncTestClient[Litestar], auth: dict[str, str]
+) -> None:
+    json_auth = {**auth, "Content-Type": "application/json"}
+    for url in ("/v1/exports", f"/v1/imports/{uuid.uuid4()}/commit"):
+        truncated = await client.post(url, headers=json_auth, content=b'{"dataset": "bo')
+        assert truncated.status_code == 400
+        assert truncated.headers["content-type"].startswith(PROBLEM)
+        assert truncated.json()["errors"] == [{"field": "body", "message": "not JSON"}]
+        assert truncated.json()["detail"] == "the body is not JSON: Input data was truncated"
+
+    empty = await client.post("/v1/exports", headers=json_auth, content=b"")
+    assert [(e["field"], e["message"]) for e in empty.json()["errors"]] == [
+        ("body", "a JSON body is required")
+    ]
+    # An error at the top of the object names the member, not Litestar's "data".
+    missing = await client.post("/v1/uploads", headers=auth, json={})
+    assert [e["field"] for e in missing.json()["errors"]] == ["filename"]
+    unknown = await client.post("/v1/uploads", headers=auth, json={"filename": "a.csv", "x": 1})
+    assert unknown.status_code == 400
+    assert [e["field"] for e in unknown.json()["errors"]] == ["x"]
 
 
 async def test_an_unknown_route_is_a_problem_too(client: AsyncTestClient[Litestar]) -> None:

@@ -41,6 +41,9 @@ async def test_head_of_a_direct_export_answers_like_get_without_a_body(
     assert got.content
     for name in SAME:
         assert head.headers[name] == got.headers[name], name
+    # GET streams the file, its length unknown until written: HEAD must not claim one.
+    assert "content-length" not in got.headers
+    assert "content-length" not in head.headers
     assert head.headers["x-ferry-rows"] == "30"
     assert disposition_name(head.headers) == disposition_name(got.headers)
 

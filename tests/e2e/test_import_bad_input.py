@@ -286,7 +286,8 @@ async def test_upload_form_errors_name_the_field(
     assert response.status_code == 422
     assert response.json()["errors"] == [{"field": "account_id", "message": "required"}]
     unknown = await upload(client, auth, orders_csv(1), dataset="invoices")
-    assert unknown.status_code == 404
+    assert unknown.status_code == 422  # as POST /v1/exports says it
+    assert unknown.json()["errors"] == [{"field": "dataset", "message": "unknown dataset"}]
     json_body = await client.post("/v1/imports", headers=auth, json={"file": "x"})
     assert json_body.status_code == 422  # JSON names a direct upload, and this does not
     assert json_body.json()["errors"][0]["field"] == "body"

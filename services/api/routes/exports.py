@@ -31,12 +31,12 @@ from services.api.openapi import (
 )
 from services.api.params import IdempotencyKey, LinkToken
 from services.api.schemas import ExportRequest, Job
-from services.api.views import job_view, stored_file
+from services.api.views import HeadResponse, job_view, named_dataset, stored_file
 from services.core import jobs
 from services.core.auth import Principal
 from services.core.datasets import Dataset
 from services.core.deps import Deps
-from services.core.errors import Conflict, Gone, InvalidInput, NotFound, TooLarge
+from services.core.errors import Conflict, Gone, NotFound, TooLarge
 from services.core.exports.run import count_rows, snapshot, write_export
 from services.core.exports.spec import CONTENT_TYPES, GZIP_TYPE, ExportSpec, build_spec
 from services.core.jobs import JobStatus
@@ -267,12 +267,14 @@ async def head_direct_export(
     escape_formulas: EscapeFormulas = True,
 ) -> Response[None]:
     """What `GET` would answer — its status, `Content-Type`, `Content-Disposition` and
-    `X-Ferry-Rows`, or its 413 — from counting the rows, without exporting them."""
+    `X-Ferry-Rows`, or its 413 — from counting the rows, without exporting them. No
+    `Content-Length`, as `GET` streams a file not yet written."""
     options = {k: v for k, v in locals().items() if k in DIRECT_PARAMS}
     export = await probe(request, deps, principal, name, file, options)
     await export.close()
     charset = "; charset=utf-8" if export.media_type.startswith("text/") else ""
-    return Response(None, headers={"Content-Type": export.media_type + charset, **export.headers})
+    headers = {"Content-Type": export.media_type + charset, **export.headers}
+    return HeadResponse(None, headers=headers)
 
 
 @post(
@@ -302,13 +304,7 @@ async def create_export(
     `links.download` gives the file. At most `FERRY_MAX_EXPORTS_PER_USER` of a
     caller's exports run at once; the others wait with their `queue_position`.
     """
-    try:
-        ds = deps.registry.get(data.dataset)
-    except NotFound:
-        raise InvalidInput(
-            f"no dataset named {data.dataset!r}",
-            errors=[{"field": "dataset", "message": "unknown dataset"}],
-        ) from None
+    ds = named_dataset(deps, data.dataset)
     principal.require(f"{ds.name}.read")
     filters = dict(data.filters)
     if data.account_id:

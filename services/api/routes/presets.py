@@ -11,22 +11,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from services.api.openapi import operation, problems, success
 from services.api.schemas import PresetList, PresetRequest
+from services.api.views import named_dataset
 from services.core import presets
 from services.core.auth import Principal
-from services.core.datasets import Dataset
 from services.core.deps import Deps
-from services.core.errors import InvalidInput, NotFound
 from services.core.presets import Preset
-
-
-def known_dataset(deps: Deps, name: str) -> Dataset:
-    try:
-        return deps.registry.get(name)
-    except NotFound:
-        raise InvalidInput(
-            f"no dataset named {name!r}",
-            errors=[{"field": "dataset", "message": "unknown dataset"}],
-        ) from None
 
 
 @get(
@@ -45,7 +34,7 @@ async def list_presets(
     """The caller's own presets, by dataset and name. A dataset's built-in presets are in
     `GET /v1/datasets/{name}`."""
     if dataset is not None:
-        known_dataset(deps, dataset)
+        named_dataset(deps, dataset)
     items = await presets.list_presets(
         deps.db, org_id=principal.org, user_id=principal.sub, dataset=dataset
     )
@@ -73,7 +62,7 @@ async def create_preset(
     saved one; a name the caller already uses for other columns is a 409. Names are the
     caller's own; one of the dataset's built-in preset names is refused (422), as are
     unknown columns. Export with it by sending its `columns`."""
-    ds = known_dataset(deps, data.dataset)
+    ds = named_dataset(deps, data.dataset)
     principal.require(f"{ds.name}.read")
     preset, created = await presets.create_preset(
         deps.db,
