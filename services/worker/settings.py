@@ -50,7 +50,8 @@ JOB_FUNCTIONS = (run_export, validate_import, commit_import, rollback_import)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Tune the process for imports; open Ferry's dependencies unless a test handed them in."""
+    """Tune the process for imports and start a workbook reader ahead; open Ferry's
+    dependencies unless a test handed them in."""
     tune_process(ctx["settings"])
     readers.keep_spare(pipeline.limits(ctx["settings"]))
     if "deps" in ctx:
