@@ -84,3 +84,21 @@ async def test_head_of_a_download_and_an_error_report(
     assert head.content == b""
     assert int(head.headers["content-length"]) == len(got.content)
     assert head.headers["content-disposition"] == got.headers["content-disposition"]
+
+
+@pytest.mark.parametrize("storage_backend", ["s3"], indirect=True)
+async def test_head_of_a_download_on_s3_is_the_redirect_get_answers(
+    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps, run_worker: WorkerRun
+) -> None:
+    await seed_records(deps, "acme", "main", 10)
+    body = {"dataset": "bookkeeping_records", "format": "csv", "account_id": "main"}
+    job = (await client.post("/v1/exports", headers=auth, json=body)).json()
+    await run_worker()
+    url = f"/v1/exports/{job['id']}/download"
+    head = await client.head(url, headers=auth, follow_redirects=False)
+    got = await client.get(url, headers=auth, follow_redirects=False)
+    assert head.status_code == got.status_code == 307
+    assert head.content == b""
+    assert head.headers["location"].split("?")[0] == got.headers["location"].split("?")[0]
+    assert head.headers["cache-control"] == got.headers["cache-control"] == "no-store"
+    assert head.headers["content-length"] == got.headers["content-length"] == "0"
