@@ -44,10 +44,12 @@ exit codes:
   0  done
   1  the job failed or was cancelled (or the download did not verify)
   2  usage: a missing or malformed option
-  3  invalid: the request, or rows of the imported file, are not valid
+  3  invalid: the request (an unknown dataset, say), or rows of the imported file, are
+     not valid
   4  conflict: not possible in the job's current state (e.g. a rollback to confirm)
   5  auth: no valid token (FERRY_TOKEN), or it lacks the permission
-  6  not found: no such dataset or job, or an export's file expired
+  6  not found: no such job, an export's file expired, or a direct export's unknown
+     dataset (in its path)
   7  unavailable: the server could not be reached, failed or stayed busy
 """
 # Most specific first: the first class an error is an instance of decides.
