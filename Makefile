@@ -31,8 +31,8 @@ lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy --strict on services/ and the Python client
-	$(BIN)/mypy services clients/python/src
+typecheck: $(STAMP) ## mypy --strict on services/, the Python client and bench/
+	$(BIN)/mypy services clients/python/src bench
 
 # Coverage of the test process only (not of the `ferry` subprocesses some tests start);
 # the summary lists the files under 90 % and the total.

@@ -27,6 +27,7 @@ baseline, and the best of each is kept (the machine may be shared).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -347,7 +348,10 @@ def parquet_figures(report: Report, ferry: Ferry, n: int) -> None:
 def json_figures(report: Report, ferry: Ferry, db: str, n: int) -> None:
     for fmt in ("ndjson", "json"):
         got = interleaved(
-            {"probe": probe(db, "large", fmt), "direct": lambda f=fmt: ferry.direct(f, "large")}
+            {
+                "probe": probe(db, "large", fmt),
+                "direct": functools.partial(ferry.direct, fmt, "large"),
+            }
         )
         report.add(Figure(f"asyncpg + msgspec probe, {fmt}", n, got["probe"][0]))
         report.add(

@@ -123,9 +123,9 @@ def write_xlsx(path: Path, rows: int) -> None:
     for r, record in enumerate(demo.records(ORG, ACCOUNT, rows), start=1):
         order, day, item, qty, price, fees, ship, cost, status = record[2:]
         sheet.write_string(r, 0, str(order))
-        sheet.write_datetime(r, 1, day, dates)  # type: ignore[arg-type]
+        sheet.write_datetime(r, 1, day, dates)
         sheet.write_string(r, 2, str(item))
-        sheet.write_number(r, 3, qty)  # type: ignore[arg-type]
+        sheet.write_number(r, 3, qty)
         for c, cents in ((4, price), (5, fees), (6, ship), (7, cost)):
             sheet.write_number(r, c, cents / 100, money)  # type: ignore[operator]
         sheet.write_string(r, 8, str(status))
