@@ -229,6 +229,17 @@ def settle(ferry: Ferry) -> None:
         before = now
 
 
+def upload(ferry: Ferry, path: Path, kind: str) -> dict[str, Any]:
+    """``curl -T`` of the file as an import of the bench account; the import job."""
+    content_type = XLSX_TYPE if kind == "xlsx" else "text/csv"
+    return curl(
+        ferry,
+        "POST",
+        f"/v1/imports?dataset=bookkeeping_records&account_id={ACCOUNT}&filename={path.name}",
+        *("-T", str(path), "-H", f"Content-Type: {content_type}"),
+    )
+
+
 def warm_up(ferry: Ferry, database_url: str, kind: str) -> None:
     """One small import of the same kind validated first, as a worker in service has
     done: what a first import alone pays (imports, connections) is not timed."""
@@ -238,13 +249,7 @@ def warm_up(ferry: Ferry, database_url: str, kind: str) -> None:
             write_xlsx(small, 10)
         else:
             write_csv(small, Path(tmp) / "valid.csv", 10)
-        content_type = XLSX_TYPE if kind == "xlsx" else "text/csv"
-        job = curl(
-            ferry,
-            "POST",
-            f"/v1/imports?dataset=bookkeeping_records&account_id={ACCOUNT}&filename={small.name}",
-            *("-T", str(small), "-H", f"Content-Type: {content_type}"),
-        )
+        job = upload(ferry, small, kind)
         asyncio.run(until(database_url, job["id"], "validated"))
     settle(ferry)
 
@@ -255,17 +260,11 @@ def run_import(database_url: str, path: Path, kind: str, commit: bool) -> dict[s
     storage = tempfile.mkdtemp(prefix="ferry-bench-storage-")
     env = {"FERRY_IMPORT_MAX_BYTES": str(1024**3)}
     ferry = Ferry(database_url, storage, worker=("-m", "services.cli", "worker"), env=env)
-    content_type = XLSX_TYPE if kind == "xlsx" else "text/csv"
     times: dict[str, float] = {}
     try:
         warm_up(ferry, database_url, kind)
         started = time.perf_counter()
-        job = curl(
-            ferry,
-            "POST",
-            f"/v1/imports?dataset=bookkeeping_records&account_id={ACCOUNT}&filename={path.name}",
-            *("-T", str(path), "-H", f"Content-Type: {content_type}"),
-        )
+        job = upload(ferry, path, kind)
         times["upload"] = time.perf_counter() - started
         mark = time.perf_counter()
         doc = asyncio.run(until(database_url, job["id"], "validated"))

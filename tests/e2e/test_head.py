@@ -58,13 +58,18 @@ async def test_head_of_a_too_large_direct_export_is_its_413(
     assert head.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_head_of_a_download_and_an_error_report(
-    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps, run_worker: WorkerRun
-) -> None:
+async def queued_export(client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps) -> str:
+    """A background CSV export of 10 seeded records, queued; its download URL."""
     await seed_records(deps, "acme", "main", 10)
     body = {"dataset": "bookkeeping_records", "format": "csv", "account_id": "main"}
     job = (await client.post("/v1/exports", headers=auth, json=body)).json()
-    url = f"/v1/exports/{job['id']}/download"
+    return f"/v1/exports/{job['id']}/download"
+
+
+async def test_head_of_a_download_and_an_error_report(
+    client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps, run_worker: WorkerRun
+) -> None:
+    url = await queued_export(client, auth, deps)
     early = await client.head(url, headers=auth)
     assert early.status_code == 409  # not succeeded yet, as GET says
     await run_worker()
@@ -90,11 +95,8 @@ async def test_head_of_a_download_and_an_error_report(
 async def test_head_of_a_download_on_s3_is_the_redirect_get_answers(
     client: AsyncTestClient[Litestar], auth: dict[str, str], deps: Deps, run_worker: WorkerRun
 ) -> None:
-    await seed_records(deps, "acme", "main", 10)
-    body = {"dataset": "bookkeeping_records", "format": "csv", "account_id": "main"}
-    job = (await client.post("/v1/exports", headers=auth, json=body)).json()
+    url = await queued_export(client, auth, deps)
     await run_worker()
-    url = f"/v1/exports/{job['id']}/download"
     head = await client.head(url, headers=auth, follow_redirects=False)
     got = await client.get(url, headers=auth, follow_redirects=False)
     assert head.status_code == got.status_code == 307

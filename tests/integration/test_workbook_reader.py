@@ -61,6 +61,13 @@ def spare() -> Iterator[None]:
         time.sleep(0.01)
 
 
+@pytest.fixture
+def orders(tmp_path: Path) -> Path:
+    path = tmp_path / "orders.xlsx"
+    path.write_bytes(workbooks.xlsx({"Orders": ROWS}))
+    return path
+
+
 def records(path: Path, limits: readers.Limits) -> list[list[str]]:
     book = readers.Workbook(path, "xlsx", limits)
     try:
@@ -73,25 +80,19 @@ def records(path: Path, limits: readers.Limits) -> list[list[str]]:
         book.close()
 
 
-def test_a_workbook_is_read_by_the_spare_and_another_is_started(
-    tmp_path: Path, spare: None
-) -> None:
-    path = tmp_path / "orders.xlsx"
-    path.write_bytes(workbooks.xlsx({"Orders": ROWS}))
+def test_a_workbook_is_read_by_the_spare_and_another_is_started(orders: Path, spare: None) -> None:
     readers.keep_spare(DEFAULT)
     first = one_waiting()
 
-    assert records(path, DEFAULT) == [[a, f"{b:g}"] for a, b in ROWS[1:]]
+    assert records(orders, DEFAULT) == [[a, f"{b:g}"] for a, b in ROWS[1:]]
 
     assert not first.is_running()  # it read the workbook, and ended with it
     assert one_waiting().pid != first.pid  # the next workbook will not wait for one
 
 
 def test_a_spare_that_died_waiting_is_not_taken_for_a_refused_file(
-    tmp_path: Path, spare: None
+    orders: Path, spare: None
 ) -> None:
-    path = tmp_path / "orders.xlsx"
-    path.write_bytes(workbooks.xlsx({"Orders": ROWS}))
     readers.keep_spare(DEFAULT)
     dead = one_waiting()
     dead.send_signal(signal.SIGKILL)  # the OOM killer, say
@@ -99,7 +100,7 @@ def test_a_spare_that_died_waiting_is_not_taken_for_a_refused_file(
 
     # A reader killed while reading means "too much memory"; one killed before it had
     # a workbook must not make a good file look like that.
-    assert len(records(path, DEFAULT)) == len(ROWS) - 1
+    assert len(records(orders, DEFAULT)) == len(ROWS) - 1
 
 
 def test_a_spare_started_under_other_limits_is_not_used(tmp_path: Path, spare: None) -> None:

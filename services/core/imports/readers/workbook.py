@@ -201,8 +201,6 @@ class Workbook:
         self._opening_beside = not careful
         self._loading: str | None = None  # the sheet calamine is loading, if any
         self._reader = _spare.take(self.limits)
-        self._proc = self._reader.proc
-        self._stderr = self._reader.stderr
         try:
             with contextlib.suppress(BrokenPipeError):  # died waiting: read as its death
                 send(self._pipes()[0], {"path": str(path), "kind": kind, "careful": careful})
@@ -214,9 +212,10 @@ class Workbook:
             self._opening_beside = False
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        return self._proc.stdin, self._proc.stdout
+        proc = self._reader.proc
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        return proc.stdin, proc.stdout
 
     def _next(self) -> dict[str, Any]:
         """The next message of the reader; its refusal or its death as InvalidInput."""
@@ -240,13 +239,14 @@ class Workbook:
             return message
 
     def _died(self) -> InvalidInput:
+        proc, stderr = self._reader.proc, self._reader.stderr
         try:
-            code = self._proc.wait(timeout=EXIT_SECONDS)
+            code = proc.wait(timeout=EXIT_SECONDS)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            code = self._proc.wait()
-        self._stderr.seek(0)
-        said = self._stderr.read()[-2000:].decode("utf-8", "replace")
+            proc.kill()
+            code = proc.wait()
+        stderr.seek(0)
+        said = stderr.read()[-2000:].decode("utf-8", "replace")
         if code in (-signal.SIGABRT, -signal.SIGKILL) or "memory allocation" in said:
             return memory_exceeded(self._loading, self.limits)
         why = said.strip().splitlines()[-1] if said.strip() else f"exit status {code}"
