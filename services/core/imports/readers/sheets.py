@@ -230,7 +230,9 @@ def memory_exceeded(sheet: str | None, limits: Limits) -> InvalidInput:
 def _sample(sheet: Any) -> dict[str, Any]:
     start = sheet.start
     first = start[0] if start else 0
-    rows = itertools.islice(sheet.iter_rows(), SAMPLE_ROWS)
+    # ``iter_rows`` counts from the sheet's first row, not the range's: the rows above
+    # the range come first, empty.
+    rows = itertools.islice(sheet.iter_rows(), first, first + SAMPLE_ROWS)
     return {
         "first_row": first,
         "height": sheet.height,
@@ -255,9 +257,7 @@ class SheetRows:
     """
 
     def __init__(self, sheet: Any, header_line: int, width: int, limits: Limits) -> None:
-        start = sheet.start
         self.sheet = sheet
-        self.first_row = start[0] if start else 0
         self.header_line = header_line
         self.width = width
         self.limits = limits
@@ -265,7 +265,9 @@ class SheetRows:
 
     def chunks(self, skips: Skips, chunk_rows: int) -> Iterator[Chunk]:
         builder = ChunkBuilder(self.width, self.limits, skips, chunk_rows, noun="row")
-        rows = itertools.islice(self.sheet.iter_rows(), self.header_line - self.first_row, None)
+        # ``iter_rows`` counts from the sheet's first row (see ``_sample``): the records
+        # start at index ``header_line``, the line after the header's.
+        rows = itertools.islice(self.sheet.iter_rows(), self.header_line, None)
         line = self.header_line + 1
         while batch := list(itertools.islice(rows, chunk_rows)):
             yield from self._batch(builder, batch, line)
