@@ -114,3 +114,54 @@ def replace_part(content: bytes, name: str, text: str) -> bytes:
         for info in src.infolist():
             dst.writestr(info.filename, text if info.filename == name else src.read(info))
     return out.getvalue()
+
+
+# --- the quick scan of a sheet loaded typed (``readers.typed``) --------------------------------
+
+SHEET1 = "xl/worksheets/sheet1.xml"
+ODD_ROWS = (  # row tags without their number first, or none; cells with theirs
+    '<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+    'spreadsheetml/2006/main"><sheetData><row spans="1:2" r="2"><c r="B2"><v>1</v></c></row>'
+    '<row><c r="C7"><v>2</v></c></row><row r="9"/><row r="12"></row></sheetData></worksheet>'
+)
+
+
+def quick_shapes() -> dict[str, bytes]:
+    shapes = {f"hostile {name}": workbooks.hostile_xlsx(name) for name in HOSTILE}
+    long = [["Order", "Amount", "Note"], *([f"A-{i}", i * 1.5, None] for i in range(300))]
+    long[120] = [None, None, "a note right of the records"]
+    shapes["long, with gaps"] = workbooks.xlsx({"Orders": [[], *long, [], ["Total", 3.0]]})
+    shapes["far cells"] = workbooks.xlsx({"Orders": long}, far={"Q2": "x", "B999": 1})
+    shapes["odd row tags"] = replace_part(workbooks.xlsx({"S": [["x"]]}), SHEET1, ODD_ROWS)
+    return shapes
+
+
+@pytest.mark.parametrize("block", [guard.BLOCK, 23, 500])
+@pytest.mark.parametrize("shape", list(quick_shapes()))
+def test_the_quick_scan_finds_the_range_cell_by_cell_scan_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str, block: int
+) -> None:
+    # Steps of 23 bytes end inside tags and rows: what a row longer than a block does.
+    monkeypatch.setattr(guard, "BLOCK", block)
+    path = tmp_path / "book.xlsx"
+    path.write_bytes(quick_shapes()[shape])
+    full = check_workbook(path, "xlsx", Limits())
+    quick = check_workbook(path, "xlsx", Limits(), quick=SHEET1)
+    assert (full.quick, quick.quick) == (None, next(iter(quick.ranges)))
+    assert {n: (u.ref, u.declared) for n, u in quick.ranges.items()} == {
+        n: (u.ref, u.declared) for n, u in full.ranges.items()
+    }
+
+
+def test_an_entity_declaration_in_the_quick_part_is_refused(tmp_path: Path) -> None:
+    sheet = (
+        '<?xml version="1.0"?><!DOCTYPE worksheet [<!ENTITY big "x">]><worksheet '
+        'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+        '<row r="1"><c r="A1"><v>1</v></c></row></sheetData></worksheet>'
+    )
+    path = tmp_path / "book.xlsx"
+    path.write_bytes(replace_part(workbooks.xlsx({"S": [["x"]]}), SHEET1, sheet))
+    for quick in (None, SHEET1):
+        with pytest.raises(InvalidInput) as refused:
+            check_workbook(path, "xlsx", Limits(), quick=quick)
+        assert f"{SHEET1} declares a DTD or XML entities" in refused.value.detail

@@ -12,6 +12,11 @@ not. Only if calamine dies first (a sparse sheet asking for gigabytes) does the 
 start this process again ``careful``: the guard first, calamine only on what it let
 through — so the refusal names the sheet and its range, and the other sheets are read.
 
+An xlsx's largest sheet, when large, is loaded by fastexcel as typed columns in about
+half calamine's time (``readers.typed``), the guard finding that sheet's range by its
+rows' numbers beside it; whatever that path cannot vouch for is loaded by calamine,
+whole, and the worker cannot tell the two apart.
+
 It talks to ``readers.workbook`` in length-prefixed msgpack frames. It is started
 with its limits only, often before there is a workbook to read (a worker keeps one
 waiting), and first receives the workbook: path, kind, careful or not. It sends the
@@ -36,6 +41,7 @@ import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -43,7 +49,7 @@ from typing import IO, Any
 import msgspec
 
 from services.core.errors import InvalidInput
-from services.core.imports.readers import guard
+from services.core.imports.readers import guard, typed
 from services.core.imports.readers.chunks import Chunk, ChunkBuilder, Skips
 from services.core.imports.readers.layout import SAMPLE_ROWS, Limits, not_tabular
 
@@ -147,6 +153,7 @@ class Book:
     ) -> None:
         import python_calamine
 
+        self.path = path
         self.limits = limits
         self.out = out
         self.guarded = guarded  # None while the guard is still scanning the file
@@ -156,16 +163,23 @@ class Book:
             raise _calamine_error(exc) from None
         self.loaded: dict[str, Any] = {}
         self.loaded_cells = 0
+        self.typed: typed.Preload | None = None  # the largest sheet, loading typed
+
+    def _refused(self, name: str) -> InvalidInput | None:
+        used = self.guarded.ranges.get(name) if self.guarded is not None else None
+        return guard.over_budget(name, used, self.limits) if used is not None else None
 
     def sheet(self, name: str) -> Any:
         """The sheet, loaded by calamine unless its used range is over the budget."""
-        used = self.guarded.ranges.get(name) if self.guarded is not None else None
-        if used is not None and (refused := guard.over_budget(name, used, self.limits)):
+        if refused := self._refused(name):
             if (loaded := self.loaded.pop(name, None)) is not None:  # loaded ahead of the guard
                 self.loaded_cells -= loaded.height * loaded.width
             raise refused
         if name in self.loaded:
             return self.loaded[name]
+        return self._load(name)
+
+    def _load(self, name: str) -> Any:
         # Said first: if calamine takes the process down, the worker can name the sheet.
         send(self.out, {"t": "loading", "sheet": name})
         try:
@@ -174,6 +188,8 @@ class Book:
             raise memory_exceeded(name, self.limits) from None
         except Exception as exc:  # calamine raises its own error types
             raise _calamine_error(exc) from None
+        if refused := _loaded_over_budget(name, sheet, self.limits):
+            raise refused  # a range the guard did not see (its quick scan; see ``typed``)
         cells = sheet.height * sheet.width
         if self.loaded_cells + cells <= self.limits.max_cells:
             self.loaded[name] = sheet  # kept: the sheet chosen is read without parsing again
@@ -183,14 +199,45 @@ class Book:
     def load(self) -> None:
         """Load the sheets ``describe`` samples, ahead of the guard's verdict on them."""
         for meta in self.book.sheets_metadata[:MAX_SAMPLED_SHEETS]:
+            if self.typed is not None and meta.name == self.typed.sheet:
+                continue
             with contextlib.suppress(InvalidInput):  # ``describe`` says why, once guarded
                 self.sheet(str(meta.name))
+
+    def _settle_typed(self) -> tuple[str, dict[str, Any]] | None:
+        """The typed sheet's name and description, if its typed load agrees with its
+        first rows and with the guard; else None, the typed load let go.
+
+        The guard found that sheet's range by its rows' numbers (``guard.check_zip``):
+        where the typed load is let go, the range is found again cell by cell, beside
+        calamine loading the sheet whole, before either is used."""
+        preload = self.typed
+        if preload is None:
+            return None
+        assert self.guarded is not None
+        name = preload.sheet
+        used = self.guarded.ranges.get(name)
+        refused = self._refused(name)
+        doc = None if refused else preload.describe(used)
+        if doc is not None and used is not None and preload.within(used):
+            return name, doc
+        self.typed = None
+        if self.guarded.quick == name and refused:
+            self.guarded.ranges[name] = guard.exact_range(self.path, preload.part, self.limits)
+        elif self.guarded.quick == name:
+            with ThreadPoolExecutor(1, thread_name_prefix="guard") as pool:
+                exact = pool.submit(guard.exact_range, self.path, preload.part, self.limits)
+                with contextlib.suppress(InvalidInput):  # said when the sheet is asked for
+                    self._load(name)
+                self.guarded.ranges[name] = exact.result()
+        return None
 
     def describe(self) -> list[dict[str, Any]]:
         """Every sheet: name, visibility, used range, first rows as text (or why not read)."""
         from python_calamine import SheetVisibleEnum
 
         assert self.guarded is not None
+        settled = self._settle_typed()
         out = []
         for index, meta in enumerate(self.book.sheets_metadata):
             name = str(meta.name)
@@ -209,11 +256,23 @@ class Book:
                 doc["refused"] = f"not compared: only the first {MAX_SAMPLED_SHEETS} sheets are"
             else:
                 try:
-                    doc.update(_sample(self.sheet(name)))
+                    if settled is not None and settled[0] == name:
+                        doc.update(settled[1])
+                    else:
+                        doc.update(_sample(self.sheet(name)))
                 except InvalidInput as exc:
                     doc["refused"] = exc.detail
             out.append(doc)
         return out
+
+
+def _loaded_over_budget(name: str, sheet: Any, limits: Limits) -> InvalidInput | None:
+    if not sheet.start:
+        return None
+    (first_row, first_col), (last_row, last_col) = sheet.start, sheet.end
+    return guard.over_budget(
+        name, guard.UsedRange(first_row, last_row, first_col, last_col), limits
+    )
 
 
 def memory_exceeded(sheet: str | None, limits: Limits) -> InvalidInput:
@@ -248,38 +307,49 @@ def _fit(cells: tuple[str, ...] | list[str], width: int) -> list[str]:
     return list(cells[:width]) + [""] * (width - len(cells))
 
 
+Columns = list[tuple[Any, ...]]
+
+
+def column_batches(sheet: Any, header_line: int, rows: int) -> Iterator[Columns]:
+    """The records of a sheet calamine loaded, ``rows`` at a time, as columns."""
+    # ``iter_rows`` counts from the sheet's first row (see ``_sample``): the records
+    # start at index ``header_line``, the line after the header's.
+    records = itertools.islice(sheet.iter_rows(), header_line, None)
+    while batch := list(itertools.islice(records, rows)):
+        yield list(zip(*batch, strict=True))
+
+
 class SheetRows:
     """The records of one sheet after its header, in chunks (see ``readers.chunks``).
 
-    A row with at most a third of the header's cells filled is held back like a short
-    CSV line: a report footer unless records follow. A batch of regular rows goes to
-    the builder at once, without Python per row.
+    They come in batches of columns (``column_batches``, or ``typed.Preload.batches``),
+    as calamine gives cells. A row with at most a third of the header's cells filled is
+    held back like a short CSV line: a report footer unless records follow. A batch of
+    regular rows goes to the builder at once, without Python per row.
     """
 
-    def __init__(self, sheet: Any, header_line: int, width: int, limits: Limits) -> None:
-        self.sheet = sheet
+    def __init__(self, header_line: int, width: int, limits: Limits) -> None:
         self.header_line = header_line
         self.width = width
         self.limits = limits
         self.sparse = max(1, width // 3) if width > 2 else 0
 
-    def chunks(self, skips: Skips, chunk_rows: int) -> Iterator[Chunk]:
+    def chunks(self, batches: Iterator[Columns], skips: Skips, chunk_rows: int) -> Iterator[Chunk]:
         builder = ChunkBuilder(self.width, self.limits, skips, chunk_rows, noun="row")
-        # ``iter_rows`` counts from the sheet's first row (see ``_sample``): the records
-        # start at index ``header_line``, the line after the header's.
-        rows = itertools.islice(self.sheet.iter_rows(), self.header_line, None)
         line = self.header_line + 1
-        while batch := list(itertools.islice(rows, chunk_rows)):
-            yield from self._batch(builder, batch, line)
-            line += len(batch)
+        for cells in batches:
+            count = len(cells[0]) if cells else 0
+            yield from self._batch(builder, cells, count, line)
+            line += count
         last = builder.finish()
         if last is not None:
             last.position = line - 1
             yield last
 
-    def _batch(self, builder: ChunkBuilder, batch: list[list[Any]], line: int) -> Iterator[Chunk]:
+    def _batch(
+        self, builder: ChunkBuilder, cells: Columns, count: int, line: int
+    ) -> Iterator[Chunk]:
         width = self.width
-        cells = list(zip(*batch, strict=True))
         kinds = [set(map(type, column)) for column in cells[:width]]
         # Columns of numbers only, or of dates only: no cell blank, none converted here.
         typed = [k == {float} or k == {date} for k in kinds]
@@ -289,23 +359,23 @@ class SheetRows:
         ]
         extra = [column_text(column) for column in cells[width:]]
         texts = [column for column, whole in zip(mine, typed, strict=True) if not whole]
-        filled = [width - blanks for blanks in _blank_counts(texts, len(batch))]
+        filled = [width - blanks for blanks in _blank_counts(texts, count)]
         if len(mine) < width:  # a sheet narrower than its header: the rest is empty
             missing = width - len(mine)
-            mine += [("",) * len(batch)] * missing
+            mine += [("",) * count] * missing
             kinds += [{str}] * missing
             typed += [False] * missing
         beyond = _filled_rows(extra) if extra else None
         regular = not builder.pending and min(filled) > self.sparse
-        if regular and beyond is None and not builder.rows and len(batch) == builder.chunk_rows:
+        if regular and beyond is None and not builder.rows and count == builder.chunk_rows:
             # A whole chunk of regular rows: its columns as they are, not transposed twice;
             # numbers as 8 bytes each, for the worker to write as text (``number_texts``).
             columns = [
                 _wire(column, kind) if whole else column
                 for column, kind, whole in zip(mine, kinds, typed, strict=True)
             ]
-            full = builder.take_columns(list(range(line, line + len(batch))), columns)
-            full.position = line + len(batch) - 1
+            full = builder.take_columns(list(range(line, line + count)), columns)
+            full.position = line + count - 1
             yield full
             return
         mine = [
@@ -376,10 +446,14 @@ def _limit_memory(limit: int) -> None:
 
 
 def _stream(book: Book, request: dict[str, Any], out: IO[bytes]) -> None:
-    sheet = book.sheet(request["sheet"])
+    header_line, chunk_rows = request["header_line"], request["chunk_rows"]
+    if book.typed is not None and book.typed.matches(request):
+        batches = book.typed.batches(chunk_rows)
+    else:
+        batches = column_batches(book.sheet(request["sheet"]), header_line, chunk_rows)
     skips = Skips()
-    rows = SheetRows(sheet, request["header_line"], request["width"], book.limits)
-    for chunk in rows.chunks(skips, request["chunk_rows"]):
+    rows = SheetRows(header_line, request["width"], book.limits)
+    for chunk in rows.chunks(batches, skips, chunk_rows):
         send(
             out,
             {
@@ -394,14 +468,16 @@ def _stream(book: Book, request: dict[str, Any], out: IO[bytes]) -> None:
     send(out, {"t": "end", "count": skips.count, "lines": skips.lines})
 
 
-def _guard_beside(path: Path, kind: str, limits: Limits, out: IO[bytes]) -> Callable[[], Any]:
+def _guard_beside(
+    path: Path, kind: str, limits: Limits, out: IO[bytes], quick: str | None
+) -> Callable[[], Any]:
     """Start the guard in a thread; returns the wait for its ``Guarded``. A refusal is
     sent from the thread, and the process ends there and then."""
     verdict: list[Any] = []
 
     def scan() -> None:
         try:
-            verdict.append(guard.check_workbook(path, kind, limits))
+            verdict.append(guard.check_workbook(path, kind, limits, quick))
         except InvalidInput as exc:
             send(out, {"t": "error", "message": exc.detail, "errors": exc.errors})
             os._exit(0)
@@ -424,9 +500,14 @@ def _open(path: Path, kind: str, limits: Limits, out: IO[bytes], careful: bool) 
     """The workbook, guarded: the guard first if ``careful``, else beside calamine."""
     if careful:
         return Book(path, limits, out, guard.check_workbook(path, kind, limits))
-    guarded = _guard_beside(path, kind, limits, out)
+    fast = typed.candidate(path, kind)
+    guarded = _guard_beside(path, kind, limits, out, fast[1] if fast else None)
     try:
         book = Book(path, limits, out, None)
+
+        book.typed = typed.start(path, fast, book.book.sheet_names, limits) if fast else None
+        if book.typed is not None:  # if the load takes the process down, the worker names it
+            send(out, {"t": "loading", "sheet": book.typed.sheet})
         book.load()
     except InvalidInput:
         guarded()  # the guard's refusal, if it has one, is the one to give
@@ -453,8 +534,9 @@ def serve(
 
 def main(argv: list[str]) -> None:
     """Cap this process, then wait for the workbook to read: the worker may start it
-    ahead (``readers.workbook``); it exits unused when its input closes."""
-    (encoded,) = argv
+    ahead (``readers.workbook``); it exits unused when its input closes. ``plain``
+    after the limits: without fastexcel (``readers.typed``), for a careful reading."""
+    encoded, *flags = argv
     limits = msgspec.json.decode(encoded, type=Limits)
     _limit_memory(limits.memory_bytes)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
@@ -462,6 +544,9 @@ def main(argv: list[str]) -> None:
     # cycle detector, run every 700 new lists, cost a quarter of the conversion.
     gc.disable()
     import python_calamine  # noqa: F401 - imported while waiting, not while reading
+
+    if "plain" not in flags:
+        typed.prewarm()
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     if (workbook := receive(inp)) is not None:

@@ -10,7 +10,10 @@ import fails with a message; the worker lives on.
 
 Starting that process (Python and its imports) took a third of a small workbook's
 import, so a worker keeps one started ahead (``keep_spare``): it waits, capped, for
-the workbook it will read, and the next one is started as it is taken.
+the workbook it will read, importing fastexcel and pyarrow meanwhile for a large
+sheet (``readers.typed``; about 80 MB resident), and the next one is started as it is
+taken. A reader opening a workbook carefully, after one died, is started afresh
+without them (``plain``): their libraries would take a quarter of its address space.
 
 Which sheet: the one named by the request, else the visible sheet whose header row
 best matches the dataset (``score``), ties to the earlier one; every sheet is listed
@@ -129,6 +132,11 @@ class _Spare:
         if encoded is not None:
             self._starter.submit(self._refill, encoded)
 
+    def fresh(self, limits: Limits, *, plain: bool) -> _Process:
+        """A reader process for ``limits`` started now; ``plain``: without fastexcel."""
+        encoded = msgspec.json.encode(limits)
+        return self._starter.submit(_start_process, encoded, plain).result()
+
     def take(self, limits: Limits) -> _Process:
         """A reader process for ``limits``: the spare if it is alive, else a new one."""
         encoded = msgspec.json.encode(limits)
@@ -155,14 +163,16 @@ class _Spare:
         fresh.close()  # another was started meanwhile, or for other limits
 
 
-def _start_process(limits: bytes) -> _Process:
+def _start_process(limits: bytes, plain: bool = False) -> _Process:
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
+    module = "services.core.imports.readers.sheets"
     proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
-        [sys.executable, "-m", "services.core.imports.readers.sheets", limits.decode()],
+        [sys.executable, "-m", module, limits.decode(), *(["plain"] if plain else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
-        env={**os.environ, "RUST_BACKTRACE": "0"},
+        # One BLAS thread: numpy (under pyarrow) would map a buffer for each core.
+        env={**os.environ, "RUST_BACKTRACE": "0", "OPENBLAS_NUM_THREADS": "1"},
     )
     return _Process(proc, stderr, limits)
 
@@ -200,7 +210,10 @@ class Workbook:
         """Give a reader process the workbook; its description of the workbook."""
         self._opening_beside = not careful
         self._loading: str | None = None  # the sheet calamine is loading, if any
-        self._reader = _spare.take(self.limits)
+        # Carefully: a process of its own, without fastexcel's libraries in its memory.
+        self._reader = (
+            _spare.fresh(self.limits, plain=True) if careful else _spare.take(self.limits)
+        )
         try:
             with contextlib.suppress(BrokenPipeError):  # died waiting: read as its death
                 send(self._pipes()[0], {"path": str(path), "kind": kind, "careful": careful})

@@ -1,0 +1,351 @@
+"""A large xlsx sheet loaded by fastexcel, as typed columns, beside the guard.
+
+python-calamine turns every cell of a sheet into a Rust value for Python to fetch; a
+100,000-row sheet takes it 0.9 s. fastexcel, calamine underneath too, loads the same
+sheet into Arrow columns, one type per column, in 0.45 s. What it must be told is where
+the records start, and that is the worker's to find, from the sheet's first rows. So,
+in the reader process (``readers.sheets``), for the largest sheet of an xlsx:
+
+1. the sheet's first rows are cut out into a small workbook of their own, which
+   python-calamine reads: the sample the worker chooses the header row from, as it
+   would read it from the whole sheet;
+2. the header row is found in that sample as the worker will find it
+   (``layout.find_header``), and fastexcel loads the rows below it, in a thread, while
+   the guard scans the file;
+3. the records are handed to ``SheetRows`` as the columns calamine would have given:
+   text, numbers, dates, booleans, and ``""`` for an empty cell.
+
+What this path cannot vouch for is read by calamine as before, whole: a column of mixed
+types (a footer's text under amounts; fastexcel refuses those, ``strict``), an error
+cell, a time of day (fastexcel keeps milliseconds, calamine microseconds), a sheet
+whose first rows and whole disagree (the records below the header are compared), a
+request for another sheet or header row. The worker cannot tell the two paths apart.
+
+fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; about 80 MB
+resident). A reader opening a workbook carefully is started without them
+(``readers.workbook``): their libraries take about 250 MB of the address space its
+limit allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from services.core.errors import InvalidInput
+from services.core.imports.readers import guard
+from services.core.imports.readers.layout import SAMPLE_ROWS, Limits, clean_headers, find_header
+
+# A sheet part smaller than this (unpacked) is read by calamine: it takes little time.
+MIN_BYTES = 4 * 1024 * 1024
+# Rows cut out for the sample: enough for the sample's rows after leading empty ones.
+HEAD_ROWS = 2 * SAMPLE_ROWS
+HEAD_MAX_BYTES = 16 * 1024 * 1024
+BLOCK = 64 * 1024
+_ROW_END = b"</row>"
+_LAST_ROW = re.compile(rb'<row\b[^>]*?\sr="(\d+)"')
+_PLACEHOLDER = (
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    b"<sheetData/></worksheet>"
+)
+
+_warming: threading.Thread | None = None
+_available = False
+
+
+def prewarm() -> None:
+    """Import fastexcel and pyarrow in a thread, while the reader waits for a workbook:
+    a workbook arriving meanwhile is read at once, and only a sheet large enough for
+    this path waits for the imports. Without them (or under a memory limit too tight
+    for their libraries), every sheet is read by calamine."""
+    global _warming
+    _warming = threading.Thread(target=_warm, name="typed-imports", daemon=True)
+    _warming.start()
+
+
+def _warm() -> None:
+    global _available
+    try:
+        import fastexcel  # noqa: F401
+        import pyarrow as pa
+
+        # What a first call pays (numpy's conversions), paid here too.
+        stamps = pa.chunked_array([pa.array([0, None], pa.timestamp("ms"))])
+        _values(stamps)
+        stamps.to_numpy(zero_copy_only=False).astype("int64")
+        _values(pa.chunked_array([pa.array(["", None])]))
+    except (ImportError, MemoryError, OSError):
+        return
+    _available = True
+
+
+def _ready() -> bool:
+    if _warming is not None:
+        _warming.join()
+    return _available
+
+
+def candidate(path: Path, kind: str) -> tuple[str, str] | None:
+    """The sheet to load typed (name, part): an xlsx's largest, if it is large enough."""
+    if _warming is None or kind != "xlsx":
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            parts = guard.xlsx_sheet_parts(zf)
+            sizes = {name: zf.getinfo(part).file_size for name, part in parts.items()}
+    except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
+        return None  # the guard and calamine say what is wrong with the file
+    if not sizes:
+        return None
+    name = max(sizes, key=lambda n: sizes[n])
+    if sizes[name] < MIN_BYTES or not _ready():
+        return None
+    return name, parts[name]
+
+
+def start(path: Path, sheet: tuple[str, str], names: list[str], limits: Limits) -> Preload | None:
+    """Start loading the ``candidate`` sheet typed, once its first rows are read; None
+    if it cannot be (``names``: the sheets python-calamine found)."""
+    name, part = sheet
+    if name not in names:
+        return None
+    head = path.parent / f"{path.name}.head.xlsx"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if not _write_head(zf, part, head):
+                return None
+    except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
+        return None
+    preload = Preload(path, sheet, head, limits)
+    return preload if preload.started else None
+
+
+def _head_xml(zf: zipfile.ZipFile, part: str) -> bytes | None:
+    """The part's XML up to the end of its ``HEAD_ROWS``-th row, closed; None when the
+    whole part is that short, or its rows are not written as every program writes them."""
+    data, ends, tail = b"", 0, b""
+    with zf.open(part) as fh:
+        while ends < HEAD_ROWS:
+            block = fh.read(BLOCK)
+            if not block or len(data) > HEAD_MAX_BYTES:
+                return None
+            ends += (tail + block).count(_ROW_END)
+            tail = block[-(len(_ROW_END) - 1) :]
+            data += block
+    cut = -1
+    for _ in range(HEAD_ROWS):
+        cut = data.index(_ROW_END, cut + 1)
+    head = data[: cut + len(_ROW_END)]
+    if b"<sheetData>" not in head or b"</sheetData>" in head:
+        return None  # a prefixed namespace, or not where rows are
+    return head + b"</sheetData></worksheet>"
+
+
+def _write_head(zf: zipfile.ZipFile, part: str, dest: Path) -> bool:
+    """A workbook of the sheet's first rows, every other sheet empty; False if the sheet
+    cannot be cut so."""
+    head = _head_xml(zf, part)
+    if head is None:
+        return False
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as out:
+        for info in zf.infolist():
+            if info.filename == part:
+                out.writestr(info.filename, head)
+            elif guard.is_sheet_part("xlsx", info.filename):
+                out.writestr(info.filename, _PLACEHOLDER)
+            else:
+                with zf.open(info) as src, out.open(info.filename, "w") as copy:
+                    shutil.copyfileobj(src, copy, 1024 * 1024)
+    return True
+
+
+class Preload:
+    """The sheet's first rows read by calamine, and the rows below its header loading
+    in fastexcel, in a thread."""
+
+    def __init__(self, path: Path, sheet: tuple[str, str], head: Path, limits: Limits) -> None:
+        import python_calamine
+
+        from services.core.imports.readers.sheets import cell_text
+
+        self.path = path
+        self.sheet, self.part = sheet
+        self.started = False
+        self._done = threading.Event()
+        self._failed = False
+        self._table: Any = None
+        self._total_height = 0
+        self._width = 0
+        try:
+            book = python_calamine.CalamineWorkbook.from_path(str(head))
+            loaded = book.get_sheet_by_name(self.sheet)
+        except Exception:  # calamine raises its own types; the sheet is read whole
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                head.unlink()
+        start = loaded.start
+        if not start:
+            return
+        self.first_row, self._first_col = start
+        self._head_rows = [
+            [cell_text(v) for v in row]
+            for row in _rows_from(loaded.iter_rows(), self.first_row, SAMPLE_ROWS)
+        ]
+        sample = [(self.first_row + i + 1, row) for i, row in enumerate(self._head_rows)]
+        index = find_header(sample)
+        if index < 0:
+            return
+        try:
+            self.width = len(clean_headers(sample[index][1], limits))
+        except InvalidInput:
+            return
+        self.header_index = index
+        self.header_line = sample[index][0]
+        thread = threading.Thread(target=self._load, args=(path,), name="typed", daemon=True)
+        thread.start()
+        self.started = True
+
+    def _load(self, path: Path) -> None:
+        try:
+            import fastexcel
+
+            sheet = fastexcel.read_excel(str(path)).load_sheet(
+                self.sheet,
+                header_row=None,
+                skip_rows=self.header_line,  # rows counted from the sheet's first
+                dtype_coercion="strict",
+                schema_sample_rows=None,
+            )
+            table, errors = sheet.to_arrow_with_errors()
+            if errors is None:
+                self._table = table
+                self._total_height = sheet.total_height
+                self._width = sheet.width
+            else:
+                self._failed = True
+        except BaseException:  # mixed types, a panic, memory: the sheet is read whole
+            self._failed = True
+        finally:
+            self._done.set()
+
+    def describe(self, used: guard.UsedRange | None) -> dict[str, Any] | None:
+        """The sheet's description as ``sheets._sample`` gives it, once the typed load
+        agrees with the sample; None to read the sheet whole instead."""
+        self._done.wait()
+        if self._failed or self._table is None or used is None or used.empty:
+            return None
+        # The guard's range can only start earlier than calamine's (it counts empty cells
+        # too); where it starts on the head's first cell, so does the whole sheet's.
+        start = (used.first_row, used.first_col)
+        if start != (self.first_row, self._first_col) or not self._convertible():
+            return None
+        width = self._width
+        height = self._total_height - self.first_row
+        if len(self._head_rows) < min(SAMPLE_ROWS, height):
+            return None  # the head ended before the sample would
+        rows = [row + [""] * (width - len(row)) for row in self._head_rows]
+        if any(len(row) > width for row in rows) or not self._agrees(rows):
+            return None
+        return {
+            "first_row": self.first_row,
+            "height": height,
+            "width": width,
+            "sample": [[self.first_row + i + 1, row] for i, row in enumerate(rows)],
+        }
+
+    def _convertible(self) -> bool:
+        """Every column is of a type converted here as calamine gives it."""
+        import numpy as np
+        import pyarrow as pa
+
+        for column in self._table.columns:
+            kind = column.type
+            if pa.types.is_timestamp(kind):
+                stamps = column.to_numpy(zero_copy_only=False)
+                ticks = stamps[~np.isnat(stamps)].astype(np.int64)
+                if (ticks % _per_day(kind)).any():
+                    return False  # a time of day
+            elif not (
+                pa.types.is_string(kind)
+                or pa.types.is_large_string(kind)
+                or pa.types.is_float64(kind)
+                or pa.types.is_boolean(kind)
+                or pa.types.is_null(kind)
+            ):
+                return False
+        return True
+
+    def _agrees(self, rows: list[list[str]]) -> bool:
+        """The head's rows below the header are the typed load's first rows, cell by cell."""
+        below = rows[self.header_index + 1 :]
+        if not below:
+            return False
+        from services.core.imports.readers.sheets import cell_text
+
+        first = next(self.batches(len(below)), [])
+        typed = [[cell_text(v) for v in row] for row in zip(*first, strict=True)]
+        return typed == below
+
+    def within(self, used: guard.UsedRange) -> bool:
+        """The loaded range lies in ``used`` (a quick guard's range is then right)."""
+        last_col = self._first_col + self._width - 1
+        return (
+            used.last_row >= self._total_height - 1
+            and used.first_col <= self._first_col
+            and used.last_col >= last_col
+        )
+
+    def matches(self, request: dict[str, Any]) -> bool:
+        """The worker asks for what was loaded: this sheet, below this header."""
+        return (
+            self._table is not None
+            and request["sheet"] == self.sheet
+            and request["header_line"] == self.header_line
+            and request["width"] == self.width
+        )
+
+    def batches(self, rows: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The records in batches of ``rows``, as columns of calamine's values."""
+        table = self._table
+        for offset in range(0, table.num_rows, rows):
+            part = table.slice(offset, rows)
+            yield [_values(column) for column in part.columns]
+
+
+def _per_day(kind: Any) -> int:
+    """Ticks of a timestamp type in a day."""
+    return 86_400 * {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[kind.unit]
+
+
+def _values(column: Any) -> tuple[Any, ...]:
+    """A column as calamine's cells: str, float, bool, date; ``""`` where empty."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_null(kind):
+        return ("",) * len(column)
+    if pa.types.is_timestamp(kind):  # midnights only (``Preload._convertible``)
+        values = column.to_numpy(zero_copy_only=False).astype("datetime64[D]").tolist()
+    else:
+        values = column.to_pylist()
+    if column.null_count:
+        return tuple(["" if v is None else v for v in values])
+    return tuple(values)
+
+
+def _rows_from(rows: Iterator[list[Any]], first: int, count: int) -> Iterator[list[Any]]:
+    """``count`` rows of python-calamine's ``iter_rows`` from the range's first row
+    (it counts from the sheet's)."""
+    for index, row in enumerate(rows):
+        if index >= first + count:
+            return
+        if index >= first:
+            yield row

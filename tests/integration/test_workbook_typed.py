@@ -1,0 +1,230 @@
+"""A large sheet loaded typed by fastexcel reads exactly as calamine reads it.
+
+The reader (``readers.sheets``) serves each workbook twice here, in this process: once
+with the typed load (``readers.typed``, its size threshold lowered to take these small
+files) and once without. Everything it sends the worker must be the same: the sheets'
+descriptions, every chunk of records, what it skipped. And the typed load must really
+have been used where the sheet is one it vouches for, or read whole where it is not.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import xlsxwriter
+
+from services.core.imports.readers import Limits, sheets, typed
+from services.core.imports.readers.layout import clean_headers, find_header
+from tests import workbooks
+
+LIMITS = Limits()
+ROWS = 450  # more than the rows cut out for the sample (``typed.HEAD_ROWS``)
+CHUNK_ROWS = 64
+
+
+def write(path: Path, rows: list[list[Any]], *, first: tuple[int, int] = (0, 0)) -> None:
+    """A sheet as Excel writes it (shared strings, date formats), from cell ``first``."""
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("Orders")
+    day = book.add_format({"num_format": "yyyy-mm-dd"})
+    stamp = book.add_format({"num_format": "yyyy-mm-dd hh:mm"})
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            at = (first[0] + r, first[1] + c)
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                sheet.write_datetime(*at, value, stamp)
+            elif isinstance(value, date):
+                midnight = datetime(value.year, value.month, value.day)  # noqa: DTZ001 - no zone
+                sheet.write_datetime(*at, midnight, day)
+            else:
+                sheet.write(*at, value)
+    book.close()
+
+
+def orders(count: int = ROWS) -> list[list[Any]]:
+    header: list[Any] = ["Order Number", "Sale Date", "Item", "Sold For", "Paid", "Quantity"]
+    body: list[list[Any]] = [
+        [f"11-{i:05d}", date(2026, 1, 1 + i % 28), f"Lamp {i % 7}", i * 1.25, i % 2 == 0, i % 5]
+        for i in range(count)
+    ]
+    return [header, *body]
+
+
+def clean(path: Path) -> None:
+    write(path, orders())
+
+
+def placed(path: Path) -> None:
+    write(path, [["Sales report"], [], *orders()], first=(3, 2))
+
+
+def gaps(path: Path) -> None:
+    rows = orders()
+    for i in (40, 41, 300):
+        rows[i] = [None] * 6  # blank rows
+    rows[100] = ["11-x", None, None, None, None, None]  # a short row among records
+    rows[200][3] = None  # an empty amount
+    rows[201][1] = None  # an empty date
+    write(path, [*rows, [], ["Total", None, None, 1234.5]])  # a footer of numbers
+
+
+def extremes(path: Path) -> None:
+    rows = orders()
+    for i, value in enumerate([1e16, 1e-7, -0.0, 0.1 + 0.2, 123456789012345.0, -3.5]):
+        rows[10 + i][3] = value
+    write(path, rows)
+
+
+def extra_cells(path: Path) -> None:
+    rows = orders()
+    rows[50] = [*rows[50], None, "a note right of the table"]
+    rows[60][2] = None
+    write(path, [[*rows[0], None], *rows[1:]])
+
+
+def empty_column(path: Path) -> None:
+    write(
+        path, [[*row[:2], "Notes" if i == 0 else None, *row[2:]] for i, row in enumerate(orders())]
+    )
+
+
+def summary_first(path: Path) -> None:
+    book = xlsxwriter.Workbook(str(path))
+    book.add_worksheet("Summary").write_row(0, 0, ["Total", 12])
+    data = book.add_worksheet("Orders")
+    for r, row in enumerate(orders()):
+        data.write_row(r, 0, [v.isoformat() if isinstance(v, date) else v for v in row])
+    book.close()
+
+
+def footer_text_under_amounts(path: Path) -> None:
+    write(path, [*orders(), ["Total", None, None, "12 orders"]])
+
+
+def times_of_day(path: Path) -> None:
+    rows = orders()
+    rows[300][1] = datetime(2026, 3, 1, 14, 30)  # noqa: DTZ001 - a sheet's time has no zone
+    write(path, rows)
+
+
+def text_far_down_a_number_column(path: Path) -> None:
+    rows = orders()
+    rows[420][5] = "five"  # beyond the rows fastexcel would guess a column's type from
+    write(path, rows)
+
+
+def cell_naming_another_row(path: Path) -> None:
+    """A cell whose reference names a row far below the one it is written in."""
+    write(path, orders())
+    with zipfile.ZipFile(path) as zf:
+        parts = {i.filename: zf.read(i) for i in zf.infolist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="A3" ', '<c r="A900" ', 1).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    path.write_bytes(out.getvalue())
+
+
+def inline_strings(path: Path) -> None:
+    path.write_bytes(workbooks.xlsx({"Orders": orders()}))
+
+
+# shape → whether the typed load reads it (True), or calamine, whole (False)
+SHAPES = {
+    clean: True,
+    placed: True,
+    gaps: True,
+    extremes: True,
+    extra_cells: True,
+    empty_column: True,
+    summary_first: True,
+    inline_strings: True,
+    footer_text_under_amounts: False,  # a column of numbers and text
+    times_of_day: False,  # fastexcel keeps milliseconds, calamine microseconds
+    text_far_down_a_number_column: False,
+    cell_naming_another_row: False,  # the quick guard's range is wrong: read cell by cell
+}
+
+
+def frames(data: bytes) -> list[dict[str, Any]]:
+    found, at = [], 0
+    while at < len(data):
+        (size,) = sheets.FRAME.unpack_from(data, at)
+        found.append(msgspec.msgpack.decode(data[at + 4 : at + 4 + size]))
+        at += 4 + size
+    return [f for f in found if f["t"] != "loading"]  # when a sheet is loaded differs
+
+
+def serve(path: Path, request: dict[str, Any] | None) -> list[dict[str, Any]]:
+    inp = io.BytesIO()
+    if request is not None:
+        encoded = msgspec.msgpack.encode(request)
+        inp = io.BytesIO(sheets.FRAME.pack(len(encoded)) + encoded)
+    out = io.BytesIO()
+    sheets.serve(path, "xlsx", LIMITS, inp, out, careful=False)
+    return frames(out.getvalue())
+
+
+def read(path: Path, monkeypatch: pytest.MonkeyPatch, *, typed_load: bool) -> tuple[Any, int]:
+    """What the reader sends for the workbook and for its orders' records; and how many
+    batches of records the typed load gave."""
+    monkeypatch.setattr(typed, "MIN_BYTES", 0 if typed_load else 1 << 62)
+    batches = 0
+    original = typed.Preload.batches
+
+    def counted(self: typed.Preload, rows: int) -> Any:
+        nonlocal batches
+        for batch in original(self, rows):
+            batches += rows == CHUNK_ROWS  # the records' batches, not the sample's check
+            yield batch
+
+    monkeypatch.setattr(typed.Preload, "batches", counted)
+    (described,) = serve(path, None)
+    doc = next(s for s in described["sheets"] if s["name"] == "Orders")
+    sample = [(line, cells) for line, cells in doc["sample"]]
+    index = find_header(sample)
+    request = {
+        "sheet": "Orders",
+        "header_line": sample[index][0],
+        "width": len(clean_headers(sample[index][1], LIMITS)),
+        "chunk_rows": CHUNK_ROWS,
+    }
+    return [described, serve(path, request)], batches
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imports_ready() -> Iterator[None]:
+    """This process reads as a reader process does, its imports done; then as before."""
+    before = typed._warming, typed._available
+    typed.prewarm()
+    assert typed._ready(), "fastexcel and pyarrow are installed"
+    yield
+    typed._warming, typed._available = before
+
+
+@pytest.mark.parametrize("shape", list(SHAPES), ids=[f.__name__ for f in SHAPES])
+def test_a_sheet_loaded_typed_reads_as_calamine_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: Any
+) -> None:
+    path = tmp_path / "book.xlsx"
+    shape(path)
+
+    whole, none = read(path, monkeypatch, typed_load=False)
+    loaded, batches = read(path, monkeypatch, typed_load=True)
+
+    assert none == 0
+    assert loaded == whole
+    records = sum(len(f["lines"]) for f in whole[1] if f["t"] == "chunk")
+    assert records >= ROWS - 5  # the records were read, not refused
+    assert batches == (-(-ROWS // CHUNK_ROWS) if SHAPES[shape] else 0)
