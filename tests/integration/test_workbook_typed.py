@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,22 @@ ROWS = 450  # more than the rows cut out for the sample (``typed.HEAD_ROWS``)
 CHUNK_ROWS = 64
 
 
-def write(path: Path, rows: list[list[Any]], *, first: tuple[int, int] = (0, 0)) -> None:
+def write(
+    path: Path, rows: list[list[Any]], *, first: tuple[int, int] = (0, 0), since_1904: bool = False
+) -> None:
     """A sheet as Excel writes it (shared strings, date formats), from cell ``first``."""
-    book = xlsxwriter.Workbook(str(path))
+    book = xlsxwriter.Workbook(str(path), {"date_1904": since_1904})
     sheet = book.add_worksheet("Orders")
     day = book.add_format({"num_format": "yyyy-mm-dd"})
-    stamp = book.add_format({"num_format": "yyyy-mm-dd hh:mm"})
+    stamp = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss.000"})
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             at = (first[0] + r, first[1] + c)
             if value is None:
                 continue
-            if isinstance(value, datetime):
+            if isinstance(value, Serial):
+                sheet.write_number(*at, value.number, stamp)
+            elif isinstance(value, datetime):
                 sheet.write_datetime(*at, value, stamp)
             elif isinstance(value, date):
                 midnight = datetime(value.year, value.month, value.day)  # noqa: DTZ001 - no zone
@@ -110,15 +115,43 @@ def footer_text_under_amounts(path: Path) -> None:
     write(path, [*orders(), ["Total", None, None, "12 orders"]])
 
 
+@dataclass
+class Serial:
+    """A date as the number a sheet stores, with a date and time format."""
+
+    number: float
+
+
 def times_of_day(path: Path) -> None:
     rows = orders()
     rows[300][1] = datetime(2026, 3, 1, 14, 30)  # noqa: DTZ001 - a sheet's time has no zone
+    for i, row in enumerate(rows[1:100], start=1):  # to the millisecond, and half of one
+        row[1] = Serial(46000 + i / 7 + (i % 3) / 2 / 86_400_000)
+    write(path, rows)
+
+
+def times_since_1904(path: Path) -> None:
+    rows = orders()
+    for i, row in enumerate(rows[1:], start=1):
+        row[1] = Serial(40000 + i * 1.37)
+    write(path, rows, since_1904=True)
+
+
+def times_without_a_day(path: Path) -> None:
+    rows = orders()
+    rows[400][1] = Serial(0.75)  # 18:00, a time calamine gives as a time
     write(path, rows)
 
 
 def text_far_down_a_number_column(path: Path) -> None:
     rows = orders()
     rows[420][5] = "five"  # beyond the rows fastexcel would guess a column's type from
+    write(path, rows)
+
+
+def text_early_in_a_number_column(path: Path) -> None:
+    rows = orders()
+    rows[10][5] = "five"  # in the first rows: not even loaded typed
     write(path, rows)
 
 
@@ -151,8 +184,11 @@ SHAPES = {
     summary_first: True,
     inline_strings: True,
     footer_text_under_amounts: False,  # a column of numbers and text
-    times_of_day: False,  # fastexcel keeps milliseconds, calamine microseconds
+    times_of_day: True,  # both to the millisecond, from calamine's as_datetime
+    times_since_1904: True,
+    times_without_a_day: False,
     text_far_down_a_number_column: False,
+    text_early_in_a_number_column: False,
     cell_naming_another_row: False,  # the quick guard's range is wrong: read cell by cell
 }
 

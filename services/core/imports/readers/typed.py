@@ -17,9 +17,10 @@ in the reader process (``readers.sheets``), for the largest sheet of an xlsx:
 
 What this path cannot vouch for is read by calamine as before, whole: a column of mixed
 types (a footer's text under amounts; fastexcel refuses those, ``strict``), an error
-cell, a time of day (fastexcel keeps milliseconds, calamine microseconds), a sheet
-whose first rows and whole disagree (the records below the header are compared), a
-request for another sheet or header row. The worker cannot tell the two paths apart.
+cell, a time without a day (calamine gives it as a time), a sheet whose first rows and
+whole disagree (the records below the header are compared), a request for another
+sheet or header row. The worker cannot tell the two paths apart. (Dates with times
+agree to the millisecond: both take them from calamine's ``as_datetime``.)
 
 fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; about 80 MB
 resident). A reader opening a workbook carefully is started without them
@@ -35,6 +36,7 @@ import shutil
 import threading
 import zipfile
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,8 @@ HEAD_ROWS = 2 * SAMPLE_ROWS
 HEAD_MAX_BYTES = 16 * 1024 * 1024
 BLOCK = 64 * 1024
 _ROW_END = b"</row>"
+# Stamps from the day after any a number below 1 can be, to before year 10,000.
+_STAMPS = ("1904-01-02", "10000-01-01")
 _LAST_ROW = re.compile(rb'<row\b[^>]*?\sr="(\d+)"')
 _PLACEHOLDER = (
     b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
@@ -195,10 +199,8 @@ class Preload:
         if not start:
             return
         self.first_row, self._first_col = start
-        self._head_rows = [
-            [cell_text(v) for v in row]
-            for row in _rows_from(loaded.iter_rows(), self.first_row, SAMPLE_ROWS)
-        ]
+        cells = list(_rows_from(loaded.iter_rows(), self.first_row, SAMPLE_ROWS))
+        self._head_rows = [[cell_text(v) for v in row] for row in cells]
         sample = [(self.first_row + i + 1, row) for i, row in enumerate(self._head_rows)]
         index = find_header(sample)
         if index < 0:
@@ -207,6 +209,8 @@ class Preload:
             self.width = len(clean_headers(sample[index][1], limits))
         except InvalidInput:
             return
+        if _mixed(cells[index + 1 :]):
+            return  # fastexcel would refuse it, after loading it all
         self.header_index = index
         self.header_line = sample[index][0]
         thread = threading.Thread(target=self._load, args=(path,), name="typed", daemon=True)
@@ -270,9 +274,12 @@ class Preload:
             kind = column.type
             if pa.types.is_timestamp(kind):
                 stamps = column.to_numpy(zero_copy_only=False)
-                ticks = stamps[~np.isnat(stamps)].astype(np.int64)
-                if (ticks % _per_day(kind)).any():
-                    return False  # a time of day
+                stamps = stamps[~np.isnat(stamps)]
+                # calamine gives a time for a number below 1 (a day before 1900, or on
+                # 1904-01-01 in a workbook counting from 1904), a number beyond 9999
+                bounds = np.array(_STAMPS, dtype="datetime64[ms]")
+                if len(stamps) and not (bounds[0] <= stamps.min() and stamps.max() < bounds[1]):
+                    return False
             elif not (
                 pa.types.is_string(kind)
                 or pa.types.is_large_string(kind)
@@ -326,19 +333,38 @@ def _per_day(kind: Any) -> int:
 
 
 def _values(column: Any) -> tuple[Any, ...]:
-    """A column as calamine's cells: str, float, bool, date; ``""`` where empty."""
+    """A column as calamine's cells: str, float, bool, date or datetime; ``""`` if empty."""
+    import numpy as np
     import pyarrow as pa
 
     kind = column.type
     if pa.types.is_null(kind):
         return ("",) * len(column)
-    if pa.types.is_timestamp(kind):  # midnights only (``Preload._convertible``)
-        values = column.to_numpy(zero_copy_only=False).astype("datetime64[D]").tolist()
+    if pa.types.is_timestamp(kind):
+        # calamine gives a date for a whole day number, else a date and time (to the
+        # millisecond, as fastexcel); a midnight shows the same as either.
+        stamps = column.to_numpy(zero_copy_only=False)
+        ticks = stamps[~np.isnat(stamps)].astype(np.int64)
+        whole = not (ticks % _per_day(kind)).any()
+        values = stamps.astype("datetime64[D]").tolist() if whole else column.to_pylist()
     else:
         values = column.to_pylist()
     if column.null_count:
         return tuple(["" if v is None else v for v in values])
     return tuple(values)
+
+
+def _mixed(rows: list[list[Any]]) -> bool:
+    """Some column of these rows holds values of two types (text and numbers, say)."""
+    kinds: dict[int, set[type]] = {}
+    for row in rows:
+        for index, value in enumerate(row):
+            if value != "":
+                kinds.setdefault(index, set()).add(_KINDS.get(type(value), str))
+    return any(len(found) > 1 for found in kinds.values())
+
+
+_KINDS: dict[type, type] = {float: float, int: float, bool: bool, date: date, datetime: date}
 
 
 def _rows_from(rows: Iterator[list[Any]], first: int, count: int) -> Iterator[list[Any]]:
