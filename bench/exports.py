@@ -221,17 +221,27 @@ class Ferry:
         return time.perf_counter() - started, rows
 
     def stop(self) -> tuple[int, int]:
-        """Stop everything; peak RSS in MiB of the api and of the largest worker."""
+        """Stop everything; peak RSS in MiB of the api and of the largest worker, each
+        process itself (a worker's workbook readers are processes of their own, capped
+        by their own limit; the rusage of a reaped process would count them too)."""
         peaks = []
         for proc in [self.api, *self.worker_procs]:
+            peaks.append(peak_rss_mib(proc.pid))
             proc.terminate()
-            _, _, usage = os.wait4(proc.pid, 0)
+            os.waitpid(proc.pid, 0)
             proc.returncode = 0
-            peaks.append(usage.ru_maxrss // 1024)
         return peaks[0], max(peaks[1:])
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mib(pid: int) -> int:
+    """The process's peak resident set so far (``VmHWM``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 def best(runs: list[tuple[float, int]]) -> tuple[float, int]:

@@ -22,10 +22,10 @@ whole disagree (the records below the header are compared), a request for anothe
 sheet or header row. The worker cannot tell the two paths apart. (Dates with times
 agree to the millisecond: both take them from calamine's ``as_datetime``.)
 
-fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; about 80 MB
-resident). A reader opening a workbook carefully is started without them
-(``readers.workbook``): their libraries take about 250 MB of the address space its
-limit allows.
+fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; about 70 MB
+resident; nothing here makes pyarrow import pandas, another 50). A reader opening a
+workbook carefully is started without them (``readers.workbook``): their libraries
+take about 250 MB of the address space its limit allows.
 """
 
 from __future__ import annotations
@@ -78,13 +78,8 @@ def _warm() -> None:
     global _available
     try:
         import fastexcel  # noqa: F401
-        import pyarrow as pa
-
-        # What a first call pays (numpy's conversions), paid here too.
-        stamps = pa.chunked_array([pa.array([0, None], pa.timestamp("ms"))])
-        _values(stamps)
-        stamps.to_numpy(zero_copy_only=False).astype("int64")
-        _values(pa.chunked_array([pa.array(["", None])]))
+        import numpy  # noqa: F401
+        import pyarrow  # noqa: F401
     except (ImportError, MemoryError, OSError):
         return
     _available = True
@@ -273,7 +268,7 @@ class Preload:
         for column in self._table.columns:
             kind = column.type
             if pa.types.is_timestamp(kind):
-                stamps = column.to_numpy(zero_copy_only=False)
+                stamps = _stamps(column)
                 stamps = stamps[~np.isnat(stamps)]
                 # calamine gives a time for a number below 1 (a day before 1900, or on
                 # 1904-01-01 in a workbook counting from 1904), a number beyond 9999
@@ -343,7 +338,7 @@ def _values(column: Any) -> tuple[Any, ...]:
     if pa.types.is_timestamp(kind):
         # calamine gives a date for a whole day number, else a date and time (to the
         # millisecond, as fastexcel); a midnight shows the same as either.
-        stamps = column.to_numpy(zero_copy_only=False)
+        stamps = _stamps(column)
         ticks = stamps[~np.isnat(stamps)].astype(np.int64)
         whole = not (ticks % _per_day(kind)).any()
         values = stamps.astype("datetime64[D]").tolist() if whole else column.to_pylist()
@@ -352,6 +347,20 @@ def _values(column: Any) -> tuple[Any, ...]:
     if column.null_count:
         return tuple(["" if v is None else v for v in values])
     return tuple(values)
+
+
+def _stamps(column: Any) -> Any:
+    """A timestamp column as numpy's datetime64, NaT where empty, read from its buffers:
+    pyarrow's own conversion imports pandas (50 MB) for it."""
+    import numpy as np
+
+    validity, data = column.buffers()
+    at = slice(column.offset, column.offset + len(column))
+    stamps = np.frombuffer(data, dtype=np.int64)[at].view(f"datetime64[{column.type.unit}]")
+    if column.null_count:
+        valid = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")[at]
+        stamps = np.where(valid.astype(bool), stamps, np.datetime64("NaT"))
+    return stamps
 
 
 def _mixed(rows: list[list[Any]]) -> bool:
