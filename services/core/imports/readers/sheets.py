@@ -503,11 +503,11 @@ def _open(path: Path, kind: str, limits: Limits, out: IO[bytes], careful: bool) 
     fast = typed.candidate(path, kind)
     guarded = _guard_beside(path, kind, limits, out, fast[1] if fast else None)
     try:
+        preload = typed.start(path, fast, limits) if fast else None
+        if preload is not None:  # if the load takes the process down, the worker names it
+            send(out, {"t": "loading", "sheet": preload.sheet})
         book = Book(path, limits, out, None)
-
-        book.typed = typed.start(path, fast, book.book.sheet_names, limits) if fast else None
-        if book.typed is not None:  # if the load takes the process down, the worker names it
-            send(out, {"t": "loading", "sheet": book.typed.sheet})
+        book.typed = preload
         book.load()
     except InvalidInput:
         guarded()  # the guard's refusal, if it has one, is the one to give

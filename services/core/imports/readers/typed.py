@@ -109,20 +109,10 @@ def candidate(path: Path, kind: str) -> tuple[str, str] | None:
     return name, parts[name]
 
 
-def start(path: Path, sheet: tuple[str, str], names: list[str], limits: Limits) -> Preload | None:
+def start(path: Path, sheet: tuple[str, str], limits: Limits) -> Preload | None:
     """Start loading the ``candidate`` sheet typed, once its first rows are read; None
-    if it cannot be (``names``: the sheets python-calamine found)."""
-    name, part = sheet
-    if name not in names:
-        return None
-    head = path.parent / f"{path.name}.head.xlsx"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if not _write_head(zf, part, head):
-                return None
-    except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
-        return None
-    preload = Preload(path, sheet, head, limits)
+    if it cannot be."""
+    preload = Preload(path, sheet, limits)
     return preload if preload.started else None
 
 
@@ -169,54 +159,75 @@ class Preload:
     """The sheet's first rows read by calamine, and the rows below its header loading
     in fastexcel, in a thread."""
 
-    def __init__(self, path: Path, sheet: tuple[str, str], head: Path, limits: Limits) -> None:
-        import python_calamine
-
-        from services.core.imports.readers.sheets import cell_text
-
+    def __init__(self, path: Path, sheet: tuple[str, str], limits: Limits) -> None:
         self.path = path
         self.sheet, self.part = sheet
         self.started = False
+        self._header = threading.Event()  # the header line is known, or never will be
         self._done = threading.Event()
         self._failed = False
         self._table: Any = None
         self._total_height = 0
         self._width = 0
+        # fastexcel opens the workbook (its shared strings) while the head is read.
+        thread = threading.Thread(target=self._load, args=(path,), name="typed", daemon=True)
+        thread.start()
         try:
-            book = python_calamine.CalamineWorkbook.from_path(str(head))
-            loaded = book.get_sheet_by_name(self.sheet)
+            self.started = self._read_head(limits)
+        finally:
+            self._header.set()
+
+    def _read_head(self, limits: Limits) -> bool:
+        """The sheet's first rows, cut out and read by calamine, and the header in them;
+        False if the sheet is not to be loaded typed."""
+        import python_calamine
+
+        from services.core.imports.readers.sheets import cell_text
+
+        head = self.path.parent / f"{self.path.name}.head.xlsx"
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                if not _write_head(zf, self.part, head):
+                    return False
+            loaded = python_calamine.CalamineWorkbook.from_path(str(head)).get_sheet_by_name(
+                self.sheet
+            )
+        except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
+            return False  # the guard and calamine say what is wrong with the file
         except Exception:  # calamine raises its own types; the sheet is read whole
-            return
+            return False
         finally:
             with contextlib.suppress(OSError):
                 head.unlink()
         start = loaded.start
         if not start:
-            return
+            return False
         self.first_row, self._first_col = start
         cells = list(_rows_from(loaded.iter_rows(), self.first_row, SAMPLE_ROWS))
         self._head_rows = [[cell_text(v) for v in row] for row in cells]
         sample = [(self.first_row + i + 1, row) for i, row in enumerate(self._head_rows)]
         index = find_header(sample)
         if index < 0:
-            return
+            return False
         try:
             self.width = len(clean_headers(sample[index][1], limits))
         except InvalidInput:
-            return
+            return False
         if _mixed(cells[index + 1 :]):
-            return  # fastexcel would refuse it, after loading it all
+            return False  # fastexcel would refuse it, after loading it all
         self.header_index = index
         self.header_line = sample[index][0]
-        thread = threading.Thread(target=self._load, args=(path,), name="typed", daemon=True)
-        thread.start()
-        self.started = True
+        return True
 
     def _load(self, path: Path) -> None:
         try:
             import fastexcel
 
-            sheet = fastexcel.read_excel(str(path)).load_sheet(
+            reader = fastexcel.read_excel(str(path))
+            self._header.wait()
+            if not self.started:
+                return
+            sheet = reader.load_sheet(
                 self.sheet,
                 header_row=None,
                 skip_rows=self.header_line,  # rows counted from the sheet's first
