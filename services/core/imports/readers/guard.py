@@ -160,7 +160,8 @@ def zip_kind(names: set[str], zf: zipfile.ZipFile) -> str:
     raise not_tabular("this zip archive is not a spreadsheet (xlsx, xlsb or ods)")
 
 
-def _check_sizes(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+def check_sizes(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+    """Refuse a zip of too many entries, or declaring too much, or too compressed."""
     if len(infos) > MAX_ZIP_ENTRIES:
         raise _bomb(f"it has {len(infos):,} entries (at most {MAX_ZIP_ENTRIES:,})")
     declared = sum(i.file_size for i in infos)
@@ -216,7 +217,7 @@ def check_zip(path: Path, limits: Limits, quick: str | None = None) -> Guarded:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-            _check_sizes(infos, limits)
+            check_sizes(infos, limits)
             names = {i.filename for i in infos}
             kind = zip_kind(names, zf)
             unpacked = _Unpacked(limits)

@@ -500,7 +500,7 @@ def _open(path: Path, kind: str, limits: Limits, out: IO[bytes], careful: bool) 
     """The workbook, guarded: the guard first if ``careful``, else beside calamine."""
     if careful:
         return Book(path, limits, out, guard.check_workbook(path, kind, limits))
-    fast = typed.candidate(path, kind)
+    fast = typed.candidate(path, kind, limits)
     guarded = _guard_beside(path, kind, limits, out, fast[1] if fast else None)
     try:
         preload = typed.start(path, fast, limits) if fast else None

@@ -91,12 +91,15 @@ def _ready() -> bool:
     return _available
 
 
-def candidate(path: Path, kind: str) -> tuple[str, str] | None:
-    """The sheet to load typed (name, part): an xlsx's largest, if it is large enough."""
+def candidate(path: Path, kind: str, limits: Limits) -> tuple[str, str] | None:
+    """The sheet to load typed (name, part): an xlsx's largest, if it is large enough.
+
+    Not in a zip the guard is about to refuse for its sizes: the head copies its parts."""
     if _warming is None or kind != "xlsx":
         return None
     try:
         with zipfile.ZipFile(path) as zf:
+            guard.check_sizes(zf.infolist(), limits)
             parts = guard.xlsx_sheet_parts(zf)
             sizes = {name: zf.getinfo(part).file_size for name, part in parts.items()}
     except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
