@@ -155,18 +155,37 @@ def text_early_in_a_number_column(path: Path) -> None:
     write(path, rows)
 
 
-def cell_naming_another_row(path: Path) -> None:
-    """A cell whose reference names a row far below the one it is written in."""
-    write(path, orders())
+def edit_sheet(path: Path, edit: Any) -> None:
+    """The workbook at ``path`` with its sheet's XML changed by ``edit``."""
     with zipfile.ZipFile(path) as zf:
         parts = {i.filename: zf.read(i) for i in zf.infolist()}
     sheet = parts["xl/worksheets/sheet1.xml"].decode()
-    parts["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="A3" ', '<c r="A900" ', 1).encode()
+    parts["xl/worksheets/sheet1.xml"] = edit(sheet).encode()
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:
         for name, data in parts.items():
             zf.writestr(name, data)
     path.write_bytes(out.getvalue())
+
+
+def cell_naming_another_row(path: Path) -> None:
+    """A cell whose reference names a row far below the one it is written in."""
+    write(path, orders())
+    edit_sheet(path, lambda xml: xml.replace('<c r="A3" ', '<c r="A900" ', 1))
+
+
+def header_cell_written_last(path: Path) -> None:
+    """A row 1 written again after the last row, one more header cell in it: calamine
+    shows it in the header; the sheet's first rows, cut out, do not have it."""
+    write(path, orders())
+    extra = '<row r="1"><c r="G1" t="inlineStr"><is><t>Extra</t></is></c></row>'
+    edit_sheet(path, lambda xml: xml.replace("</sheetData>", f"{extra}</sheetData>"))
+
+
+def sample_cell_written_late(path: Path) -> None:
+    """A cell naming row 2 written in row 421."""
+    write(path, orders())
+    edit_sheet(path, lambda xml: xml.replace('<c r="A421" ', '<c r="A2" ', 1))
 
 
 def inline_strings(path: Path) -> None:
@@ -190,6 +209,8 @@ SHAPES = {
     text_far_down_a_number_column: False,
     text_early_in_a_number_column: False,
     cell_naming_another_row: False,  # the quick guard's range is wrong: read cell by cell
+    header_cell_written_last: False,
+    sample_cell_written_late: False,
 }
 
 

@@ -55,6 +55,10 @@ class UsedRange:
     first_col: int = -1
     last_col: int = -1
     declared: str | None = None
+    # Of a quick scan (``check_zip``): the lowest row below 1,000 a cell names after the
+    # sheet's first ``HEAD_ROWS`` rows, and whether every step was read the quick way.
+    late_row: int | None = None
+    quick_only: bool = True
 
     @property
     def empty(self) -> bool:
@@ -272,7 +276,9 @@ def is_sheet_part(kind: str, name: str) -> bool:
 
 
 def _part_xml(zf: zipfile.ZipFile, name: str) -> ElementTree.Element | None:
-    """A small XML part, parsed (its DTDs were refused by the scan); None if absent."""
+    """A small XML part, parsed; None if absent. Its entity declarations are refused
+    here too: the typed load's choice of sheet (``readers.typed``) reads this before
+    the scan."""
     try:
         with zf.open(name) as fh:
             data = fh.read(MAX_PART_BYTES + 1)
@@ -280,6 +286,8 @@ def _part_xml(zf: zipfile.ZipFile, name: str) -> ElementTree.Element | None:
         return None
     if len(data) > MAX_PART_BYTES:
         raise not_tabular(f"the workbook's {name} is larger than {MAX_PART_BYTES:,} bytes")
+    if _DTD.search(data):
+        raise _entities(name)
     try:
         return ElementTree.fromstring(data)  # noqa: S314 - no DTD (checked), bounded size
     except ElementTree.ParseError as exc:
@@ -408,16 +416,44 @@ def _scan_xlsx_sheet(
             careful = _CarefulXlsx()
         if careful is None and usual:
             _quick_cells(chunk, used, columns)
+            _late_rows(chunk, used, columns)
         elif careful is None:
             _fast_cells(chunk, used)
         else:
             careful.feed(chunk, used)
+        used.quick_only &= usual or not quick
     return used
 
 
+# Rows the typed load cuts out for its sample; a cell after them naming a row among them
+# is one the sample would miss.
+HEAD_ROWS = 400
+_ROW_END = b"</row>"
+_LOW_ROW = re.compile(rb'<c r="[A-Z]{1,3}(\d{1,3})"')
+
+
+def _late_rows(chunk: bytes, used: UsedRange, columns: _Columns) -> None:
+    """Note the lowest row below 1,000 that a cell after the first ``HEAD_ROWS`` rows
+    names (none, in a sheet written in order, beyond row 999)."""
+    start = 0
+    if columns.ends < HEAD_ROWS:
+        for _ in range(HEAD_ROWS - columns.ends):
+            found = chunk.find(_ROW_END, start)
+            if found < 0:
+                return
+            start = found + len(_ROW_END)
+            columns.ends += 1
+    low = _LOW_ROW.findall(chunk, start)
+    if low:
+        lowest = min(map(int, low)) - 1
+        used.late_row = lowest if used.late_row is None else min(used.late_row, lowest)
+
+
 # What the quick scan does not read as usual: an entity declaration; a cell or row tag
-# with another attribute first, or none.
-_QUICK_ODD = re.compile(rb"<(?:!(?i:DOCTYPE|ENTITY)|c(?! r=\")[\s>/]|row(?! r=\")[\s>/])")
+# with another attribute first, or none; a row numbered past what a sheet can have.
+_QUICK_ODD = re.compile(
+    rb"<(?:!(?i:DOCTYPE|ENTITY)|c(?! r=\")[\s>/]|row(?! r=\")[\s>/]|row r=\"\d{8})"
+)
 
 
 # A row that has cells: its number, where its first cell follows it.
@@ -433,6 +469,7 @@ class _Columns:
     def __init__(self) -> None:
         self.known: set[bytes] = set()
         self.pattern = _CELL_COLS
+        self.ends = 0  # rows ended so far, up to ``HEAD_ROWS``
 
     def new(self, chunk: bytes) -> set[bytes]:
         found = set(self.pattern.findall(chunk)) - self.known

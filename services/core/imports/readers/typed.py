@@ -30,7 +30,8 @@ take about 250 MB of the address space its limit allows.
 
 from __future__ import annotations
 
-import contextlib
+import io
+import logging
 import re
 import shutil
 import threading
@@ -46,11 +47,13 @@ from services.core.imports.readers.layout import SAMPLE_ROWS, Limits, clean_head
 
 # A sheet part smaller than this (unpacked) is read by calamine: it takes little time.
 MIN_BYTES = 4 * 1024 * 1024
-# Rows cut out for the sample: enough for the sample's rows after leading empty ones.
-HEAD_ROWS = 2 * SAMPLE_ROWS
+# Rows cut out for the sample: enough for the sample's rows after leading empty ones
+# (the guard looks for cells after them naming rows among them).
+HEAD_ROWS = guard.HEAD_ROWS
 HEAD_MAX_BYTES = 16 * 1024 * 1024
 BLOCK = 64 * 1024
 _ROW_END = b"</row>"
+_LOW_ROWS = 1000  # rows the guard's quick scan watches for cells written out of place
 # Stamps from the day after any a number below 1 can be, to before year 10,000.
 _STAMPS = ("1904-01-02", "10000-01-01")
 _LAST_ROW = re.compile(rb'<row\b[^>]*?\sr="(\d+)"')
@@ -76,6 +79,9 @@ def prewarm() -> None:
 
 def _warm() -> None:
     global _available
+    # Its notes ("falling back to string") would end on the reader's stderr, which is
+    # what the worker quotes if the reader dies.
+    logging.getLogger("fastexcel").setLevel(logging.ERROR)
     try:
         import fastexcel  # noqa: F401
         import numpy  # noqa: F401
@@ -140,22 +146,29 @@ def _head_xml(zf: zipfile.ZipFile, part: str) -> bytes | None:
     return head + b"</sheetData></worksheet>"
 
 
-def _write_head(zf: zipfile.ZipFile, part: str, dest: Path) -> bool:
-    """A workbook of the sheet's first rows, every other sheet empty; False if the sheet
-    cannot be cut so."""
+def _head_workbook(zf: zipfile.ZipFile, part: str) -> bytes | None:
+    """A workbook of the sheet's first rows, in memory: the parts calamine reads (the
+    workbook, its relationships, styles, shared strings), every other sheet empty, no
+    drawings or media; None if the sheet cannot be cut so."""
     head = _head_xml(zf, part)
     if head is None:
-        return False
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as out:
+        return None
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as book:
         for info in zf.infolist():
-            if info.filename == part:
-                out.writestr(info.filename, head)
-            elif guard.is_sheet_part("xlsx", info.filename):
-                out.writestr(info.filename, _PLACEHOLDER)
-            else:
-                with zf.open(info) as src, out.open(info.filename, "w") as copy:
+            name = info.filename
+            if name == part:
+                book.writestr(name, head)
+            elif guard.is_sheet_part("xlsx", name):
+                book.writestr(name, _PLACEHOLDER)
+            elif name.endswith((".xml", ".rels")) and not name.startswith(_NOT_READ):
+                with zf.open(info) as src, book.open(name, "w") as copy:
                     shutil.copyfileobj(src, copy, 1024 * 1024)
-    return True
+    return out.getvalue()
+
+
+# Parts calamine does not read for a sheet's values.
+_NOT_READ = ("xl/drawings/", "xl/charts/", "xl/media/", "xl/theme/", "docProps/", "customXml/")
 
 
 class Preload:
@@ -187,21 +200,15 @@ class Preload:
 
         from services.core.imports.readers.sheets import cell_text
 
-        head = self.path.parent / f"{self.path.name}.head.xlsx"
         try:
             with zipfile.ZipFile(self.path) as zf:
-                if not _write_head(zf, self.part, head):
-                    return False
-            loaded = python_calamine.CalamineWorkbook.from_path(str(head)).get_sheet_by_name(
-                self.sheet
-            )
-        except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
-            return False  # the guard and calamine say what is wrong with the file
-        except Exception:  # calamine raises its own types; the sheet is read whole
+                head = _head_workbook(zf, self.part)
+            if head is None:
+                return False
+            book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(head))
+            loaded = book.get_sheet_by_name(self.sheet)
+        except Exception:  # the guard and calamine say what is wrong; read it whole
             return False
-        finally:
-            with contextlib.suppress(OSError):
-                head.unlink()
         start = loaded.start
         if not start:
             return False
@@ -259,6 +266,12 @@ class Preload:
         # too); where it starts on the head's first cell, so does the whole sheet's.
         start = (used.first_row, used.first_col)
         if start != (self.first_row, self._first_col) or not self._convertible():
+            return None
+        # A cell written after the head but naming a row of the sample (the guard looks
+        # below row 1,000): calamine would show it in the sample, the head does not.
+        sample_end = self.first_row + SAMPLE_ROWS
+        late = used.late_row is not None and used.late_row < sample_end
+        if not used.quick_only or late or sample_end > _LOW_ROWS:
             return None
         width = self._width
         height = self._total_height - self.first_row
