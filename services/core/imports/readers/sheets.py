@@ -222,6 +222,7 @@ class Book:
         if doc is not None and used is not None and preload.within(used):
             return name, doc
         self.typed = None
+        preload.release()  # before calamine loads the sheet whole
         if self.guarded.quick == name and refused:
             self.guarded.ranges[name] = guard.exact_range(self.path, preload.part, self.limits)
         elif self.guarded.quick == name:

@@ -108,8 +108,8 @@ def candidate(path: Path, kind: str, limits: Limits) -> tuple[str, str] | None:
             guard.check_sizes(zf.infolist(), limits)
             parts = guard.xlsx_sheet_parts(zf)
             sizes = {name: zf.getinfo(part).file_size for name, part in parts.items()}
-    except (zipfile.BadZipFile, KeyError, OSError, InvalidInput):
-        return None  # the guard and calamine say what is wrong with the file
+    except Exception:  # the guard and calamine say what is wrong with the file
+        return None
     if not sizes:
         return None
     name = max(sizes, key=lambda n: sizes[n])
@@ -128,7 +128,7 @@ def start(path: Path, sheet: tuple[str, str], limits: Limits) -> Preload | None:
 def _head_xml(zf: zipfile.ZipFile, part: str) -> bytes | None:
     """The part's XML up to the end of its ``HEAD_ROWS``-th row, closed; None when the
     whole part is that short, or its rows are not written as every program writes them."""
-    data, ends, tail = b"", 0, b""
+    data, ends, tail = bytearray(), 0, b""
     with zf.open(part) as fh:
         while ends < HEAD_ROWS:
             block = fh.read(BLOCK)
@@ -140,7 +140,7 @@ def _head_xml(zf: zipfile.ZipFile, part: str) -> bytes | None:
     cut = -1
     for _ in range(HEAD_ROWS):
         cut = data.index(_ROW_END, cut + 1)
-    head = data[: cut + len(_ROW_END)]
+    head = bytes(data[: cut + len(_ROW_END)])
     if b"<sheetData>" not in head or b"</sheetData>" in head:
         return None  # a prefixed namespace, or not where rows are
     return head + b"</sheetData></worksheet>"
@@ -184,7 +184,7 @@ class Preload:
         self._failed = False
         self._table: Any = None
         self._total_height = 0
-        self._width = 0
+        self._sheet_width = 0
         # fastexcel opens the workbook (its shared strings) while the head is read.
         thread = threading.Thread(target=self._load, args=(path,), name="typed", daemon=True)
         thread.start()
@@ -248,7 +248,7 @@ class Preload:
             if errors is None:
                 self._table = table
                 self._total_height = sheet.total_height
-                self._width = sheet.width
+                self._sheet_width = sheet.width
             else:
                 self._failed = True
         except BaseException:  # mixed types, a panic, memory: the sheet is read whole
@@ -273,7 +273,7 @@ class Preload:
         late = used.late_row is not None and used.late_row < sample_end
         if not used.quick_only or late or sample_end > _LOW_ROWS:
             return None
-        width = self._width
+        width = self._sheet_width
         height = self._total_height - self.first_row
         if len(self._head_rows) < min(SAMPLE_ROWS, height):
             return None  # the head ended before the sample would
@@ -323,9 +323,13 @@ class Preload:
         typed = [[cell_text(v) for v in row] for row in zip(*first, strict=True)]
         return typed == below
 
+    def release(self) -> None:
+        """Let the typed load go: the sheet is to be read whole, by calamine."""
+        self._table = None
+
     def within(self, used: guard.UsedRange) -> bool:
         """The loaded range lies in ``used`` (a quick guard's range is then right)."""
-        last_col = self._first_col + self._width - 1
+        last_col = self._first_col + self._sheet_width - 1
         return (
             used.last_row >= self._total_height - 1
             and used.first_col <= self._first_col
@@ -385,7 +389,9 @@ def _stamps(column: Any) -> Any:
     at = slice(column.offset, column.offset + len(column))
     stamps = np.frombuffer(data, dtype=np.int64)[at].view(f"datetime64[{column.type.unit}]")
     if column.null_count:
-        valid = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")[at]
+        first, bit = divmod(column.offset, 8)
+        bits = np.frombuffer(validity, np.uint8)[first : first + (bit + len(column) + 7) // 8]
+        valid = np.unpackbits(bits, bitorder="little")[bit : bit + len(column)]
         stamps = np.where(valid.astype(bool), stamps, np.datetime64("NaT"))
     return stamps
 
