@@ -239,11 +239,13 @@ def check_zip(path: Path, limits: Limits, quick: str | None = None) -> Guarded:
                     else:
                         for _ in blocks:
                             pass
-            if kind == "xlsx":
-                _recheck(zf, parts, limits)
-            ranges = _by_sheet_name(kind, zf, names, parts)
-            quick_sheet = next((n for n, p in xlsx_sheet_parts(zf).items() if p == quick), None)
-            return Guarded(kind, ranges, quick_sheet if kind == "xlsx" else None)
+            if kind != "xlsx":
+                return Guarded(kind, _by_sheet_name(kind, zf, parts))
+            _recheck(zf, parts, limits)
+            by_name = xlsx_sheet_parts(zf)
+            ranges = {name: parts[part] for name, part in by_name.items() if part in parts}
+            quick_sheet = next((name for name, part in by_name.items() if part == quick), None)
+            return Guarded(kind, ranges, quick_sheet)
     except zipfile.BadZipFile as exc:
         raise not_tabular(f"the file looks like a workbook but is not a valid zip: {exc}") from None
     except (zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
@@ -308,16 +310,14 @@ def _relationships(zf: zipfile.ZipFile, name: str) -> dict[str, str]:
 
 
 def _by_sheet_name(
-    kind: str, zf: zipfile.ZipFile, names: set[str], parts: dict[str, UsedRange]
+    kind: str, zf: zipfile.ZipFile, parts: dict[str, UsedRange]
 ) -> dict[str, UsedRange]:
+    """The ranges of an ods or xlsb by sheet name (an xlsx's: ``xlsx_sheet_parts``)."""
     if kind == "ods":
         return {k.removeprefix("ods:"): v for k, v in parts.items() if k.startswith("ods:")}
-    if kind == "xlsb":
-        rels = _relationships(zf, "xl/_rels/workbook.bin.rels")
-        with zf.open("xl/workbook.bin") as fh:
-            sheets = _xlsb_sheets(fh.read(MAX_PART_BYTES))
-    else:
-        return {name: parts[part] for name, part in xlsx_sheet_parts(zf).items() if part in parts}
+    rels = _relationships(zf, "xl/_rels/workbook.bin.rels")
+    with zf.open("xl/workbook.bin") as fh:
+        sheets = _xlsb_sheets(fh.read(MAX_PART_BYTES))
     return {name: parts[rels[rid]] for name, rid in sheets if rels.get(rid) in parts}
 
 
@@ -393,7 +393,7 @@ def _scan_xlsx_sheet(
     """
     used = UsedRange()
     careful: _CarefulXlsx | None = _CarefulXlsx() if careful_only else None
-    columns = _Columns()
+    scan = _QuickScan()
     rest = b""
     inside = False  # the last step ended inside a row (longer than a block)
     # Quick: whole rows per step, a row's number with its cells; the last step, the rest.
@@ -415,8 +415,8 @@ def _scan_xlsx_sheet(
         ):
             careful = _CarefulXlsx()
         if careful is None and usual:
-            _quick_cells(chunk, used, columns)
-            _late_rows(chunk, used, columns)
+            _quick_cells(chunk, used, scan)
+            _late_rows(chunk, used, scan)
         elif careful is None:
             _fast_cells(chunk, used)
         else:
@@ -429,20 +429,21 @@ def _scan_xlsx_sheet(
 # is one the sample would miss.
 HEAD_ROWS = 400
 _ROW_END = b"</row>"
+LOW_ROWS = 1000  # the rows a cell written after them is looked for in: three digits
 _LOW_ROW = re.compile(rb'<c r="[A-Z]{1,3}(\d{1,3})"')
 
 
-def _late_rows(chunk: bytes, used: UsedRange, columns: _Columns) -> None:
+def _late_rows(chunk: bytes, used: UsedRange, scan: _QuickScan) -> None:
     """Note the lowest row below 1,000 that a cell after the first ``HEAD_ROWS`` rows
     names (none, in a sheet written in order, beyond row 999)."""
     start = 0
-    if columns.ends < HEAD_ROWS:
-        for _ in range(HEAD_ROWS - columns.ends):
+    if scan.ends < HEAD_ROWS:
+        for _ in range(HEAD_ROWS - scan.ends):
             found = chunk.find(_ROW_END, start)
             if found < 0:
                 return
             start = found + len(_ROW_END)
-            columns.ends += 1
+            scan.ends += 1
     low = _LOW_ROW.findall(chunk, start)
     if low:
         lowest = min(map(int, low)) - 1
@@ -460,9 +461,10 @@ _QUICK_ODD = re.compile(
 _ROW_WITH_CELLS = re.compile(rb'<row r="(\d{1,7})"[^>]*>\s*<c ')
 
 
-class _Columns:
-    """The columns of cells seen so far; a chunk is searched for cells of other columns
-    only, which in a regular sheet match nowhere after its first rows."""
+class _QuickScan:
+    """What a quick scan keeps between steps: the columns of cells seen so far (a step is
+    searched for cells of other columns only, which in a regular sheet match nowhere
+    after its first rows), and how many rows have ended, up to ``HEAD_ROWS``."""
 
     MAX_KNOWN = 64  # beyond, the search for unknown ones costs more than finding all
 
@@ -483,11 +485,11 @@ class _Columns:
         return found
 
 
-def _quick_cells(chunk: bytes, used: UsedRange, columns: _Columns) -> None:
+def _quick_cells(chunk: bytes, used: UsedRange, scan: _QuickScan) -> None:
     """Add the chunk's rows that have cells, by their numbers, and its cells' columns;
     every row and cell tag in it begins with its ``r`` (``_QUICK_ODD``)."""
     rows = list(map(int, _ROW_WITH_CELLS.findall(chunk)))
-    letters = columns.new(chunk)
+    letters = scan.new(chunk)
     if letters:
         row = rows[0] - 1 if rows else used.first_row
         if row < 0:  # no row seen yet to place them on

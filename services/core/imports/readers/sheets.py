@@ -260,7 +260,7 @@ class Book:
                     if settled is not None and settled[0] == name:
                         doc.update(settled[1])
                     else:
-                        doc.update(_sample(self.sheet(name)))
+                        doc.update(sample_of(self.sheet(name)))
                 except InvalidInput as exc:
                     doc["refused"] = exc.detail
             out.append(doc)
@@ -287,7 +287,8 @@ def memory_exceeded(sheet: str | None, limits: Limits) -> InvalidInput:
     return InvalidInput(message, errors=[{"field": "file", "message": "too much memory"}])
 
 
-def _sample(sheet: Any) -> dict[str, Any]:
+def sample_of(sheet: Any) -> dict[str, Any]:
+    """A loaded sheet's range and its first rows as text, each with its line number."""
     start = sheet.start
     first = start[0] if start else 0
     # ``iter_rows`` counts from the sheet's first row, not the range's: the rows above
@@ -313,7 +314,7 @@ Columns = list[tuple[Any, ...]]
 
 def column_batches(sheet: Any, header_line: int, rows: int) -> Iterator[Columns]:
     """The records of a sheet calamine loaded, ``rows`` at a time, as columns."""
-    # ``iter_rows`` counts from the sheet's first row (see ``_sample``): the records
+    # ``iter_rows`` counts from the sheet's first row (see ``sample_of``): the records
     # start at index ``header_line``, the line after the header's.
     records = itertools.islice(sheet.iter_rows(), header_line, None)
     while batch := list(itertools.islice(records, rows)):

@@ -22,8 +22,8 @@ whole disagree (the records below the header are compared), a request for anothe
 sheet or header row. The worker cannot tell the two paths apart. (Dates with times
 agree to the millisecond: both take them from calamine's ``as_datetime``.)
 
-fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; about 70 MB
-resident; nothing here makes pyarrow import pandas, another 50). A reader opening a
+fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; it then
+waits at about 100 MB; nothing here makes pyarrow import pandas, another 50). A reader opening a
 workbook carefully is started without them (``readers.workbook``): their libraries
 take about 250 MB of the address space its limit allows.
 """
@@ -31,8 +31,8 @@ take about 250 MB of the address space its limit allows.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
-import re
 import shutil
 import threading
 import zipfile
@@ -53,10 +53,8 @@ HEAD_ROWS = guard.HEAD_ROWS
 HEAD_MAX_BYTES = 16 * 1024 * 1024
 BLOCK = 64 * 1024
 _ROW_END = b"</row>"
-_LOW_ROWS = 1000  # rows the guard's quick scan watches for cells written out of place
 # Stamps from the day after any a number below 1 can be, to before year 10,000.
 _STAMPS = ("1904-01-02", "10000-01-01")
-_LAST_ROW = re.compile(rb'<row\b[^>]*?\sr="(\d+)"')
 _PLACEHOLDER = (
     b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
     b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
@@ -198,7 +196,7 @@ class Preload:
         False if the sheet is not to be loaded typed."""
         import python_calamine
 
-        from services.core.imports.readers.sheets import cell_text
+        from services.core.imports.readers.sheets import sample_of
 
         try:
             with zipfile.ZipFile(self.path) as zf:
@@ -209,13 +207,11 @@ class Preload:
             loaded = book.get_sheet_by_name(self.sheet)
         except Exception:  # the guard and calamine say what is wrong; read it whole
             return False
-        start = loaded.start
-        if not start:
+        if not loaded.start:
             return False
-        self.first_row, self._first_col = start
-        cells = list(_rows_from(loaded.iter_rows(), self.first_row, SAMPLE_ROWS))
-        self._head_rows = [[cell_text(v) for v in row] for row in cells]
-        sample = [(self.first_row + i + 1, row) for i, row in enumerate(self._head_rows)]
+        self.first_row, self._first_col = loaded.start
+        sample = [(line, cells) for line, cells in sample_of(loaded)["sample"]]
+        self._head_rows = [cells for _, cells in sample]
         index = find_header(sample)
         if index < 0:
             return False
@@ -223,11 +219,11 @@ class Preload:
             self.width = len(clean_headers(sample[index][1], limits))
         except InvalidInput:
             return False
-        if _mixed(cells[index + 1 :]):
-            return False  # fastexcel would refuse it, after loading it all
         self.header_index = index
         self.header_line = sample[index][0]
-        return True
+        # The sample's records as calamine gives them (``iter_rows`` counts from row 1).
+        below = itertools.islice(loaded.iter_rows(), self.header_line, self.first_row + SAMPLE_ROWS)
+        return not _mixed(below)  # fastexcel would refuse it, after loading it all
 
     def _load(self, path: Path) -> None:
         try:
@@ -257,7 +253,7 @@ class Preload:
             self._done.set()
 
     def describe(self, used: guard.UsedRange | None) -> dict[str, Any] | None:
-        """The sheet's description as ``sheets._sample`` gives it, once the typed load
+        """The sheet's description as ``sheets.sample_of`` gives it, once the typed load
         agrees with the sample; None to read the sheet whole instead."""
         self._done.wait()
         if self._failed or self._table is None or used is None or used.empty:
@@ -271,7 +267,7 @@ class Preload:
         # below row 1,000): calamine would show it in the sample, the head does not.
         sample_end = self.first_row + SAMPLE_ROWS
         late = used.late_row is not None and used.late_row < sample_end
-        if not used.quick_only or late or sample_end > _LOW_ROWS:
+        if not used.quick_only or late or sample_end > guard.LOW_ROWS:
             return None
         width = self._sheet_width
         height = self._total_height - self.first_row
@@ -396,7 +392,7 @@ def _stamps(column: Any) -> Any:
     return stamps
 
 
-def _mixed(rows: list[list[Any]]) -> bool:
+def _mixed(rows: Iterator[list[Any]]) -> bool:
     """Some column of these rows holds values of two types (text and numbers, say)."""
     kinds: dict[int, set[type]] = {}
     for row in rows:
@@ -407,13 +403,3 @@ def _mixed(rows: list[list[Any]]) -> bool:
 
 
 _KINDS: dict[type, type] = {float: float, int: float, bool: bool, date: date, datetime: date}
-
-
-def _rows_from(rows: Iterator[list[Any]], first: int, count: int) -> Iterator[list[Any]]:
-    """``count`` rows of python-calamine's ``iter_rows`` from the range's first row
-    (it counts from the sheet's)."""
-    for index, row in enumerate(rows):
-        if index >= first + count:
-            return
-        if index >= first:
-            yield row

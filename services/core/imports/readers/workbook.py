@@ -11,7 +11,7 @@ import fails with a message; the worker lives on.
 Starting that process (Python and its imports) took a third of a small workbook's
 import, so a worker keeps one started ahead (``keep_spare``): it waits, capped, for
 the workbook it will read, importing fastexcel and pyarrow meanwhile for a large
-sheet (``readers.typed``; about 80 MB resident), and the next one is started as it is
+sheet (``readers.typed``; it then waits at about 100 MB), and the next one is started as it is
 taken. A reader opening a workbook carefully, after one died, is started afresh
 without them (``plain``): their libraries would take a quarter of its address space.
 
