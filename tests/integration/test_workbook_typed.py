@@ -1,10 +1,13 @@
-"""A large sheet loaded typed by fastexcel reads exactly as calamine reads it.
+"""A large sheet cut into parts and loaded typed by fastexcel reads exactly as calamine
+reads it whole.
 
 The reader (``readers.sheets``) serves each workbook twice here, in this process: once
-with the typed load (``readers.typed``, its size threshold lowered to take these small
-files) and once without. Everything it sends the worker must be the same: the sheets'
-descriptions, every chunk of records, what it skipped. And the typed load must really
-have been used where the sheet is one it vouches for, or read whole where it is not.
+with the sheet cut into parts (``readers.typed``, its thresholds lowered to cut these
+small files into parts of a few rows) and once without. Everything it sends the worker
+must be the same: the sheets' descriptions, every chunk of records, what it skipped.
+Where the reader says ``again``, the worker reads the workbook again whole; so does this
+test. And the parts must really have been used where the sheet is one they vouch for,
+their records loaded by fastexcel, or by calamine where a part is not typed alike.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def placed(path: Path) -> None:
 
 def gaps(path: Path) -> None:
     rows = orders()
-    for i in (40, 41, 300):
+    for i in (40, 41, 300, *range(420, 436)):  # the last across parts
         rows[i] = [None] * 6  # blank rows
     rows[100] = ["11-x", None, None, None, None, None]  # a short row among records
     rows[200][3] = None  # an empty amount
@@ -160,7 +163,9 @@ def edit_sheet(path: Path, edit: Any) -> None:
     with zipfile.ZipFile(path) as zf:
         parts = {i.filename: zf.read(i) for i in zf.infolist()}
     sheet = parts["xl/worksheets/sheet1.xml"].decode()
-    parts["xl/worksheets/sheet1.xml"] = edit(sheet).encode()
+    edited = edit(sheet)
+    assert edited != sheet, "the edit applies"
+    parts["xl/worksheets/sheet1.xml"] = edited.encode()
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:
         for name, data in parts.items():
@@ -192,25 +197,63 @@ def inline_strings(path: Path) -> None:
     path.write_bytes(workbooks.xlsx({"Orders": orders()}))
 
 
-# shape → whether the typed load reads it (True), or calamine, whole (False)
+def column_a_empty_for_a_while(path: Path) -> None:
+    rows = orders()
+    for row in rows[410:440]:  # a part with nothing in column A to place its columns by
+        row[0] = None
+    write(path, rows)
+
+
+def a_note_right_of_the_head(path: Path) -> None:
+    rows = orders()
+    rows[430] = [*rows[430], None, None, "a note further right than any before"]
+    write(path, rows)
+
+
+def a_comment_in_the_sheet(path: Path) -> None:
+    write(path, orders())
+    edit_sheet(path, lambda xml: xml.replace('<row r="420"', '<!-- hi --><row r="420"', 1))
+
+
+def a_dimension_declaring_more_rows(path: Path) -> None:
+    write(path, orders())
+    edit_sheet(
+        path, lambda xml: xml.replace('<dimension ref="A1:F451"/>', '<dimension ref="A1:F999"/>')
+    )
+
+
+def a_dimension_declaring_fewer_rows(path: Path) -> None:
+    write(path, orders())
+    edit_sheet(
+        path, lambda xml: xml.replace('<dimension ref="A1:F451"/>', '<dimension ref="A1:F9"/>')
+    )
+
+
+# How the sheet is read: in parts, all typed ("typed"), or some by calamine ("parts");
+# the parts declined before anything was sent ("whole"), or after ("again").
 SHAPES = {
-    clean: True,
-    placed: True,
-    gaps: True,
-    extremes: True,
-    extra_cells: True,
-    empty_column: True,
-    summary_first: True,
-    inline_strings: True,
-    footer_text_under_amounts: False,  # a column of numbers and text
-    times_of_day: True,  # both to the millisecond, from calamine's as_datetime
-    times_since_1904: True,
-    times_without_a_day: False,
-    text_far_down_a_number_column: False,
-    text_early_in_a_number_column: False,
-    cell_naming_another_row: False,  # the quick guard's range is wrong: read cell by cell
-    header_cell_written_last: False,
-    sample_cell_written_late: False,
+    clean: "typed",
+    placed: "whole",  # not from column A
+    gaps: "typed",
+    extremes: "typed",
+    extra_cells: "typed",
+    empty_column: "typed",
+    summary_first: "typed",
+    inline_strings: "typed",
+    footer_text_under_amounts: "parts",  # a column of numbers and text: calamine's part
+    times_of_day: "typed",  # both to the millisecond, from calamine's as_datetime
+    times_since_1904: "typed",
+    times_without_a_day: "parts",
+    text_far_down_a_number_column: "parts",
+    text_early_in_a_number_column: "typed",  # in the head, which calamine reads
+    column_a_empty_for_a_while: "parts",
+    a_comment_in_the_sheet: "whole",
+    cell_naming_another_row: "again",  # the head's range reaches into the parts
+    header_cell_written_last: "again",
+    sample_cell_written_late: "again",
+    a_note_right_of_the_head: "again",
+    a_dimension_declaring_more_rows: "again",  # described as declared, found shorter
+    a_dimension_declaring_fewer_rows: "typed",  # described once cut
 }
 
 
@@ -229,24 +272,33 @@ def serve(path: Path, request: dict[str, Any] | None) -> list[dict[str, Any]]:
         encoded = msgspec.msgpack.encode(request)
         inp = io.BytesIO(sheets.FRAME.pack(len(encoded)) + encoded)
     out = io.BytesIO()
-    sheets.serve(path, "xlsx", LIMITS, inp, out, careful=False)
+    sheets.serve(path, "xlsx", LIMITS, inp, out, careful=False, scratch=path.parent)
     return frames(out.getvalue())
 
 
-def read(path: Path, monkeypatch: pytest.MonkeyPatch, *, typed_load: bool) -> tuple[Any, int]:
-    """What the reader sends for the workbook and for its orders' records; and how many
-    batches of records the typed load gave."""
+def read(path: Path, monkeypatch: pytest.MonkeyPatch, *, typed_load: bool) -> tuple[Any, str]:
+    """What the reader sends for the workbook and for its orders' records, as the worker
+    sees them; and how the sheet was read (see ``SHAPES``)."""
     monkeypatch.setattr(typed, "MIN_BYTES", 0 if typed_load else 1 << 62)
-    batches = 0
-    original = typed.Preload.batches
+    monkeypatch.setattr(typed, "PART_BYTES", 1500)  # parts of a few rows
+    monkeypatch.setattr(typed, "STRINGS_SHARE", 0)
+    pieces: list[str] = []
+    original = typed.Parts._load
 
-    def counted(self: typed.Preload, rows: int) -> Any:
-        nonlocal batches
-        for batch in original(self, rows):
-            batches += rows == CHUNK_ROWS  # the records' batches, not the sample's check
-            yield batch
+    def load(self: typed.Parts, *args: Any) -> Any:
+        piece = original(self, *args)
+        pieces.append("typed" if piece.table is not None else "parts")
+        return piece
 
-    monkeypatch.setattr(typed.Preload, "batches", counted)
+    monkeypatch.setattr(typed.Parts, "_load", load)
+    streamed = []
+    batches = typed.Parts.batches
+
+    def counted(self: typed.Parts, *args: Any) -> Any:
+        streamed.append(True)
+        return batches(self, *args)
+
+    monkeypatch.setattr(typed.Parts, "batches", counted)
     (described,) = serve(path, None)
     doc = next(s for s in described["sheets"] if s["name"] == "Orders")
     sample = [(line, cells) for line, cells in doc["sample"]]
@@ -257,7 +309,11 @@ def read(path: Path, monkeypatch: pytest.MonkeyPatch, *, typed_load: bool) -> tu
         "width": len(clean_headers(sample[index][1], LIMITS)),
         "chunk_rows": CHUNK_ROWS,
     }
-    return [described, serve(path, request)], batches
+    records = serve(path, request)
+    if records[-1]["t"] == "again":
+        return read(path, monkeypatch, typed_load=False)[0], "again"
+    how = "whole" if not streamed else "parts" if "parts" in pieces else "typed"
+    return [described, records], how
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -277,11 +333,34 @@ def test_a_sheet_loaded_typed_reads_as_calamine_reads_it(
     path = tmp_path / "book.xlsx"
     shape(path)
 
-    whole, none = read(path, monkeypatch, typed_load=False)
-    loaded, batches = read(path, monkeypatch, typed_load=True)
+    whole, plainly = read(path, monkeypatch, typed_load=False)
+    loaded, how = read(path, monkeypatch, typed_load=True)
 
-    assert none == 0
+    assert plainly == "whole"
     assert loaded == whole
     records = sum(len(f["lines"]) for f in whole[1] if f["t"] == "chunk")
-    assert records >= ROWS - 5  # the records were read, not refused
-    assert batches == (-(-ROWS // CHUNK_ROWS) if SHAPES[shape] else 0)
+    assert records >= ROWS - 20  # the records were read, not refused
+    assert how == SHAPES[shape]
+
+
+@pytest.mark.parametrize("shape", [gaps, footer_text_under_amounts], ids=lambda f: f.__name__)
+def test_parts_written_to_files_read_as_parts_kept_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: Any
+) -> None:
+    path = tmp_path / "book.xlsx"
+    shape(path)
+    in_memory, _ = read(path, monkeypatch, typed_load=True)
+    monkeypatch.setattr(typed, "IN_MEMORY", 0)
+    files: list[Path] = []
+    load = typed.Parts._load_file
+
+    def spied(self: typed.Parts, part: Any, *args: Any) -> Any:
+        files.append(part.source)
+        return load(self, part, *args)
+
+    monkeypatch.setattr(typed.Parts, "_load_file", spied)
+    on_disk, how = read(path, monkeypatch, typed_load=True)
+    assert (on_disk, how) == (in_memory, SHAPES[shape])
+    assert files
+    assert all(isinstance(f, Path) and f.is_relative_to(tmp_path) for f in files)
+    assert not list(tmp_path.glob("ferry-parts-*"))  # deleted with the reader's parts

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.core.errors import InvalidInput
-from services.core.imports.readers import Limits, check_workbook, guard
+from services.core.imports.readers import Limits, check_workbook, guard, typed
 from tests import workbooks
 from tests.workbooks import HOSTILE, ORDERS
 
@@ -116,7 +117,7 @@ def replace_part(content: bytes, name: str, text: str) -> bytes:
     return out.getvalue()
 
 
-# --- the quick scan of a sheet loaded typed (``readers.typed``) --------------------------------
+# --- a sheet cut into parts as it is unpacked (``readers.typed``) ----------------------------
 
 SHEET1 = "xl/worksheets/sheet1.xml"
 ODD_ROWS = (  # row tags without their number first, or none; cells with theirs
@@ -136,24 +137,43 @@ def quick_shapes() -> dict[str, bytes]:
     return shapes
 
 
+def declines(blocks: Iterator[bytes]) -> guard.UsedRange | None:
+    next(blocks, None)  # a block read, then given up
+    return None
+
+
 @pytest.mark.parametrize("block", [guard.BLOCK, 23, 500])
 @pytest.mark.parametrize("shape", list(quick_shapes()))
-def test_the_quick_scan_finds_the_range_cell_by_cell_scan_finds(
+def test_a_part_not_cut_after_all_is_scanned_as_any_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str, block: int
 ) -> None:
-    # Steps of 23 bytes end inside tags and rows: what a row longer than a block does.
     monkeypatch.setattr(guard, "BLOCK", block)
     path = tmp_path / "book.xlsx"
     path.write_bytes(quick_shapes()[shape])
     full = check_workbook(path, "xlsx", Limits())
-    quick = check_workbook(path, "xlsx", Limits(), quick=SHEET1)
-    assert (full.quick, quick.quick) == (None, next(iter(quick.ranges)))
-    assert {n: (u.ref, u.declared) for n, u in quick.ranges.items()} == {
+    declined = check_workbook(path, "xlsx", Limits(), quick=guard.Quick(SHEET1, declines))
+    assert (full.quick, declined.quick) == (None, None)
+    assert {n: (u.ref, u.declared) for n, u in declined.ranges.items()} == {
         n: (u.ref, u.declared) for n, u in full.ranges.items()
     }
 
 
-def test_an_entity_declaration_in_the_quick_part_is_refused(tmp_path: Path) -> None:
+def test_the_range_a_cut_finds_is_the_sheets(tmp_path: Path) -> None:
+    path = tmp_path / "book.xlsx"
+    path.write_bytes(quick_shapes()["long, with gaps"])
+    found = guard.UsedRange()
+    found.add_span((1, 304), (0, 2))
+
+    def cut(blocks: Iterator[bytes]) -> guard.UsedRange:
+        for _ in blocks:
+            pass
+        return found
+
+    guarded = check_workbook(path, "xlsx", Limits(), quick=guard.Quick(SHEET1, cut))
+    assert (guarded.quick, guarded.ranges["Orders"].ref) == ("Orders", "A2:C305")
+
+
+def test_an_entity_declaration_in_a_part_cut_is_refused(tmp_path: Path) -> None:
     sheet = (
         '<?xml version="1.0"?><!DOCTYPE worksheet [<!ENTITY big "x">]><worksheet '
         'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
@@ -161,7 +181,8 @@ def test_an_entity_declaration_in_the_quick_part_is_refused(tmp_path: Path) -> N
     )
     path = tmp_path / "book.xlsx"
     path.write_bytes(replace_part(workbooks.xlsx({"S": [["x"]]}), SHEET1, sheet))
-    for quick in (None, SHEET1):
+    parts = typed.Parts(path, ("S", SHEET1), Limits(), tmp_path)
+    for quick in (None, guard.Quick(SHEET1, parts.cut)):
         with pytest.raises(InvalidInput) as refused:
             check_workbook(path, "xlsx", Limits(), quick=quick)
         assert f"{SHEET1} declares a DTD or XML entities" in refused.value.detail

@@ -94,13 +94,22 @@ class Source:
             self.book.close()
 
 
-def open_source(path: Path, limits: Limits, sheet: str | None, score: readers.Score) -> Source:
-    """Sniff, check and lay out the file (blocking; run in a thread)."""
+def open_source(
+    path: Path,
+    limits: Limits,
+    sheet: str | None,
+    score: readers.Score,
+    *,
+    whole: bool = False,
+    scratch: Path | None = None,
+) -> Source:
+    """Sniff, check and lay out the file (blocking; run in a thread). ``whole`` and
+    ``scratch``: see ``readers.Workbook``."""
     with open(path, "rb") as fh:
         head = fh.read(8192)
     kind = readers.sniff_kind(head)
     if kind in readers.WORKBOOKS:
-        book = Workbook(path, kind, limits)
+        book = Workbook(path, kind, limits, whole=whole, scratch=scratch)
         try:
             layout = readers.workbook_layout(book, limits, sheet, score)
         except BaseException:
@@ -179,36 +188,44 @@ async def validate_upload(
     bounds = limits(deps.settings)
     with tempfile.TemporaryDirectory(prefix="ferry-import-", dir=workdir) as tmp:
         path, size = await local_file(deps, keys.import_source(job.org_id, job.id), Path(tmp))
-        source = await asyncio.to_thread(
-            open_source,
-            path,
-            bounds,
-            job.params.get("sheet"),
-            lambda headers: mappings.header_score(headers, ds),
-        )
-        try:
-            layout = source.layout
-            headers = layout.headers
-            remembered = await mappings.remembered(deps.db, job.org_id, job.dataset, headers)
-            mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
-            # Without records in the account no key exists already: only rows that fail
-            # or may repeat a key keep their text.
-            async with deps.db.acquire() as conn:  # a lost connection fails the attempt
-                keep_raw = await staging.account_has_records(
-                    conn, ds, job.org_id, job.params["account_id"]
-                )
-            validator, skips = await _stage_all(
-                deps, job, ds, source, mapping, (size, keep_raw), progress
+        whole = False
+        while True:
+            source = await asyncio.to_thread(
+                open_source,
+                path,
+                bounds,
+                job.params.get("sheet"),
+                lambda headers: mappings.header_score(headers, ds),
+                whole=whole,
+                scratch=Path(tmp),
             )
-            if not await _check_keys(deps, ds, job, validator):
-                # Another import committed records to the account meanwhile, and rows
-                # naming them kept no text for the error report: read again, keeping it.
+            try:
+                layout = source.layout
+                headers = layout.headers
+                remembered = await mappings.remembered(deps.db, job.org_id, job.dataset, headers)
+                mapping = current_mapping(ds, headers, remembered, job.params.get("mapping"))
+                # Without records in the account no key exists already: only rows that
+                # fail or may repeat a key keep their text.
+                async with deps.db.acquire() as conn:  # a lost connection fails the attempt
+                    keep_raw = await staging.account_has_records(
+                        conn, ds, job.org_id, job.params["account_id"]
+                    )
                 validator, skips = await _stage_all(
-                    deps, job, ds, source, mapping, (size, True), progress
+                    deps, job, ds, source, mapping, (size, keep_raw), progress
                 )
-                await _check_keys(deps, ds, job, validator)
-        finally:
-            source.close()
+                if not await _check_keys(deps, ds, job, validator):
+                    # Another import committed records to the account meanwhile, and rows
+                    # naming them kept no text for the error report: read again, keeping it.
+                    validator, skips = await _stage_all(
+                        deps, job, ds, source, mapping, (size, True), progress
+                    )
+                    await _check_keys(deps, ds, job, validator)
+            except readers.ReadWhole:
+                whole = True  # a sheet's parts disagreed with it: open it again, whole
+                continue
+            finally:
+                source.close()
+            break
     source_of = {m.field: headers.index(h) for h, m in mapping.items() if m is not None}
     # Three scans of the staged rows, each on a connection of its own.
     (rows, valid, existing), preview, errors = await asyncio.gather(

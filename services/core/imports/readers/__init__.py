@@ -45,6 +45,7 @@ from services.core.imports.readers.layout import (
 )
 from services.core.imports.readers.sheets import cell_text
 from services.core.imports.readers.workbook import (
+    ReadWhole,
     Score,
     Workbook,
     keep_spare,
@@ -73,6 +74,7 @@ __all__ = [
     "Limits",
     "NotPlain",
     "ReadAgain",
+    "ReadWhole",
     "Score",
     "Skips",
     "Workbook",

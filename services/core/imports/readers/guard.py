@@ -22,11 +22,10 @@ memory limit (``readers.workbook``).
 
 from __future__ import annotations
 
-import itertools
 import re
 import struct
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -55,10 +54,6 @@ class UsedRange:
     first_col: int = -1
     last_col: int = -1
     declared: str | None = None
-    # Of a quick scan (``check_zip``): the lowest row below 1,000 a cell names after the
-    # sheet's first ``HEAD_ROWS`` rows, and whether every step was read the quick way.
-    late_row: int | None = None
-    quick_only: bool = True
 
     @property
     def empty(self) -> bool:
@@ -100,11 +95,22 @@ class UsedRange:
 class Guarded:
     """A workbook that passed the checks: its kind, and each sheet's used range by name.
 
-    ``quick``: the sheet whose range was found by its rows' numbers (``check_zip``)."""
+    ``quick``: the sheet whose range its cutting into parts found (``check_zip``)."""
 
     kind: str
     ranges: dict[str, UsedRange]
     quick: str | None = None
+
+
+@dataclass
+class Quick:
+    """An xlsx part read as it is unpacked by ``cut``, which finds its used range on the
+    way (or declines: None), in place of the guard's scan; ``before`` is told the other
+    sheets' verdict before it starts (``readers.typed``)."""
+
+    part: str
+    cut: Callable[[Iterator[bytes]], UsedRange | None]
+    before: Callable[[Guarded], None] | None = None
 
 
 def column_name(index: int) -> str:
@@ -209,14 +215,14 @@ def _entities(name: str) -> InvalidInput:
     )
 
 
-def check_zip(path: Path, limits: Limits, quick: str | None = None) -> Guarded:
+def check_zip(path: Path, limits: Limits, quick: Quick | None = None) -> Guarded:
     """Refuse bombs and oversized sheets of a zipped workbook; each sheet's used range.
 
     Declared sizes can lie, so every entry is decompressed (bounded, streaming) and
-    counted; the sheets are scanned for their used range on the same pass. The range of
-    the xlsx part ``quick`` (a sheet loaded typed, ``readers.typed``) is found by the
-    numbers of its rows, not of every cell: in a third of the time, and the same but in
-    a file whose cells name other rows than their own, which that load finds out.
+    counted; the sheets are scanned for their used range on the same pass. ``quick``:
+    an xlsx part read last, by what cuts it into parts as it is unpacked, finding its
+    range on the way, in place of the scan; where that declines, the part is scanned as
+    any other.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -227,12 +233,16 @@ def check_zip(path: Path, limits: Limits, quick: str | None = None) -> Guarded:
             unpacked = _Unpacked(limits)
             parts: dict[str, UsedRange] = {}
             scan = {"xlsx": _scan_xlsx_sheet, "xlsb": _scan_xlsb_sheet, "ods": _scan_ods}[kind]
+            cut = quick if kind == "xlsx" and quick is not None and quick.part in names else None
+            if cut is not None:
+                infos = [i for i in infos if i.filename != cut.part] + [zf.getinfo(cut.part)]
+            quick_sheet = None
             for info in infos:
-                with zf.open(info) as fh:
-                    if kind == "xlsx" and info.filename == quick:
-                        blocks = unpacked.blocks(fh, info.filename, entities=False)
-                        parts[quick] = _scan_xlsx_sheet(blocks, parts, quick=quick)
+                if cut is not None and info.filename == cut.part:
+                    quick_sheet = _cut(zf, info, cut, unpacked, parts, limits)
+                    if quick_sheet is not None:
                         continue
+                with zf.open(info) as fh:
                     blocks = unpacked.blocks(fh, info.filename)
                     if is_sheet_part(kind, info.filename):
                         parts[info.filename] = scan(blocks, parts)
@@ -244,12 +254,38 @@ def check_zip(path: Path, limits: Limits, quick: str | None = None) -> Guarded:
             _recheck(zf, parts, limits)
             by_name = xlsx_sheet_parts(zf)
             ranges = {name: parts[part] for name, part in by_name.items() if part in parts}
-            quick_sheet = next((name for name, part in by_name.items() if part == quick), None)
             return Guarded(kind, ranges, quick_sheet)
     except zipfile.BadZipFile as exc:
         raise not_tabular(f"the file looks like a workbook but is not a valid zip: {exc}") from None
     except (zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
         raise not_tabular(f"the workbook cannot be read: {exc}") from None
+
+
+def _cut(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    quick: Quick,
+    unpacked: _Unpacked,
+    parts: dict[str, UsedRange],
+    limits: Limits,
+) -> str | None:
+    """Read the ``quick`` part, the others read: its sheet's name, or None if declined."""
+    by_name = xlsx_sheet_parts(zf)
+    name = next((n for n, part in by_name.items() if part == quick.part), None)
+    if name is None:
+        return None
+    if quick.before is not None:
+        _recheck(zf, parts, limits)
+        others = {n: parts[part] for n, part in by_name.items() if part in parts}
+        quick.before(Guarded("xlsx", others, name))
+    before = unpacked.total
+    with zf.open(info) as fh:
+        used = quick.cut(unpacked.blocks(fh, info.filename, entities=False))
+    if used is None:
+        unpacked.total = before  # scanned again, from its start
+        return None
+    parts[info.filename] = used
+    return name
 
 
 _SHEET_FOLDERS = frozenset({"xl/worksheets", "xl/macrosheets", "xl/dialogsheets", "xl/chartsheets"})
@@ -375,132 +411,35 @@ def _canonical(chunk: bytes) -> bool:
 
 
 def _scan_xlsx_sheet(
-    blocks: Iterator[bytes],
-    parts: dict[str, UsedRange],
-    *,
-    careful_only: bool = False,
-    quick: str | None = None,
+    blocks: Iterator[bytes], parts: dict[str, UsedRange], *, careful_only: bool = False
 ) -> UsedRange:
     """The used range of one sheet's XML, streaming; whole tags only per step.
 
     Where every cell is written ``<c r="…">`` (all programs do), two regular expressions
     find the columns and rows at C speed; otherwise each tag is looked at in order.
-
-    ``quick`` (the part's name): rows by the number of each row that has cells
-    (``_quick_cells``), and one search per step for all that is unusual: an entity
-    declaration (refused; ``_Unpacked`` does not look for them in this part), a cell or
-    row tag not written ``r`` first (that step read as without ``quick``).
     """
     used = UsedRange()
     careful: _CarefulXlsx | None = _CarefulXlsx() if careful_only else None
-    scan = _QuickScan()
     rest = b""
-    inside = False  # the last step ended inside a row (longer than a block)
-    # Quick: whole rows per step, a row's number with its cells; the last step, the rest.
-    for block in itertools.chain(blocks, [b""] if quick else []):
+    for block in blocks:
         data = rest + block
-        rows_cut = data.rfind(b"<row ") if quick and block else -1
-        cut = len(data) if quick and not block else rows_cut
-        cut = cut if cut > 0 else data.rfind(b">") + 1
+        cut = data.rfind(b">") + 1
         chunk, rest = data[:cut], data[cut:]
-        if used.declared is None and (dim := _DIMENSION.search(chunk)):
-            used.declared = b":".join(g for g in dim.groups() if g).decode()
-        # A step begun or ended inside a row is read cell by cell.
-        split, inside = inside or (bool(block) and rows_cut <= 0), bool(block) and rows_cut <= 0
-        usual = bool(quick) and careful is None and not split and not _QUICK_ODD.search(chunk)
-        if quick and not usual and _DTD.search(chunk):
-            raise _entities(quick)
-        if careful is None and (
-            _PREFIXED_ROOT.search(chunk[:4096]) or not (usual or _canonical(chunk))
-        ):
+        if used.declared is None:
+            used.declared = declared_range(chunk)
+        if careful is None and (_PREFIXED_ROOT.search(chunk[:4096]) or not _canonical(chunk)):
             careful = _CarefulXlsx()
-        if careful is None and usual:
-            _quick_cells(chunk, used, scan)
-            _late_rows(chunk, used, scan)
-        elif careful is None:
+        if careful is None:
             _fast_cells(chunk, used)
         else:
             careful.feed(chunk, used)
-        used.quick_only &= usual or not quick
     return used
 
 
-# Rows the typed load cuts out for its sample; a cell after them naming a row among them
-# is one the sample would miss.
-HEAD_ROWS = 400
-_ROW_END = b"</row>"
-LOW_ROWS = 1000  # the rows a cell written after them is looked for in: three digits
-_LOW_ROW = re.compile(rb'<c r="[A-Z]{1,3}(\d{1,3})"')
-
-
-def _late_rows(chunk: bytes, used: UsedRange, scan: _QuickScan) -> None:
-    """Note the lowest row below 1,000 that a cell after the first ``HEAD_ROWS`` rows
-    names (none, in a sheet written in order, beyond row 999)."""
-    start = 0
-    if scan.ends < HEAD_ROWS:
-        for _ in range(HEAD_ROWS - scan.ends):
-            found = chunk.find(_ROW_END, start)
-            if found < 0:
-                return
-            start = found + len(_ROW_END)
-            scan.ends += 1
-    low = _LOW_ROW.findall(chunk, start)
-    if low:
-        lowest = min(map(int, low)) - 1
-        used.late_row = lowest if used.late_row is None else min(used.late_row, lowest)
-
-
-# What the quick scan does not read as usual: an entity declaration; a cell or row tag
-# with another attribute first, or none; a row numbered past what a sheet can have.
-_QUICK_ODD = re.compile(
-    rb"<(?:!(?i:DOCTYPE|ENTITY)|c(?! r=\")[\s>/]|row(?! r=\")[\s>/]|row r=\"\d{8})"
-)
-
-
-# A row that has cells: its number, where its first cell follows it.
-_ROW_WITH_CELLS = re.compile(rb'<row r="(\d{1,7})"[^>]*>\s*<c ')
-
-
-class _QuickScan:
-    """What a quick scan keeps between steps: the columns of cells seen so far (a step is
-    searched for cells of other columns only, which in a regular sheet match nowhere
-    after its first rows), and how many rows have ended, up to ``HEAD_ROWS``."""
-
-    MAX_KNOWN = 64  # beyond, the search for unknown ones costs more than finding all
-
-    def __init__(self) -> None:
-        self.known: set[bytes] = set()
-        self.pattern = _CELL_COLS
-        self.ends = 0  # rows ended so far, up to ``HEAD_ROWS``
-
-    def new(self, chunk: bytes) -> set[bytes]:
-        found = set(self.pattern.findall(chunk)) - self.known
-        if found:
-            self.known |= found
-            if len(self.known) > self.MAX_KNOWN:
-                self.pattern = _CELL_COLS
-            else:
-                others = b"|".join(sorted(self.known))
-                self.pattern = re.compile(rb'<c r="(?!(?:' + others + rb")\d)([A-Z]{1,3})")
-        return found
-
-
-def _quick_cells(chunk: bytes, used: UsedRange, scan: _QuickScan) -> None:
-    """Add the chunk's rows that have cells, by their numbers, and its cells' columns;
-    every row and cell tag in it begins with its ``r`` (``_QUICK_ODD``)."""
-    rows = list(map(int, _ROW_WITH_CELLS.findall(chunk)))
-    letters = scan.new(chunk)
-    if letters:
-        row = rows[0] - 1 if rows else used.first_row
-        if row < 0:  # no row seen yet to place them on
-            _fast_cells(chunk, used)
-            return
-        cols = list(map(column_index, letters))
-        used.add(row, min(cols))
-        used.add(row, max(cols))
-    if rows and not used.empty:
-        used.add(min(rows) - 1, used.first_col)
-        used.add(max(rows) - 1, used.first_col)
+def declared_range(xml: bytes) -> str | None:
+    """What a sheet's XML declares its range to be (``<dimension ref>``), if it does."""
+    found = _DIMENSION.search(xml)
+    return b":".join(g for g in found.groups() if g).decode() if found else None
 
 
 def _fast_cells(chunk: bytes, used: UsedRange) -> None:
@@ -653,17 +592,17 @@ def _scan_ods(blocks: Iterator[bytes], parts: dict[str, UsedRange]) -> UsedRange
 # --- the whole file --------------------------------------------------------------------------
 
 
-def check_workbook(path: Path, kind: str, limits: Limits, quick: str | None = None) -> Guarded:
+def check_workbook(path: Path, kind: str, limits: Limits, quick: Quick | None = None) -> Guarded:
     """The guard of every workbook kind: zips checked and scanned, an .xls bounded by size.
 
-    ``quick``: an xlsx part whose range is found by its rows (see ``check_zip``)."""
+    ``quick``: an xlsx part and what cuts it into parts (see ``check_zip``)."""
     if kind == "xls":
         return Guarded("xls", {})
     return check_zip(path, limits, quick)
 
 
 def exact_range(path: Path, part: str, limits: Limits) -> UsedRange:
-    """The used range of one xlsx part, cell by cell: where the quick one was wrong."""
+    """The used range of one xlsx part, cell by cell: where its cutting found it roughly."""
     with zipfile.ZipFile(path) as zf, zf.open(part) as fh:
         used = _scan_xlsx_sheet(iter(lambda: fh.read(BLOCK), b""), {})
         ranges = {part: used}

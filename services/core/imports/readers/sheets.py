@@ -12,10 +12,11 @@ not. Only if calamine dies first (a sparse sheet asking for gigabytes) does the 
 start this process again ``careful``: the guard first, calamine only on what it let
 through — so the refusal names the sheet and its range, and the other sheets are read.
 
-An xlsx's largest sheet, when large, is loaded by fastexcel as typed columns in about
-half calamine's time (``readers.typed``), the guard finding that sheet's range by its
-rows' numbers beside it; whatever that path cannot vouch for is loaded by calamine,
-whole, and the worker cannot tell the two apart.
+An xlsx's largest sheet, when large, is cut into parts as the guard unpacks it, and
+they are loaded by fastexcel as typed columns, one after another, while the records of
+the first are already sent (``readers.typed``); a part that path cannot vouch for is
+loaded by calamine, and a sheet whose parts disagree with it is read again whole. The
+worker cannot tell the paths apart.
 
 It talks to ``readers.workbook`` in length-prefixed msgpack frames. It is started
 with its limits only, often before there is a workbook to read (a worker keeps one
@@ -40,7 +41,7 @@ import struct
 import sys
 import threading
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -163,7 +164,7 @@ class Book:
             raise _calamine_error(exc) from None
         self.loaded: dict[str, Any] = {}
         self.loaded_cells = 0
-        self.typed: typed.Preload | None = None  # the largest sheet, loading typed
+        self.typed: typed.Parts | None = None  # the largest sheet, cut into parts
 
     def _refused(self, name: str) -> InvalidInput | None:
         used = self.guarded.ranges.get(name) if self.guarded is not None else None
@@ -189,7 +190,7 @@ class Book:
         except Exception as exc:  # calamine raises its own error types
             raise _calamine_error(exc) from None
         if refused := _loaded_over_budget(name, sheet, self.limits):
-            raise refused  # a range the guard did not see (its quick scan; see ``typed``)
+            raise refused  # a range the guard did not see (a sheet cut; see ``typed``)
         cells = sheet.height * sheet.width
         if self.loaded_cells + cells <= self.limits.max_cells:
             self.loaded[name] = sheet  # kept: the sheet chosen is read without parsing again
@@ -205,29 +206,28 @@ class Book:
                 self.sheet(str(meta.name))
 
     def _settle_typed(self) -> tuple[str, dict[str, Any]] | None:
-        """The typed sheet's name and description, if its typed load agrees with its
-        first rows and with the guard; else None, the typed load let go.
+        """The name and description of the sheet cut into parts, if its head was read
+        and the guard lets it through; else None, the parts let go.
 
-        The guard found that sheet's range by its rows' numbers (``guard.check_zip``):
-        where the typed load is let go, the range is found again cell by cell, beside
-        calamine loading the sheet whole, before either is used."""
-        preload = self.typed
-        if preload is None:
+        The guard found that sheet's range as it was cut (``guard.check_zip``): where
+        the parts are let go, the range is found again cell by cell, beside calamine
+        loading the sheet whole, before either is used."""
+        parts = self.typed
+        if parts is None:
             return None
         assert self.guarded is not None
-        name = preload.sheet
-        used = self.guarded.ranges.get(name)
+        name = parts.sheet
         refused = self._refused(name)
-        doc = None if refused else preload.describe(used)
-        if doc is not None and used is not None and preload.within(used):
+        doc = None if refused else parts.describe(self.guarded.ranges.get(name))
+        if doc is not None:
             return name, doc
         self.typed = None
-        preload.release()  # before calamine loads the sheet whole
+        parts.release()
         if self.guarded.quick == name and refused:
-            self.guarded.ranges[name] = guard.exact_range(self.path, preload.part, self.limits)
+            self.guarded.ranges[name] = guard.exact_range(self.path, parts.part, self.limits)
         elif self.guarded.quick == name:
             with ThreadPoolExecutor(1, thread_name_prefix="guard") as pool:
-                exact = pool.submit(guard.exact_range, self.path, preload.part, self.limits)
+                exact = pool.submit(guard.exact_range, self.path, parts.part, self.limits)
                 with contextlib.suppress(InvalidInput):  # said when the sheet is asked for
                     self._load(name)
                 self.guarded.ranges[name] = exact.result()
@@ -324,7 +324,7 @@ def column_batches(sheet: Any, header_line: int, rows: int) -> Iterator[Columns]
 class SheetRows:
     """The records of one sheet after its header, in chunks (see ``readers.chunks``).
 
-    They come in batches of columns (``column_batches``, or ``typed.Preload.batches``),
+    They come in batches of columns (``column_batches``, or ``typed.Parts.batches``),
     as calamine gives cells. A row with at most a third of the header's cells filled is
     held back like a short CSV line: a report footer unless records follow. A batch of
     regular rows goes to the builder at once, without Python per row.
@@ -449,81 +449,125 @@ def _limit_memory(limit: int) -> None:
 
 def _stream(book: Book, request: dict[str, Any], out: IO[bytes]) -> None:
     header_line, chunk_rows = request["header_line"], request["chunk_rows"]
-    if book.typed is not None and book.typed.matches(request):
-        batches = book.typed.batches(chunk_rows)
-    else:
+    parts = book.typed if book.typed is not None and request["sheet"] == book.typed.sheet else None
+    if parts is not None and parts.matches(request):
+        assert book.guarded is not None
+        batches = parts.batches(chunk_rows, book.guarded.ranges[parts.sheet].last_row)
+    elif parts is not None and not parts.verified:
+        # Described from its head and the guard's cutting, not yet checked part by part.
+        send(out, {"t": "again"})
+        return
+    else:  # read again (a date order decided late): calamine, whole, as described
         batches = column_batches(book.sheet(request["sheet"]), header_line, chunk_rows)
     skips = Skips()
     rows = SheetRows(header_line, request["width"], book.limits)
-    for chunk in rows.chunks(batches, skips, chunk_rows):
-        send(
-            out,
-            {
-                "t": "chunk",
-                "lines": chunk.lines,
-                "columns": chunk.columns,
-                "row_errors": chunk.row_errors,
-                "unreadable": sorted(chunk.unreadable),
-                "position": chunk.position,
-            },
-        )
+    try:
+        for chunk in rows.chunks(batches, skips, chunk_rows):
+            send(
+                out,
+                {
+                    "t": "chunk",
+                    "lines": chunk.lines,
+                    "columns": chunk.columns,
+                    "row_errors": chunk.row_errors,
+                    "unreadable": sorted(chunk.unreadable),
+                    "position": chunk.position,
+                },
+            )
+    except typed.Again:
+        send(out, {"t": "again"})
+        return
     send(out, {"t": "end", "count": skips.count, "lines": skips.lines})
 
 
-def _guard_beside(
-    path: Path, kind: str, limits: Limits, out: IO[bytes], quick: str | None
-) -> Callable[[], Any]:
-    """Start the guard in a thread; returns the wait for its ``Guarded``. A refusal is
-    sent from the thread, and the process ends there and then."""
-    verdict: list[Any] = []
+class _GuardBeside:
+    """The guard in a thread. A refusal is sent from the thread, and the process ends
+    there and then. ``quick``: its cutting of a sheet into parts (``typed``), which the
+    reader may start reading before the guard is done with it (``early``)."""
 
-    def scan() -> None:
-        try:
-            verdict.append(guard.check_workbook(path, kind, limits, quick))
-        except InvalidInput as exc:
-            send(out, {"t": "error", "message": exc.detail, "errors": exc.errors})
-            os._exit(0)
-        except BaseException as exc:  # re-raised by the wait, in the main thread
-            verdict.append(exc)
+    def __init__(
+        self, path: Path, kind: str, limits: Limits, out: IO[bytes], quick: guard.Quick | None
+    ) -> None:
+        self._verdict: list[Any] = []
+        self._others: list[guard.Guarded] = []
+        self._early = threading.Event()
+        if quick is not None:
+            quick.before = self._before
 
-    thread = threading.Thread(target=scan, name="guard", daemon=True)
-    thread.start()
+        def scan() -> None:
+            try:
+                self._verdict.append(guard.check_workbook(path, kind, limits, quick))
+            except InvalidInput as exc:
+                send(out, {"t": "error", "message": exc.detail, "errors": exc.errors})
+                os._exit(0)
+            except BaseException as exc:  # re-raised by the wait, in the main thread
+                self._verdict.append(exc)
+            finally:
+                self._early.set()
 
-    def wait() -> Any:
-        thread.join()
-        if isinstance(verdict[0], BaseException):
-            raise verdict[0]
-        return verdict[0]
+        self._thread = threading.Thread(target=scan, name="guard", daemon=True)
+        self._thread.start()
 
-    return wait
+    def _before(self, others: guard.Guarded) -> None:
+        self._others.append(others)
+        self._early.set()
+
+    def wait(self) -> guard.Guarded:
+        self._thread.join()
+        if isinstance(self._verdict[0], BaseException):
+            raise self._verdict[0]
+        verdict: guard.Guarded = self._verdict[0]
+        return verdict
+
+    def early(self, parts: typed.Parts) -> guard.Guarded:
+        """The verdict on every sheet but the one cut into parts, and the range the
+        head and the declared size give that one; the whole verdict where there are
+        none."""
+        self._early.wait()
+        if self._others and (used := parts.provisional()) is not None:
+            others = self._others[0]
+            return guard.Guarded(others.kind, {**others.ranges, parts.sheet: used}, parts.sheet)
+        return self.wait()
 
 
-def _open(path: Path, kind: str, limits: Limits, out: IO[bytes], careful: bool) -> Book:
-    """The workbook, guarded: the guard first if ``careful``, else beside calamine."""
+def _open(
+    path: Path, kind: str, limits: Limits, out: IO[bytes], careful: bool, scratch: Path | None
+) -> Book:
+    """The workbook, guarded: the guard first if ``careful``, else beside calamine (its
+    largest sheet cut into parts as the guard unpacks it, ``typed``)."""
     if careful:
         return Book(path, limits, out, guard.check_workbook(path, kind, limits))
     fast = typed.candidate(path, kind, limits)
-    guarded = _guard_beside(path, kind, limits, out, fast[1] if fast else None)
+    parts = typed.Parts(path, fast, limits, scratch) if fast else None
+    beside = _GuardBeside(
+        path, kind, limits, out, guard.Quick(parts.part, parts.cut) if parts else None
+    )
     try:
-        preload = typed.start(path, fast, limits) if fast else None
-        if preload is not None:  # if the load takes the process down, the worker names it
-            send(out, {"t": "loading", "sheet": preload.sheet})
         book = Book(path, limits, out, None)
-        book.typed = preload
+        book.typed = parts
         book.load()
     except InvalidInput:
-        guarded()  # the guard's refusal, if it has one, is the one to give
+        beside.wait()  # the guard's refusal, if it has one, is the one to give
         raise
-    book.guarded = guarded()
+    book.guarded = beside.early(parts) if parts is not None else beside.wait()
     return book
 
 
 def serve(
-    path: Path, kind: str, limits: Limits, inp: IO[bytes], out: IO[bytes], *, careful: bool
+    path: Path,
+    kind: str,
+    limits: Limits,
+    inp: IO[bytes],
+    out: IO[bytes],
+    *,
+    careful: bool,
+    scratch: Path | None = None,
 ) -> None:
-    """Describe the workbook, then stream each sheet asked for, until the input closes."""
+    """Describe the workbook, then stream each sheet asked for, until the input closes.
+    ``scratch``: where the parts of a sheet cut (``typed``) are written."""
+    book: Book | None = None
     try:
-        book = _open(path, kind, limits, out, careful)
+        book = _open(path, kind, limits, out, careful, scratch)
         assert book.guarded is not None
         send(out, {"t": "sheets", "kind": book.guarded.kind, "sheets": book.describe()})
         while (request := receive(inp)) is not None:
@@ -532,6 +576,9 @@ def serve(
         send(out, {"t": "error", "message": exc.detail, "errors": exc.errors})
     except MemoryError:
         send(out, {"t": "memory"})  # the worker names the sheet it was loading
+    finally:
+        if book is not None and book.typed is not None:
+            book.typed.release()
 
 
 def main(argv: list[str]) -> None:
@@ -553,7 +600,8 @@ def main(argv: list[str]) -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     if (workbook := receive(inp)) is not None:
         path, kind, careful = Path(workbook["path"]), workbook["kind"], workbook["careful"]
-        serve(path, kind, limits, inp, out, careful=careful)
+        scratch = Path(workbook["scratch"]) if workbook.get("scratch") else None
+        serve(path, kind, limits, inp, out, careful=careful, scratch=scratch)
     # Done: no need to free a loaded sheet cell by cell before exiting.
     sys.stdout.flush()
     os._exit(0)

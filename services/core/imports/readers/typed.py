@@ -1,26 +1,30 @@
-"""A large xlsx sheet loaded by fastexcel, as typed columns, beside the guard.
+"""A large xlsx sheet read in parts, as typed columns, while the rest is still unpacked.
 
 python-calamine turns every cell of a sheet into a Rust value for Python to fetch; a
-100,000-row sheet takes it 0.9 s. fastexcel, calamine underneath too, loads the same
-sheet into Arrow columns, one type per column, in 0.45 s. What it must be told is where
-the records start, and that is the worker's to find, from the sheet's first rows. So,
-in the reader process (``readers.sheets``), for the largest sheet of an xlsx:
+100,000-row sheet takes it 0.5-0.9 s, and nothing of it can be used until all of it is
+parsed. So, in the reader process (``readers.sheets``), the largest sheet of an xlsx is
+cut where its rows begin, as the guard unpacks it (``Parts.cut``, called by
+``guard.check_zip`` in place of its scan of that sheet):
 
-1. the sheet's first rows are cut out into a small workbook of their own, which
-   python-calamine reads: the sample the worker chooses the header row from, as it
-   would read it from the whole sheet;
-2. the header row is found in that sample as the worker will find it
-   (``layout.find_header``), and fastexcel loads the rows below it, in a thread, while
-   the guard scans the file;
-3. the records are handed to ``SheetRows`` as the columns calamine would have given:
-   text, numbers, dates, booleans, and ``""`` for an empty cell.
+1. its first ``HEAD_ROWS`` rows become a small workbook of their own, which
+   python-calamine reads: the sample the worker chooses the header row from, and the
+   first records, exactly as it would read them from the whole sheet;
+2. the rows below, about ``PART_BYTES`` at a time, become workbooks too (on disk, with
+   the workbook's styles and shared strings), and a thread loads each with fastexcel
+   into Arrow columns, one type per column, while the records of the ones before are
+   sent: the worker checks the first records while the last are still being parsed;
+3. each part's records are handed to ``SheetRows`` as the columns calamine would have
+   given: text, numbers, dates, booleans, and ``""`` for an empty cell.
 
-What this path cannot vouch for is read by calamine as before, whole: a column of mixed
-types (a footer's text under amounts; fastexcel refuses those, ``strict``), an error
-cell, a time without a day (calamine gives it as a time), a sheet whose first rows and
-whole disagree (the records below the header are compared), a request for another
-sheet or header row. The worker cannot tell the two paths apart. (Dates with times
-agree to the millisecond: both take them from calamine's ``as_datetime``.)
+A part fastexcel cannot vouch for (a column of mixed types, a footer's text under
+amounts; an error cell; a time without a day; no value in column A to place its
+columns by) is read by python-calamine instead: the same cells, the same values. Each
+part is checked against where it was cut: its cells must name its own rows, no column
+right of the head's, and the last row where the guard said. A sheet that breaks that
+(cells naming another part's rows, say) ends the stream with ``again``, and the worker
+reads the workbook again without this path (``readers.workbook``). So does the
+worker's asking for another sheet or header row. The worker cannot tell the paths
+apart.
 
 fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; it then
 waits at about 100 MB; nothing here makes pyarrow import pandas, another 50). A reader opening a
@@ -30,14 +34,20 @@ take about 250 MB of the address space its limit allows.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import io
 import itertools
 import logging
+import queue
+import re
 import shutil
+import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
-from datetime import date, datetime
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +57,29 @@ from services.core.imports.readers.layout import SAMPLE_ROWS, Limits, clean_head
 
 # A sheet part smaller than this (unpacked) is read by calamine: it takes little time.
 MIN_BYTES = 4 * 1024 * 1024
-# Rows cut out for the sample: enough for the sample's rows after leading empty ones
-# (the guard looks for cells after them naming rows among them).
-HEAD_ROWS = guard.HEAD_ROWS
-HEAD_MAX_BYTES = 16 * 1024 * 1024
-BLOCK = 64 * 1024
+# Rows cut out for the sample: enough for the sample's rows after leading empty ones.
+HEAD_ROWS = 400
+# A part's XML: about 10,000 rows of nine columns. Each part copies the workbook's other
+# parts, and its load parses the shared strings again: a part is at least
+# ``STRINGS_SHARE`` times their size.
+PART_BYTES = 4 * 1024 * 1024
+STRINGS_SHARE = 20
+# Parts loaded and not yet sent, at most, and parts loading at once: what the reader
+# holds of the sheet. Two loads keep both cores busy while the worker waits for rows.
+AHEAD = 2
+LOADERS = 2
+# Parts cut and not yet loaded are kept in memory up to this many bytes of XML; beyond,
+# written to files (``scratch``), when the cutting runs far ahead of the loading.
+IN_MEMORY = 48 * 1024 * 1024
 _ROW_END = b"</row>"
+_ROW_START = re.compile(rb'<row r="(\d{1,7})"')
+# A cell with a value (calamine places it): a number or shared string, inline text.
+_VALUE = re.compile(rb"<c [^>]*[^/]>(?:<f[^>]*(?:/>|>[^<]*</f>))?(?:<v>[^<]|<is>)")
+# Such a cell in column A: a part's columns then start there, as the sheet's do.
+_VALUE_IN_A = re.compile(
+    rb'<c r="A\d+"(?: [^>]*[^/])?>(?:<f[^>]*(?:/>|>[^<]*</f>))?(?:<v>[^<]|<is>)'
+)
+_DIMENSION = re.compile(rb"<dimension [^>]*/>")
 # Stamps from the day after any a number below 1 can be, to before year 10,000.
 _STAMPS = ("1904-01-02", "10000-01-01")
 _PLACEHOLDER = (
@@ -60,9 +87,15 @@ _PLACEHOLDER = (
     b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
     b"<sheetData/></worksheet>"
 )
+# Parts calamine does not read for a sheet's values.
+_NOT_READ = ("xl/drawings/", "xl/charts/", "xl/media/", "xl/theme/", "docProps/", "customXml/")
 
 _warming: threading.Thread | None = None
 _available = False
+
+
+class Again(Exception):
+    """The parts do not agree with the sheet as described: read the workbook again."""
 
 
 def prewarm() -> None:
@@ -116,237 +149,482 @@ def candidate(path: Path, kind: str, limits: Limits) -> tuple[str, str] | None:
     return name, parts[name]
 
 
-def start(path: Path, sheet: tuple[str, str], limits: Limits) -> Preload | None:
-    """Start loading the ``candidate`` sheet typed, once its first rows are read; None
-    if it cannot be."""
-    preload = Preload(path, sheet, limits)
-    return preload if preload.started else None
+@dataclass
+class _Part:
+    """A part's workbook, in memory or in a file, and the size of its rows' XML."""
+
+    source: bytes | Path
+    size: int
 
 
-def _head_xml(zf: zipfile.ZipFile, part: str) -> bytes | None:
-    """The part's XML up to the end of its ``HEAD_ROWS``-th row, closed; None when the
-    whole part is that short, or its rows are not written as every program writes them."""
-    data, ends, tail = bytearray(), 0, b""
-    with zf.open(part) as fh:
-        while ends < HEAD_ROWS:
-            block = fh.read(BLOCK)
-            if not block or len(data) > HEAD_MAX_BYTES:
-                return None
-            ends += (tail + block).count(_ROW_END)
-            tail = block[-(len(_ROW_END) - 1) :]
-            data += block
-    cut = -1
-    for _ in range(HEAD_ROWS):
-        cut = data.index(_ROW_END, cut + 1)
-    head = bytes(data[: cut + len(_ROW_END)])
-    if b"<sheetData>" not in head or b"</sheetData>" in head:
-        return None  # a prefixed namespace, or not where rows are
-    return head + b"</sheetData></worksheet>"
+@dataclass
+class _Piece:
+    """Records of one stretch of the sheet: rows ``first`` to ``end`` (0-based), as
+    columns from column A (``cells``), or an Arrow table still to convert."""
+
+    first: int
+    end: int
+    cells: list[tuple[Any, ...]] | None = None
+    table: Any = None
 
 
-def _head_workbook(zf: zipfile.ZipFile, part: str) -> bytes | None:
-    """A workbook of the sheet's first rows, in memory: the parts calamine reads (the
-    workbook, its relationships, styles, shared strings), every other sheet empty, no
-    drawings or media; None if the sheet cannot be cut so."""
-    head = _head_xml(zf, part)
-    if head is None:
-        return None
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as book:
-        for info in zf.infolist():
-            name = info.filename
-            if name == part:
-                book.writestr(name, head)
-            elif guard.is_sheet_part("xlsx", name):
-                book.writestr(name, _PLACEHOLDER)
-            elif name.endswith((".xml", ".rels")) and not name.startswith(_NOT_READ):
-                with zf.open(info) as src, book.open(name, "w") as copy:
-                    shutil.copyfileobj(src, copy, 1024 * 1024)
-    return out.getvalue()
+class Parts:
+    """The sheet cut into its head and parts as the guard unpacks it (``cut``); the
+    parts loaded in a thread, ``AHEAD`` at most, and handed on as records (``batches``)."""
 
-
-# Parts calamine does not read for a sheet's values.
-_NOT_READ = ("xl/drawings/", "xl/charts/", "xl/media/", "xl/theme/", "docProps/", "customXml/")
-
-
-class Preload:
-    """The sheet's first rows read by calamine, and the rows below its header loading
-    in fastexcel, in a thread."""
-
-    def __init__(self, path: Path, sheet: tuple[str, str], limits: Limits) -> None:
-        self.path = path
+    def __init__(self, path: Path, sheet: tuple[str, str], limits: Limits, scratch: Path | None):
         self.sheet, self.part = sheet
-        self.started = False
-        self._header = threading.Event()  # the header line is known, or never will be
-        self._done = threading.Event()
-        self._failed = False
-        self._table: Any = None
-        self._total_height = 0
-        self._sheet_width = 0
-        # fastexcel opens the workbook (its shared strings) while the head is read.
-        thread = threading.Thread(target=self._load, args=(path,), name="typed", daemon=True)
-        thread.start()
-        try:
-            self.started = self._read_head(limits)
-        finally:
-            self._header.set()
+        self.limits = limits
+        self.started = False  # the head was read and the parts are being cut
+        self.declined = False  # not cut into parts after all: read whole
+        self.failed = False  # a part loaded wrong: ``batches`` raises Again
+        self.verified = False  # every part was handed on, each where it was cut
+        self._scratch = scratch
+        self._dir: Path | None = None  # made when a part is first written to a file
+        self._cut_done = threading.Event()
+        self._head_done = threading.Event()  # the head read, or the cutting over
+        self._provisional: guard.UsedRange | None = None
+        self.last_row = -1  # of the sheet, as the cutting found it
+        self._files: queue.Queue[tuple[_Part, int, int, bool] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._in_memory = 0  # bytes of the parts in memory, not yet loaded
+        self._loaded: queue.Queue[_Piece | None] = queue.Queue(AHEAD)
+        self._taken = False
+        self._released = False
+        self._loading = False  # the loading thread was started
+        self.head: Any = None  # calamine's reading of the head
+        self._others = self._other_parts(path)
 
-    def _read_head(self, limits: Limits) -> bool:
-        """The sheet's first rows, cut out and read by calamine, and the header in them;
-        False if the sheet is not to be loaded typed."""
+    def _other_parts(self, path: Path) -> dict[str, bytes]:
+        """What each part's workbook holds besides its rows: the workbook, relationships,
+        styles and shared strings; every other sheet empty, no drawings or media."""
+        others: dict[str, bytes] = {}
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if name == self.part:
+                    continue
+                if guard.is_sheet_part("xlsx", name):
+                    others[name] = _PLACEHOLDER
+                elif name.endswith((".xml", ".rels")) and not name.startswith(_NOT_READ):
+                    others[name] = zf.read(info)
+        # Copied into every part, the shared strings parsed again for each.
+        self.part_bytes = max(PART_BYTES, STRINGS_SHARE * sum(map(len, others.values())))
+        return others
+
+    def _workbook(self, xml: bytes, target: Path | io.BytesIO) -> None:
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as book:
+            for name, data in self._others.items():
+                book.writestr(name, data)
+            book.writestr(self.part, xml)
+
+    # --- the guard's thread ------------------------------------------------------------------
+
+    def cut(self, blocks: Iterator[bytes]) -> guard.UsedRange | None:
+        """Cut the sheet's XML, as unpacked, into the head and parts; the sheet's used
+        range. None where it is not cut so (the guard scans it cell by cell)."""
+        used = None
+        try:
+            used = self._cut(blocks)
+        finally:
+            self.declined = used is None
+            self.last_row = used.last_row if used is not None else -1
+            if not self._head_done.is_set():
+                self._provisional = used
+                self._head_done.set()
+            self._files.put(None)
+            if not self._loading:
+                self._loaded.put(None)  # no part was cut: nothing to wait for
+            self._cut_done.set()
+        return used
+
+    def provisional(self) -> guard.UsedRange | None:
+        """The sheet's used range as its head and its declared size give it, once the
+        head is read; or as found, once cut; None if it is not cut into parts."""
+        self._head_done.wait()
+        return self._provisional
+
+    def _cut(self, blocks: Iterator[bytes]) -> guard.UsedRange | None:
+        data = bytearray()
+        ends = 0
+        plain = _plain(blocks)
+        stream = iter(plain)
+        for block in stream:
+            ends += block.count(_ROW_END)
+            data += block
+            if ends >= HEAD_ROWS:
+                break
+        else:
+            return None  # the whole sheet is its head, or not plain XML
+        cut = -1
+        for _ in range(HEAD_ROWS):
+            cut = data.index(_ROW_END, cut + 1)
+        cut += len(_ROW_END)
+        head = bytes(data[:cut])
+        opening = head.find(b"<sheetData>") + len(b"<sheetData>")
+        if opening < len(b"<sheetData>") or b"</sheetData>" in head:
+            return None  # a prefixed namespace, or not where rows are
+        used = self._read_head(head + b"</sheetData></worksheet>")
+        if used is None:
+            return None
+        used.declared = guard.declared_range(head)
+        self.started = True
+        # The rows below, as the sheet declares them, checked as they are read (``batches``):
+        # the worker lays out the sheet while it is cut.
+        if (
+            declared := _declared_last_row(used.declared)
+        ) is not None and declared >= used.last_row:
+            self._provisional = dataclasses.replace(used)
+            self._provisional.add(declared, used.first_col)
+            self._head_done.set()
+        # A part holds fewer rows than the sheet declares.
+        prefix = _DIMENSION.sub(b"", head[:opening])
+        last_row = self._cut_parts(prefix, data[cut:], stream)
+        if not plain.clean:
+            return None
+        if last_row is None:
+            return None
+        used.add(last_row, used.first_col)
+        return used
+
+    def _cut_parts(self, prefix: bytes, rest: bytearray, blocks: Iterator[bytes]) -> int | None:
+        """The rows after the head, cut into parts; the last row with a value, or None
+        where they are not cut so."""
+        index = 0
+        for block in itertools.chain([b""], blocks):
+            rest += block
+            while len(rest) > self.part_bytes and (at := rest.find(b"<row ", self.part_bytes)) > 0:
+                if not self._emit(index, prefix, rest, at):
+                    return None
+                index += 1
+                del rest[:at]
+        closing = rest.find(b"</sheetData>")
+        if closing < 0:
+            return None
+        if not self._emit(index, prefix, rest, closing):
+            return None  # no value after the last part: its last row is not known here
+        return _last_value_row(rest, closing)
+
+    def _emit(self, index: int, prefix: bytes, rows: bytearray, end: int) -> bool:
+        """Write one part's workbook, its rows ``rows[:end]``, and hand it to the loading
+        thread; False if its first or last row with a value has no number. It is kept in
+        memory while the parts waiting to be loaded hold less than ``IN_MEMORY`` bytes,
+        else written to a file."""
+        first, last = _first_value_row(rows, end), _last_value_row(rows, end)
+        if first is None or last is None:
+            return False
+        target: Path | io.BytesIO = io.BytesIO()
+        with self._lock:
+            if self._released:
+                return False
+            in_memory = self._in_memory + end <= IN_MEMORY
+            self._in_memory += end if in_memory else 0
+            if not in_memory:
+                if self._dir is None:
+                    self._dir = Path(tempfile.mkdtemp(prefix="ferry-parts-", dir=self._scratch))
+                target = self._dir / f"part-{index}.xlsx"
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as book:
+            for name, data in self._others.items():
+                book.writestr(name, data)
+            with book.open(self.part, "w") as sheet, memoryview(rows) as view:
+                sheet.write(prefix)
+                sheet.write(view[:end])
+                sheet.write(b"</sheetData></worksheet>")
+        placed = _VALUE_IN_A.search(rows, 0, end) is not None
+        part = _Part(target.getvalue() if isinstance(target, io.BytesIO) else target, end)
+        self._files.put((part, first, last, placed))
+        if not self._loading:
+            self._loading = True
+            threading.Thread(target=self._load_all, name="parts", daemon=True).start()
+        return True
+
+    def _read_head(self, xml: bytes) -> guard.UsedRange | None:
+        """The head read by calamine: its sample and header; the range it starts."""
         import python_calamine
 
         from services.core.imports.readers.sheets import sample_of
 
+        out = io.BytesIO()
+        self._workbook(xml, out)
         try:
-            with zipfile.ZipFile(self.path) as zf:
-                head = _head_workbook(zf, self.part)
-            if head is None:
-                return False
-            book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(head))
-            loaded = book.get_sheet_by_name(self.sheet)
+            book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(out.getvalue()))
+            loaded: Any = book.get_sheet_by_name(self.sheet)
         except Exception:  # the guard and calamine say what is wrong; read it whole
-            return False
-        if not loaded.start:
-            return False
-        self.first_row, self._first_col = loaded.start
-        sample = [(line, cells) for line, cells in sample_of(loaded)["sample"]]
-        self._head_rows = [cells for _, cells in sample]
+            return None
+        if not loaded.start or loaded.start[1] != 0:
+            return None  # a sheet not starting in column A: its parts could not be placed
+        described = sample_of(loaded)
+        sample = [(line, cells) for line, cells in described["sample"]]
         index = find_header(sample)
-        if index < 0:
-            return False
+        if index < 0 or len(sample) < SAMPLE_ROWS:
+            return None
         try:
-            self.width = len(clean_headers(sample[index][1], limits))
+            self.width = len(clean_headers(sample[index][1], self.limits))
         except InvalidInput:
-            return False
-        self.header_index = index
+            return None
+        self.head = loaded
+        self._head_end = loaded.end[0]
+        self.first_row = described["first_row"]
         self.header_line = sample[index][0]
-        # The sample's records as calamine gives them (``iter_rows`` counts from row 1).
-        below = itertools.islice(loaded.iter_rows(), self.header_line, self.first_row + SAMPLE_ROWS)
-        return not _mixed(below)  # fastexcel would refuse it, after loading it all
+        self._sample = described["sample"]
+        self.sheet_width = loaded.width
+        used = guard.UsedRange()
+        used.add_span((self.first_row, loaded.end[0]), (0, loaded.width - 1))
+        return used
 
-    def _load(self, path: Path) -> None:
+    # --- the loading thread -----------------------------------------------------------------
+
+    def _load_all(self) -> None:
+        """Load the parts as they are cut, ``LOADERS`` at once, and queue them in order;
+        None after the last, or after the first that is not right."""
         try:
-            import fastexcel
+            self._load_in_order()
+        except BaseException:  # the reader's thread must not wait for ever
+            self.failed = True
+            raise
+        finally:
+            self._loaded.put(None)
 
-            reader = fastexcel.read_excel(str(path))
-            self._header.wait()
-            if not self.started:
-                return
-            sheet = reader.load_sheet(
+    def _load_in_order(self) -> None:
+        done = self._head_end + 1  # the next row to load: the rows above are handed on
+        loading: collections.deque[Future[_Piece | None]] = collections.deque()
+        more = True
+        with ThreadPoolExecutor(LOADERS, thread_name_prefix="part") as pool:
+            while more or loading:
+                while more and len(loading) < LOADERS:
+                    try:  # wait for the next part only when none is loading
+                        item = self._files.get(block=not loading)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        more = False
+                    else:
+                        loading.append(pool.submit(self._load_file, *item))
+                if not loading:
+                    break
+                piece = loading.popleft().result()
+                if piece is None or piece.first < done:
+                    self.failed = True  # a cell naming a row of an earlier part
+                    break
+                self._loaded.put(piece)
+                done = piece.end + 1
+
+    def _load_file(self, part: _Part, first: int, last: int, placed: bool) -> _Piece | None:
+        try:
+            return self._load(part.source, first, last, placed)
+        except Exception:  # a panic, memory: the sheet is read whole
+            return None
+        finally:
+            if isinstance(part.source, Path):
+                part.source.unlink(missing_ok=True)
+            else:
+                with self._lock:
+                    self._in_memory -= part.size
+
+    def _load(self, source: Path | bytes, first: int, last: int, placed: bool) -> _Piece:
+        """One part, its first and last rows with a value ``first`` and ``last``: by
+        fastexcel where its columns are placed by a value in column A and its cells fill
+        those rows as their numbers say, typed alike; else by python-calamine."""
+        if placed and (typed := self._load_typed(source, first, last)) is not None:
+            return typed
+        import python_calamine
+
+        if isinstance(source, Path):
+            book = python_calamine.CalamineWorkbook.from_path(str(source))
+        else:
+            book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(source))
+        sheet: Any = book.get_sheet_by_name(self.sheet)
+        if not sheet.start:
+            return _Piece(first, first - 1, cells=[])
+        (top, left), (end, _) = sheet.start, sheet.end
+        rows = list(itertools.islice(sheet.iter_rows(), top, None))
+        cells = [("",) * len(rows)] * left + list(zip(*rows, strict=True))
+        return _Piece(top, end, cells=cells)
+
+    def _load_typed(self, source: Path | bytes, first: int, last: int) -> _Piece | None:
+        import fastexcel
+
+        try:
+            opened = fastexcel.read_excel(str(source) if isinstance(source, Path) else source)
+            loaded = opened.load_sheet(
                 self.sheet,
                 header_row=None,
-                skip_rows=self.header_line,  # rows counted from the sheet's first
+                skip_rows=None,  # from the first row with a cell
                 dtype_coercion="strict",
                 schema_sample_rows=None,
             )
-            table, errors = sheet.to_arrow_with_errors()
-            if errors is None:
-                self._table = table
-                self._total_height = sheet.total_height
-                self._sheet_width = sheet.width
-            else:
-                self._failed = True
-        except BaseException:  # mixed types, a panic, memory: the sheet is read whole
-            self._failed = True
-        finally:
-            self._done.set()
+            table, errors = loaded.to_arrow_with_errors()
+        except Exception:  # types mixed in a column (``strict``), say
+            return None
+        if errors is not None or table.num_rows != last - first + 1 or not _convertible(table):
+            return None  # a cell naming a row outside the part's, say
+        return _Piece(first, last, table=table)
+
+    # --- the reader's thread ----------------------------------------------------------------
 
     def describe(self, used: guard.UsedRange | None) -> dict[str, Any] | None:
-        """The sheet's description as ``sheets.sample_of`` gives it, once the typed load
-        agrees with the sample; None to read the sheet whole instead."""
-        self._done.wait()
-        if self._failed or self._table is None or used is None or used.empty:
-            return None
-        # The guard's range can only start earlier than calamine's (it counts empty cells
-        # too); where it starts on the head's first cell, so does the whole sheet's.
-        start = (used.first_row, used.first_col)
-        if start != (self.first_row, self._first_col) or not self._convertible():
-            return None
-        # A cell written after the head but naming a row of the sample (the guard looks
-        # below row 1,000): calamine would show it in the sample, the head does not.
-        sample_end = self.first_row + SAMPLE_ROWS
-        late = used.late_row is not None and used.late_row < sample_end
-        if not used.quick_only or late or sample_end > guard.LOW_ROWS:
-            return None
-        width = self._sheet_width
-        height = self._total_height - self.first_row
-        if len(self._head_rows) < min(SAMPLE_ROWS, height):
-            return None  # the head ended before the sample would
-        rows = [row + [""] * (width - len(row)) for row in self._head_rows]
-        if any(len(row) > width for row in rows) or not self._agrees(rows):
+        """The sheet's description as ``sheets.sample_of`` gives it; None to read the sheet
+        whole instead."""
+        self._head_done.wait()
+        if not self.started or self.declined or used is None or used.empty:
             return None
         return {
             "first_row": self.first_row,
-            "height": height,
-            "width": width,
-            "sample": [[self.first_row + i + 1, row] for i, row in enumerate(rows)],
+            "height": used.last_row - self.first_row + 1,
+            "width": self.sheet_width,
+            "sample": self._sample,
         }
 
-    def _convertible(self) -> bool:
-        """Every column is of a type converted here as calamine gives it."""
-        import numpy as np
-        import pyarrow as pa
-
-        for column in self._table.columns:
-            kind = column.type
-            if pa.types.is_timestamp(kind):
-                stamps = _stamps(column)
-                stamps = stamps[~np.isnat(stamps)]
-                # calamine gives a time for a number below 1 (a day before 1900, or on
-                # 1904-01-01 in a workbook counting from 1904), a number beyond 9999
-                bounds = np.array(_STAMPS, dtype="datetime64[ms]")
-                if len(stamps) and not (bounds[0] <= stamps.min() and stamps.max() < bounds[1]):
-                    return False
-            elif not (
-                pa.types.is_string(kind)
-                or pa.types.is_large_string(kind)
-                or pa.types.is_float64(kind)
-                or pa.types.is_boolean(kind)
-                or pa.types.is_null(kind)
-            ):
-                return False
-        return True
-
-    def _agrees(self, rows: list[list[str]]) -> bool:
-        """The head's rows below the header are the typed load's first rows, cell by cell."""
-        below = rows[self.header_index + 1 :]
-        if not below:
-            return False
-        from services.core.imports.readers.sheets import cell_text
-
-        first = next(self.batches(len(below)), [])
-        typed = [[cell_text(v) for v in row] for row in zip(*first, strict=True)]
-        return typed == below
-
-    def release(self) -> None:
-        """Let the typed load go: the sheet is to be read whole, by calamine."""
-        self._table = None
-
-    def within(self, used: guard.UsedRange) -> bool:
-        """The loaded range lies in ``used`` (a quick guard's range is then right)."""
-        last_col = self._first_col + self._sheet_width - 1
-        return (
-            used.last_row >= self._total_height - 1
-            and used.first_col <= self._first_col
-            and used.last_col >= last_col
-        )
-
     def matches(self, request: dict[str, Any]) -> bool:
-        """The worker asks for what was loaded: this sheet, below this header."""
+        """The worker asks for what was cut: this sheet, below this header, once."""
         return (
-            self._table is not None
+            self.started
+            and not self._taken
             and request["sheet"] == self.sheet
             and request["header_line"] == self.header_line
             and request["width"] == self.width
         )
 
-    def batches(self, rows: int) -> Iterator[list[tuple[Any, ...]]]:
-        """The records in batches of ``rows``, as columns of calamine's values."""
-        table = self._table
-        for offset in range(0, table.num_rows, rows):
-            part = table.slice(offset, rows)
-            yield [_values(column) for column in part.columns]
+    def batches(self, rows: int, last_row: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The records in batches of ``rows``, as columns of calamine's values, up to the
+        used range's ``last_row``; Again where a part disagrees with the sheet."""
+        self._taken = True
+        batcher = _Batcher(rows, self.sheet_width)
+        done = self._head_end + 1  # the next row to hand on
+        head = list(itertools.islice(self.head.iter_rows(), self.header_line, None))
+        yield from batcher.add(list(zip(*head, strict=True)) if head else [], len(head))
+        while (piece := self._loaded.get()) is not None:
+            yield from batcher.add([], piece.first - done)  # empty rows between parts
+            count = piece.end - piece.first + 1
+            if piece.table is not None:
+                if piece.table.num_columns > self.sheet_width:
+                    raise Again
+                for offset in range(0, count, rows):
+                    part = piece.table.slice(offset, rows)
+                    yield from batcher.add([_values(c) for c in part.columns], part.num_rows)
+            else:
+                cells = piece.cells or []
+                if len(cells) > self.sheet_width:
+                    raise Again
+                yield from batcher.add(cells, count)
+            done = piece.end + 1
+        self._cut_done.wait()
+        if self.failed or self.declined or not done == self.last_row + 1 == last_row + 1:
+            raise Again  # the last row is not where the sheet said, or not cut after all
+        self.verified = True
+        yield from batcher.finish()
+
+    def release(self) -> None:
+        """Let the parts go: the sheet is read whole, by calamine, or not at all."""
+        with self._lock:
+            self._released = True
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+        self.head = None
+        self._taken = True
+
+
+class _Batcher:
+    """Columns of records, however many rows they come in, as batches of ``rows``,
+    ``width`` columns each (the sheet's; a narrower part's missing ones empty)."""
+
+    def __init__(self, rows: int, width: int) -> None:
+        self.rows = rows
+        self.width = width
+        self.columns: list[list[Any]] = [[] for _ in range(width)]
+        self.count = 0
+
+    def add(self, cells: list[tuple[Any, ...]], count: int) -> Iterator[list[tuple[Any, ...]]]:
+        for column, values in itertools.zip_longest(self.columns, cells[: self.width]):
+            column.extend(values if values is not None else itertools.repeat("", count))
+        self.count += count
+        while self.count >= self.rows:
+            yield self._take(self.rows)
+
+    def finish(self) -> Iterator[list[tuple[Any, ...]]]:
+        if self.count:
+            yield self._take(self.count)
+
+    def _take(self, n: int) -> list[tuple[Any, ...]]:
+        batch = [tuple(column[:n]) for column in self.columns]
+        for column in self.columns:
+            del column[:n]
+        self.count -= n
+        return batch
+
+
+class _plain:  # noqa: N801 - read as a function
+    """The blocks, until one holds ``<!`` (a comment, a DTD, CDATA: the guard's scan
+    says what it is); ``clean`` then False."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self.blocks = blocks
+        self.clean = True
+        self.last = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self.blocks:
+            if b"!" in block and (b"<!" in block or b"<!" in self.last + block[:1]):
+                self.clean = False
+                return
+            self.last = block[-1:]
+            yield block
+
+
+def _declared_last_row(declared: str | None) -> int | None:
+    """The 0-based last row of a declared range (``A1:I100001``), if it names one."""
+    found = re.search(r"(\d+)$", declared or "")
+    return int(found[1]) - 1 if found else None
+
+
+def _first_value_row(rows: bytearray, end: int) -> int | None:
+    """The 0-based number of the first row with a value in ``rows[:end]``, if it has one."""
+    at = 0
+    while (at := rows.find(b"<row ", at, end)) >= 0:
+        close = rows.find(_ROW_END, at, end)
+        if close < 0:
+            return None
+        if _VALUE.search(rows, at, close):
+            found = _ROW_START.match(rows, at)
+            return int(found[1]) - 1 if found else None
+        at = close
+    return None
+
+
+def _last_value_row(rows: bytearray, end: int) -> int | None:
+    """The 0-based number of the last row with a value in ``rows[:end]``, if it has one."""
+    while (at := rows.rfind(b"<row ", 0, end)) >= 0:
+        if _VALUE.search(rows, at, end):
+            found = _ROW_START.match(rows, at)
+            return int(found[1]) - 1 if found else None
+        end = at
+    return None
+
+
+def _convertible(table: Any) -> bool:
+    """Every column is of a type converted here as calamine gives it."""
+    import numpy as np
+    import pyarrow as pa
+
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_timestamp(kind):
+            stamps = _stamps(column)
+            stamps = stamps[~np.isnat(stamps)]
+            # calamine gives a time for a number below 1 (a day before 1900, or on
+            # 1904-01-01 in a workbook counting from 1904), a number beyond 9999
+            bounds = np.array(_STAMPS, dtype="datetime64[ms]")
+            if len(stamps) and not (bounds[0] <= stamps.min() and stamps.max() < bounds[1]):
+                return False
+        elif not (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_float64(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_null(kind)
+        ):
+            return False
+    return True
 
 
 def _per_day(kind: Any) -> int:
@@ -390,16 +668,3 @@ def _stamps(column: Any) -> Any:
         valid = np.unpackbits(bits, bitorder="little")[bit : bit + len(column)]
         stamps = np.where(valid.astype(bool), stamps, np.datetime64("NaT"))
     return stamps
-
-
-def _mixed(rows: Iterator[list[Any]]) -> bool:
-    """Some column of these rows holds values of two types (text and numbers, say)."""
-    kinds: dict[int, set[type]] = {}
-    for row in rows:
-        for index, value in enumerate(row):
-            if value != "":
-                kinds.setdefault(index, set()).add(_KINDS.get(type(value), str))
-    return any(len(found) > 1 for found in kinds.values())
-
-
-_KINDS: dict[type, type] = {float: float, int: float, bool: bool, date: date, datetime: date}

@@ -187,6 +187,11 @@ def keep_spare(limits: Limits | None) -> None:
     _spare.keep(limits)
 
 
+class ReadWhole(Exception):
+    """The sheet cut into parts disagreed with its description (``readers.typed``):
+    open the workbook again with ``whole``, and lay it out again."""
+
+
 class _Carefully(Exception):
     """The reader died opening the workbook, calamine loading beside the guard (a
     sparse sheet asking for gigabytes?): start it again, guard first, for the refusal
@@ -196,8 +201,20 @@ class _Carefully(Exception):
 class Workbook:
     """A workbook held open by its reader process; ``close()`` ends the process."""
 
-    def __init__(self, path: Path, kind: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        limits: Limits,
+        *,
+        whole: bool = False,
+        scratch: Path | None = None,
+    ) -> None:
+        """``whole``: no sheet cut into parts (``readers.typed``), after one disagreed
+        with its description (``ReadWhole``). ``scratch``: where parts are written."""
         self.limits = limits
+        self._whole = whole
+        self._scratch = str(scratch) if scratch is not None else None
         try:
             opened = self._start(path, kind, careful=False)
         except _Carefully:
@@ -211,12 +228,12 @@ class Workbook:
         self._opening_beside = not careful
         self._loading: str | None = None  # the sheet calamine is loading, if any
         # Carefully: a process of its own, without fastexcel's libraries in its memory.
-        self._reader = (
-            _spare.fresh(self.limits, plain=True) if careful else _spare.take(self.limits)
-        )
+        plain = careful or self._whole
+        self._reader = _spare.fresh(self.limits, plain=True) if plain else _spare.take(self.limits)
         try:
             with contextlib.suppress(BrokenPipeError):  # died waiting: read as its death
-                send(self._pipes()[0], {"path": str(path), "kind": kind, "careful": careful})
+                workbook = {"path": str(path), "kind": kind, "careful": careful}
+                send(self._pipes()[0], {**workbook, "scratch": self._scratch})
             return self._next()
         except BaseException:
             self.close()
@@ -284,6 +301,8 @@ class Workbook:
                 set(message["unreadable"]),
                 message["position"],
             )
+        if message["t"] == "again":
+            raise ReadWhole
         skips.count += message["count"]
         room = skips.limit - len(skips.lines)
         skips.lines.extend(message["lines"][: max(room, 0)])
