@@ -13,6 +13,8 @@ their records loaded by fastexcel, or by calamine where a part is not typed alik
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 import pytest
 import xlsxwriter
 
-from services.core.imports.readers import Limits, sheets, typed
+from services.core.imports.readers import Limits, sheets, typed, workbook
 from services.core.imports.readers.layout import clean_headers, find_header
 from tests import workbooks
 
@@ -193,6 +196,15 @@ def sample_cell_written_late(path: Path) -> None:
     edit_sheet(path, lambda xml: xml.replace('<c r="A421" ', '<c r="A2" ', 1))
 
 
+def without_booleans(path: Path) -> None:
+    """Text, numbers and days only: whole chunks go as Arrow's buffers."""
+    rows = [[*row[:4], *row[5:]] for row in orders(700)]
+    rows[530][2] = "  "  # a blank among text
+    rows[540][2] = "\u3000"
+    rows[600] = [None, None, " ", None, None]  # a blank row: that chunk read cell by cell
+    write(path, rows)
+
+
 def inline_strings(path: Path) -> None:
     path.write_bytes(workbooks.xlsx({"Orders": orders()}))
 
@@ -240,6 +252,7 @@ SHAPES = {
     empty_column: "typed",
     summary_first: "typed",
     inline_strings: "typed",
+    without_booleans: "typed",
     footer_text_under_amounts: "parts",  # a column of numbers and text: calamine's part
     times_of_day: "typed",  # both to the millisecond, from calamine's as_datetime
     times_since_1904: "typed",
@@ -263,7 +276,15 @@ def frames(data: bytes) -> list[dict[str, Any]]:
         (size,) = sheets.FRAME.unpack_from(data, at)
         found.append(msgspec.msgpack.decode(data[at + 4 : at + 4 + size]))
         at += 4 + size
+    for frame in found:  # as the worker reads them: text sent as Arrow's buffers or not
+        if frame["t"] == "chunk":
+            frame["columns"] = [as_text(column) for column in frame["columns"]]
     return [f for f in found if f["t"] != "loading"]  # when a sheet is loaded differs
+
+
+def as_text(column: Any) -> list[str]:
+    read = workbook._column(column)
+    return list(read.to_pylist() if isinstance(read, pa.Array) else read)
 
 
 def serve(path: Path, request: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -364,3 +385,49 @@ def test_parts_written_to_files_read_as_parts_kept_in_memory(
     assert files
     assert all(isinstance(f, Path) and f.is_relative_to(tmp_path) for f in files)
     assert not list(tmp_path.glob("ferry-parts-*"))  # deleted with the reader's parts
+
+
+def test_whole_chunks_of_text_numbers_and_days_go_as_arrow_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "book.xlsx"
+    without_booleans(path)
+    sent = []
+    arrow_batch = sheets.SheetRows._arrow_batch
+
+    def spied(self: sheets.SheetRows, *args: Any) -> Any:
+        chunk = arrow_batch(self, *args)
+        sent.append(chunk is not None)
+        return chunk
+
+    monkeypatch.setattr(sheets.SheetRows, "_arrow_batch", spied)
+    whole, _ = read(path, monkeypatch, typed_load=False)
+    loaded, how = read(path, monkeypatch, typed_load=True)
+    assert (loaded, how) == (whole, "typed")
+    assert any(sent)  # the records after the head's, as Arrow's buffers
+
+
+def test_a_reader_sending_arrow_buffers_does_not_import_pandas(tmp_path: Path) -> None:
+    # pandas would cost every reader process 0.25 s and 50 MB: pyarrow imports it for its
+    # compute functions and conversions, which the reader does without.
+    path = tmp_path / "book.xlsx"
+    without_booleans(path)
+    script = f"""
+import io, sys
+import msgspec
+from pathlib import Path
+from services.core.imports.readers import Limits, sheets, typed
+typed.MIN_BYTES, typed.PART_BYTES = 0, 1500
+typed.prewarm()
+ask = {{"sheet": "Orders", "header_line": 1, "width": 5, "chunk_rows": 64}}
+request = msgspec.msgpack.encode(ask)
+inp, out = io.BytesIO(sheets.FRAME.pack(len(request)) + request), io.BytesIO()
+path, scratch = Path({str(path)!r}), Path({str(tmp_path)!r})
+sheets.serve(path, "xlsx", Limits(), inp, out, careful=False, scratch=scratch)
+sent = out.getvalue()
+print(b"\\xa5again" not in sent and b"offsets" in sent, "pandas" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["True", "False"]  # Arrow buffers sent; no pandas

@@ -351,22 +351,27 @@ class SheetRows:
     def _batch(
         self, builder: ChunkBuilder, cells: Columns, count: int, line: int
     ) -> Iterator[Chunk]:
+        if any(type(column) not in (tuple, list) for column in cells):  # Arrow (``typed``)
+            if (arrow := self._arrow_batch(builder, cells, count, line)) is not None:
+                yield arrow
+                return
+            cells = [typed.values(c) if type(c) not in (tuple, list) else c for c in cells]
         width = self.width
         kinds = [set(map(type, column)) for column in cells[:width]]
         # Columns of numbers only, or of dates only: no cell blank, none converted here.
-        typed = [k == {float} or k == {date} for k in kinds]
+        uniform = [k == {float} or k == {date} for k in kinds]
         mine = [
             column if whole else column_text(column, kind)
-            for column, kind, whole in zip(cells[:width], kinds, typed, strict=True)
+            for column, kind, whole in zip(cells[:width], kinds, uniform, strict=True)
         ]
         extra = [column_text(column) for column in cells[width:]]
-        texts = [column for column, whole in zip(mine, typed, strict=True) if not whole]
+        texts = [column for column, whole in zip(mine, uniform, strict=True) if not whole]
         filled = [width - blanks for blanks in _blank_counts(texts, count)]
         if len(mine) < width:  # a sheet narrower than its header: the rest is empty
             missing = width - len(mine)
             mine += [("",) * count] * missing
             kinds += [{str}] * missing
-            typed += [False] * missing
+            uniform += [False] * missing
         beyond = _filled_rows(extra) if extra else None
         regular = not builder.pending and min(filled) > self.sparse
         if regular and beyond is None and not builder.rows and count == builder.chunk_rows:
@@ -374,7 +379,7 @@ class SheetRows:
             # numbers as 8 bytes each, for the worker to write as text (``number_texts``).
             columns = [
                 _wire(column, kind) if whole else column
-                for column, kind, whole in zip(mine, kinds, typed, strict=True)
+                for column, kind, whole in zip(mine, kinds, uniform, strict=True)
             ]
             full = builder.take_columns(list(range(line, line + count)), columns)
             full.position = line + count - 1
@@ -382,7 +387,7 @@ class SheetRows:
             return
         mine = [
             column_text(column, kind) if whole else column
-            for column, kind, whole in zip(mine, kinds, typed, strict=True)
+            for column, kind, whole in zip(mine, kinds, uniform, strict=True)
         ]
         rows = list(zip(*mine, strict=True))
         if regular and beyond is None:
@@ -398,6 +403,34 @@ class SheetRows:
             if chunk is not None:
                 chunk.position = line + index
                 yield chunk
+
+    def _arrow_batch(
+        self, builder: ChunkBuilder, cells: Columns, count: int, line: int
+    ) -> Chunk | None:
+        """A whole chunk of regular rows from Arrow columns (``typed``), sent as Arrow's
+        buffers: text without a Python string per cell, numbers as 8 bytes each, days as
+        their ISO text. None where any column or row needs a look cell by cell."""
+        import numpy as np
+
+        width = self.width
+        if builder.pending or builder.rows or count != builder.chunk_rows or len(cells) < width:
+            return None
+        blanks = np.zeros(count, dtype=np.int64)
+        wired: list[Any] = []
+        for column in cells[:width]:
+            if (sent := typed.wire(column)) is None:
+                return None
+            if isinstance(sent, dict):  # text: counted where blank, as ``_blank_counts``
+                blanks += typed.blank(column)
+            wired.append(sent)
+        for column in cells[width:]:  # right of the header: all must be empty
+            if type(column) in (tuple, list) or not typed.blank(column).all():
+                return None
+        if (width - blanks).min() <= self.sparse:
+            return None
+        chunk = builder.take_columns(list(range(line, line + count)), wired)
+        chunk.position = line + count - 1
+        return chunk
 
     def _row(
         self,

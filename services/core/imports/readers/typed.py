@@ -485,7 +485,7 @@ class Parts:
             and request["width"] == self.width
         )
 
-    def batches(self, rows: int, last_row: int) -> Iterator[list[tuple[Any, ...]]]:
+    def batches(self, rows: int, last_row: int) -> Iterator[list[Any]]:
         """The records in batches of ``rows``, as columns of calamine's values, up to the
         used range's ``last_row``; Again where a part disagrees with the sheet."""
         self._taken = True
@@ -499,9 +499,8 @@ class Parts:
             if piece.table is not None:
                 if piece.table.num_columns > self.sheet_width:
                     raise Again
-                for offset in range(0, count, rows):
-                    part = piece.table.slice(offset, rows)
-                    yield from batcher.add([_values(c) for c in part.columns], part.num_rows)
+                columns = list(piece.table.columns)  # a record batch: arrays
+                yield from batcher.add(columns, count)
             else:
                 cells = piece.cells or []
                 if len(cells) > self.sheet_width:
@@ -526,31 +525,54 @@ class Parts:
 
 class _Batcher:
     """Columns of records, however many rows they come in, as batches of ``rows``,
-    ``width`` columns each (the sheet's; a narrower part's missing ones empty)."""
+    ``width`` columns each (the sheet's; a narrower part's missing ones empty).
+
+    A column of a batch is an Arrow array where all its rows came from typed parts (see
+    ``sheets.SheetRows``), else calamine's values."""
 
     def __init__(self, rows: int, width: int) -> None:
         self.rows = rows
         self.width = width
-        self.columns: list[list[Any]] = [[] for _ in range(width)]
+        # Per column, its pieces not yet taken: Arrow arrays or lists of values.
+        self.columns: list[collections.deque[Any]] = [collections.deque() for _ in range(width)]
         self.count = 0
 
-    def add(self, cells: list[tuple[Any, ...]], count: int) -> Iterator[list[tuple[Any, ...]]]:
-        for column, values in itertools.zip_longest(self.columns, cells[: self.width]):
-            column.extend(values if values is not None else itertools.repeat("", count))
-        self.count += count
+    def add(self, cells: list[Any], count: int) -> Iterator[list[Any]]:
+        if count:
+            for column, values in itertools.zip_longest(self.columns, cells[: self.width]):
+                column.append(values if values is not None else [""] * count)
+            self.count += count
         while self.count >= self.rows:
             yield self._take(self.rows)
 
-    def finish(self) -> Iterator[list[tuple[Any, ...]]]:
+    def finish(self) -> Iterator[list[Any]]:
         if self.count:
             yield self._take(self.count)
 
-    def _take(self, n: int) -> list[tuple[Any, ...]]:
-        batch = [tuple(column[:n]) for column in self.columns]
-        for column in self.columns:
-            del column[:n]
+    def _take(self, n: int) -> list[Any]:
         self.count -= n
-        return batch
+        return [_first(column, n) for column in self.columns]
+
+
+def _first(pieces: collections.deque[Any], n: int) -> Any:
+    """The first ``n`` values of a column's pieces, taken off them."""
+    import pyarrow as pa
+
+    taken = []
+    while n:
+        piece = pieces.popleft()
+        if len(piece) > n:
+            pieces.appendleft(piece[n:])
+            piece = piece[:n]
+        taken.append(piece)
+        n -= len(piece)
+    kinds = {piece.type for piece in taken if isinstance(piece, pa.Array)}
+    if len(kinds) == 1 and all(isinstance(piece, pa.Array) for piece in taken):
+        return taken[0] if len(taken) == 1 else pa.concat_arrays(taken)
+    out: list[Any] = []
+    for piece in taken:
+        out.extend(values(piece) if isinstance(piece, pa.Array) else piece)
+    return tuple(out)
 
 
 class _plain:  # noqa: N801 - read as a function
@@ -627,12 +649,96 @@ def _convertible(table: Any) -> bool:
     return True
 
 
+# ASCII bytes that are not whitespace (``str.isspace``): a cell holding one is not blank.
+_SOLID = bytes(0x21 <= b < 0x7F or b < 0x09 or 0x0E <= b < 0x1C or b == 0x7F for b in range(256))
+
+
+def blank(column: Any) -> Any:
+    """Per cell of an Arrow column, whether it is empty or only whitespace, as
+    ``str.strip`` finds it (a numpy array). From Arrow's buffers: any of pyarrow's own
+    conversions or compute functions imports pandas (0.25 s, 50 MB) in the reader."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(column)
+    if pa.types.is_null(column.type):
+        return np.ones(n, dtype=bool)
+    empty = ~_valid(column)
+    if not pa.types.is_string(column.type):
+        return empty
+    ends, data = _text(column)
+    solid = np.frombuffer(_SOLID, dtype=bool)[data]
+    counted = np.concatenate([[0], np.cumsum(solid)])[ends - ends[0]]
+    blank = (np.diff(counted) == 0) | empty
+    # Cells of spaces and bytes beyond ASCII: as Python strips them.
+    for at in np.flatnonzero(blank & (np.diff(ends) > 0) & ~empty):
+        text = data[ends[at] - ends[0] : ends[at + 1] - ends[0]].tobytes().decode()
+        blank[at] = not text.strip()
+    return blank
+
+
+def wire(column: Any) -> Any:
+    """An Arrow column as a chunk sends it without a Python value per cell: text as its
+    buffers, numbers as float64 bytes, whole days as ISO text; None for any other
+    (empty numbers or days, times, booleans), to be sent as calamine's values."""
+    import numpy as np
+    import pyarrow as pa
+
+    kind, n = column.type, len(column)
+    if pa.types.is_string(kind):
+        ends, data = _text(column)
+        if column.null_count and np.diff(ends)[~_valid(column)].any():
+            return None  # an empty cell with text behind it: not as fastexcel writes them
+        return {
+            "n": n,
+            "offsets": (ends - ends[0]).astype(np.int32).tobytes(),
+            "data": data.tobytes(),
+        }
+    if column.null_count:
+        return None
+    if pa.types.is_float64(kind):
+        values = np.frombuffer(column.buffers()[1], dtype=np.float64)
+        return values[column.offset : column.offset + n].tobytes()
+    if pa.types.is_timestamp(kind):
+        stamps = _stamps(column)
+        if (stamps.astype(np.int64) % _per_day(kind)).any():
+            return None  # a time of day: calamine gives a datetime
+        days = stamps.astype("datetime64[D]").astype("S10")  # years 1904-9999: ``_convertible``
+        offsets = np.arange(0, 10 * (n + 1), 10, dtype=np.int32)
+        return {"n": n, "offsets": offsets.tobytes(), "data": days.tobytes()}
+    return None
+
+
+def _text(column: Any) -> tuple[Any, Any]:
+    """A string column's offsets (its own ``n + 1``) and bytes, as numpy arrays."""
+    import numpy as np
+
+    _, offsets, data = column.buffers()
+    n, at = len(column), column.offset
+    ends = np.frombuffer(offsets, dtype=np.int32)[at : at + n + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return ends, raw[ends[0] : ends[-1]]
+
+
+def _valid(column: Any) -> Any:
+    """Per cell, whether it has a value (numpy), from the validity bitmap."""
+    import numpy as np
+
+    n = len(column)
+    validity = column.buffers()[0]
+    if not column.null_count or validity is None:
+        return np.ones(n, dtype=bool)
+    first, bit = divmod(column.offset, 8)
+    bits = np.frombuffer(validity, np.uint8)[first : first + (bit + n + 7) // 8]
+    return np.unpackbits(bits, bitorder="little")[bit : bit + n].astype(bool)
+
+
 def _per_day(kind: Any) -> int:
     """Ticks of a timestamp type in a day."""
     return 86_400 * {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[kind.unit]
 
 
-def _values(column: Any) -> tuple[Any, ...]:
+def values(column: Any) -> tuple[Any, ...]:
     """A column as calamine's cells: str, float, bool, date or datetime; ``""`` if empty."""
     import numpy as np
     import pyarrow as pa

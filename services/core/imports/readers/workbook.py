@@ -296,7 +296,7 @@ class Workbook:
         while (message := self._next())["t"] == "chunk":
             yield Chunk(
                 message["lines"],
-                [number_texts(c) if isinstance(c, bytes) else c for c in message["columns"]],
+                [_column(c) for c in message["columns"]],
                 message["row_errors"],
                 set(message["unreadable"]),
                 message["position"],
@@ -310,6 +310,18 @@ class Workbook:
     def close(self) -> None:
         """End the reader (it exits when its input closes; killed if it does not)."""
         self._reader.close()
+
+
+def _column(sent: Any) -> Any:
+    """A column of a chunk as sent: text (a list, or Arrow's buffers), numbers as bytes."""
+    if isinstance(sent, bytes):
+        return number_texts(sent)
+    if isinstance(sent, dict):
+        import pyarrow as pa
+
+        offsets, data = pa.py_buffer(sent["offsets"]), pa.py_buffer(sent["data"])
+        return pa.StringArray.from_buffers(sent["n"], offsets, data)
+    return sent
 
 
 def number_texts(data: bytes) -> Any:
