@@ -156,7 +156,7 @@ async def test_a_long_sheet_of_numbers_and_dates_commits_its_exact_cents(
 ) -> None:
     """Whole chunks of numbers and dates cross from the reader process as they are
     (numbers as float64), not as text: the cents still add up to the file's. The xlsx,
-    7 MB of sheet XML, is loaded typed by fastexcel (``readers.typed``)."""
+    7 MB of sheet XML, is cut into parts loaded typed by fastexcel (``readers.typed``)."""
     rows = orders(25_000)
     grid = sheet_rows(rows, typed=True)
     grid[0].append("Quantity")

@@ -315,8 +315,8 @@ def is_sheet_part(kind: str, name: str) -> bool:
 
 def _part_xml(zf: zipfile.ZipFile, name: str) -> ElementTree.Element | None:
     """A small XML part, parsed; None if absent. Its entity declarations are refused
-    here too: the typed load's choice of sheet (``readers.typed``) reads this before
-    the scan."""
+    here too: the choice of a sheet to cut into parts (``readers.typed``) reads this
+    before the scan."""
     try:
         with zf.open(name) as fh:
             data = fh.read(MAX_PART_BYTES + 1)
