@@ -8,26 +8,30 @@ cut where its rows begin, as the guard unpacks it (``Parts.cut``, called by
 
 1. its first ``HEAD_ROWS`` rows become a small workbook of their own, which
    python-calamine reads: the sample the worker chooses the header row from, and the
-   first records, exactly as it would read them from the whole sheet;
-2. the rows below, about ``PART_BYTES`` at a time, become workbooks too (on disk, with
-   the workbook's styles and shared strings), and a thread loads each with fastexcel
-   into Arrow columns, one type per column, while the records of the ones before are
-   sent: the worker checks the first records while the last are still being parsed;
-3. each part's records are handed to ``SheetRows`` as the columns calamine would have
-   given: text, numbers, dates, booleans, and ``""`` for an empty cell.
+   first records, exactly as it would read them from the whole sheet. The sheet is
+   described then, its height as it declares it (``<dimension>``), checked at the end;
+2. the rows below, about ``PART_BYTES`` at a time, become workbooks too (in memory up
+   to ``IN_MEMORY``, else in the worker's scratch folder; with the workbook's styles and
+   shared strings), and two threads load them with fastexcel into Arrow columns, one
+   type per column, while the records of the ones before are sent: the worker checks
+   the first records while the last are still being parsed;
+3. the records are handed to ``SheetRows`` as the columns calamine would have given
+   (text, numbers, dates, booleans, ``""`` for an empty cell), or, for a whole chunk
+   of regular rows, as Arrow's own buffers (``wire``).
 
 A part fastexcel cannot vouch for (a column of mixed types, a footer's text under
 amounts; an error cell; a time without a day; no value in column A to place its
 columns by) is read by python-calamine instead: the same cells, the same values. Each
-part is checked against where it was cut: its cells must name its own rows, no column
-right of the head's, and the last row where the guard said. A sheet that breaks that
-(cells naming another part's rows, say) ends the stream with ``again``, and the worker
-reads the workbook again without this path (``readers.workbook``). So does the
-worker's asking for another sheet or header row. The worker cannot tell the paths
-apart.
+part is checked against where it was cut: its cells must fill the rows its first and
+last row with a value name, no column may lie right of the head's, and the last row
+must be where the sheet said. A sheet that breaks that (cells naming another part's
+rows, say) ends the stream with ``again``, and the worker reads the workbook again
+without this path (``readers.workbook``). So does the worker's asking for another
+header row. The worker cannot tell the paths apart.
 
 fastexcel and pyarrow are imported while a spare reader waits (``prewarm``; it then
-waits at about 100 MB; nothing here makes pyarrow import pandas, another 50). A reader opening a
+waits at about 100 MB). Nothing here may make pyarrow import pandas (another 0.25 s and
+50 MB): no compute function, no conversion of pyarrow's own. A reader opening a
 workbook carefully is started without them (``readers.workbook``): their libraries
 take about 250 MB of the address space its limit allows.
 """
