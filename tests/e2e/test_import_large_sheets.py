@@ -26,7 +26,7 @@ ROWS = 12_000  # about 5 MB of sheet XML: more than ``typed.MIN_BYTES``
 LABELS = ["Order Number", "Sale Date", "Item Title", "Quantity", "Sold For", "Fees"]
 
 
-def workbook(note_at: int | None = None) -> tuple[bytes, dict[int, int]]:
+def workbook(note_at: int | None = None, column: int = 11) -> tuple[bytes, dict[int, int]]:
     """The orders as a seller's tool writes them (inline strings, real dates), and each
     line's price in cents; ``note_at``: a note further right than the table, on that
     record's row."""
@@ -46,7 +46,7 @@ def workbook(note_at: int | None = None) -> tuple[bytes, dict[int, int]]:
             sheet.write_number(r, c, amount / 100)  # type: ignore[operator]
         sheet.write_string(r, 8, str(status))
         if r == note_at:
-            sheet.write_string(r, 11, "checked by hand")
+            sheet.write_string(r, column, "checked by hand")
         prices[r + 1] = price  # type: ignore[assignment]
     book.close()
     return out.getvalue(), prices
@@ -101,3 +101,14 @@ async def _committed_exactly(
     skipped = {e["line"] for e in doc["errors"]}
     expected = sum(price for line, price in prices.items() if line not in skipped)
     assert sum(r["sale_price_cents"] for r in stored) == expected
+
+
+async def test_a_stray_cell_far_right_in_a_part_is_refused_naming_the_range(
+    client: Client, auth: dict[str, str], run_worker: WorkerRun
+) -> None:
+    # Its part alone would ask for 10,000 rows of 16,384 cells: the reader dies loading
+    # it, and the workbook is read again whole, where the guard names the range.
+    content, _ = workbook(note_at=ROWS - 100, column=16_383)
+    doc = await imported(client, auth, run_worker, content, filename="big.xlsx", content_type=XLSX)
+    assert doc["status"] == "failed"
+    assert "uses the range A1:XFD12001" in doc["error"]["message"]

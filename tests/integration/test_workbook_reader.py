@@ -120,3 +120,20 @@ def test_a_spare_started_under_other_limits_is_not_used(tmp_path: Path, spare: N
     book = readers.Workbook(path, "xlsx", SMALL_BUDGET)
     book.close()
     assert book.sheets[0]["refused"].startswith("the sheet 'Orders' uses the range A1:T1048576")
+
+
+def test_a_read_left_early_does_not_leave_its_rest_to_the_next(tmp_path: Path) -> None:
+    # A date order decided late reads the sheet again: the first read is left after a
+    # chunk, its other chunks still on their way. The second must get every record.
+    path = tmp_path / "orders.xlsx"
+    path.write_bytes(workbooks.xlsx({"Orders": ROWS}))
+    book = readers.Workbook(path, "xlsx", DEFAULT)
+    try:
+        layout = readers.workbook_layout(book, DEFAULT, None, lambda _headers: (1.0, "test"))
+        first = readers.read_workbook(book, layout, Skips(), chunk_rows=10)
+        assert list(next(first).lines) == list(range(2, 12))
+        first.close()
+        again = list(readers.read_workbook(book, layout, Skips(), chunk_rows=10))
+    finally:
+        book.close()
+    assert [line for chunk in again for line in chunk.lines] == list(range(2, 52))

@@ -13,8 +13,10 @@ their records loaded by fastexcel, or by calamine where a part is not typed alik
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,6 +243,63 @@ def a_dimension_declaring_fewer_rows(path: Path) -> None:
     )
 
 
+def formatted_empty_rows_and_empty_formulas(path: Path) -> None:
+    """Rows Excel writes for formatting only, and formulas that give "": cells calamine
+    places, or rows without any, at the parts' edges."""
+    write(path, orders())
+
+    def edit(xml: str) -> str:
+        for n in (405, 420, 421, 438):
+            empty = f'<row r="{n}" ht="20" customHeight="1"/>'
+            xml = re.sub(rf'<row r="{n}"[^>]*>.*?</row>', empty, xml)
+        for n in (410, 437, 451):
+            formula = f'<c r="F{n}" t="str"><f>""</f><v></v></c>'
+            xml = re.sub(rf'<c r="F{n}"[^>]*>.*?</c>', formula, xml, count=1)
+        return xml
+
+    edit_sheet(path, edit)
+
+
+def empty_formulas_right_of_the_head(path: Path) -> None:
+    """Formulas giving "" in a column no row of the head has: the sheet is wider."""
+    write(path, orders())
+
+    def edit(xml: str) -> str:
+        for n in (410, 437):
+            formula = f'<c r="G{n}" t="str"><f>""</f><v></v></c>'
+            xml = xml.replace(f'</row><row r="{n + 1}"', f'{formula}</row><row r="{n + 1}"')
+        return xml
+
+    edit_sheet(path, edit)
+
+
+def inline_text_given_as_a_value(path: Path) -> None:
+    """An inline-string cell written with ``<v>``: calamine keeps no value for it."""
+    write(path, orders())
+    edit_sheet(
+        path,
+        lambda xml: re.sub(
+            r'<c r="A430"[^>]*>.*?</c>', '<c r="A430" t="inlineStr"><v>7</v></c>', xml, count=1
+        ),
+    )
+
+
+def cells_naming_the_next_row(path: Path) -> None:
+    """After the head, every cell names the row below its own: calamine places them there."""
+    write(path, orders())
+
+    def edit(xml: str) -> str:
+        def shift(row: re.Match[str]) -> str:
+            n = int(row[1])
+            if n <= 410:
+                return row[0]
+            return re.sub(r'(<c r="[A-Z]+)(\d+)"', lambda c: f'{c[1]}{int(c[2]) + 1}"', row[0])
+
+        return re.sub(r'<row r="(\d+)".*?</row>', shift, xml)
+
+    edit_sheet(path, edit)
+
+
 # How the sheet is read: in parts, all typed ("typed"), or some by calamine ("parts");
 # the parts declined before anything was sent ("whole"), or after ("again").
 SHAPES = {
@@ -259,12 +318,16 @@ SHAPES = {
     times_without_a_day: "parts",
     text_far_down_a_number_column: "parts",
     text_early_in_a_number_column: "typed",  # in the head, which calamine reads
-    column_a_empty_for_a_while: "parts",
+    column_a_empty_for_a_while: "typed",  # its columns placed by their indices
     a_comment_in_the_sheet: "whole",
     cell_naming_another_row: "again",  # the head's range reaches into the parts
     header_cell_written_last: "again",
     sample_cell_written_late: "again",
     a_note_right_of_the_head: "again",
+    formatted_empty_rows_and_empty_formulas: "parts",  # "" among numbers: calamine's parts
+    empty_formulas_right_of_the_head: "again",
+    inline_text_given_as_a_value: "typed",
+    cells_naming_the_next_row: "again",  # the declared last row is not where they end
     a_dimension_declaring_more_rows: "again",  # described as declared, found shorter
     a_dimension_declaring_fewer_rows: "typed",  # described once cut
 }
@@ -304,14 +367,20 @@ def read(path: Path, monkeypatch: pytest.MonkeyPatch, *, typed_load: bool) -> tu
     monkeypatch.setattr(typed, "PART_BYTES", 1500)  # parts of a few rows
     monkeypatch.setattr(typed, "STRINGS_SHARE", 0)
     pieces: list[str] = []
-    original = typed.Parts._load
+    load_typed, load_cells = typed.Parts._load_typed, typed.Parts._load_cells
 
-    def load(self: typed.Parts, *args: Any) -> Any:
-        piece = original(self, *args)
-        pieces.append("typed" if piece.table is not None else "parts")
+    def loaded_typed(self: typed.Parts, cut: Any) -> Any:
+        piece = load_typed(self, cut)
+        pieces.append("typed" if piece is not None else "not typed")
         return piece
 
-    monkeypatch.setattr(typed.Parts, "_load", load)
+    def loaded_cells(self: typed.Parts, cut: Any) -> Any:
+        piece = load_cells(self, cut)
+        pieces.append("parts" if piece is not None else "not placed")
+        return piece
+
+    monkeypatch.setattr(typed.Parts, "_load_typed", loaded_typed)
+    monkeypatch.setattr(typed.Parts, "_load_cells", loaded_cells)
     streamed = []
     batches = typed.Parts.batches
 
@@ -375,9 +444,9 @@ def test_parts_written_to_files_read_as_parts_kept_in_memory(
     files: list[Path] = []
     load = typed.Parts._load_file
 
-    def spied(self: typed.Parts, part: Any, *args: Any) -> Any:
-        files.append(part.source)
-        return load(self, part, *args)
+    def spied(self: typed.Parts, cut: Any) -> Any:
+        files.append(cut.source)
+        return load(self, cut)
 
     monkeypatch.setattr(typed.Parts, "_load_file", spied)
     on_disk, how = read(path, monkeypatch, typed_load=True)
@@ -431,3 +500,42 @@ print(b"\\xa5again" not in sent and b"offsets" in sent, "pandas" in sys.modules)
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.split() == ["True", "False"]  # Arrow buffers sent; no pandas
+
+
+def with_flagged_sheet(path: Path) -> None:
+    """The sheet's zip entry marked encrypted: the guard cannot open it to cut it."""
+    write(path, orders())
+    data = bytearray(path.read_bytes())
+    name = b"xl/worksheets/sheet1.xml"
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # the local and the central entry
+        at = 0
+        while (at := data.find(header, at)) >= 0:
+            flags = at + (6 if header == b"PK\x03\x04" else 8)
+            if name in data[at : at + 100]:
+                data[flags] |= 1
+            at += 4
+    path.write_bytes(bytes(data))
+
+
+def test_a_sheet_the_guard_never_hands_over_ends_the_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parts are waited for only until the guard is done: a sheet it never cuts (an
+    # entry it cannot open) ends in its error, not in a reader waiting for ever.
+    path = tmp_path / "book.xlsx"
+    with_flagged_sheet(path)
+    monkeypatch.setattr(typed, "MIN_BYTES", 0)
+    ended: list[BaseException | list[dict[str, Any]]] = []
+
+    def run() -> None:
+        try:
+            ended.append(serve(path, None))
+        except BaseException as exc:  # what the reader ends with
+            ended.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the reader waits for parts that never come"
+    assert isinstance(ended[0], RuntimeError), ended
+    assert "encrypted" in str(ended[0])

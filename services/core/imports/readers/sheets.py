@@ -519,13 +519,12 @@ class _GuardBeside:
     reader may start reading before the guard is done with it (``early``)."""
 
     def __init__(
-        self, path: Path, kind: str, limits: Limits, out: IO[bytes], quick: guard.Quick | None
+        self, path: Path, kind: str, limits: Limits, out: IO[bytes], parts: typed.Parts | None
     ) -> None:
         self._verdict: list[Any] = []
+        quick = guard.Quick(parts.part, parts.cut, self._before) if parts is not None else None
         self._others: list[guard.Guarded] = []
         self._early = threading.Event()
-        if quick is not None:
-            quick.before = self._before
 
         def scan() -> None:
             try:
@@ -536,6 +535,8 @@ class _GuardBeside:
             except BaseException as exc:  # re-raised by the wait, in the main thread
                 self._verdict.append(exc)
             finally:
+                if parts is not None:
+                    parts.abandon()
                 self._early.set()
 
         self._thread = threading.Thread(target=scan, name="guard", daemon=True)
@@ -572,9 +573,7 @@ def _open(
         return Book(path, limits, out, guard.check_workbook(path, kind, limits))
     fast = typed.candidate(path, kind, limits)
     parts = typed.Parts(path, fast, limits, scratch) if fast else None
-    beside = _GuardBeside(
-        path, kind, limits, out, guard.Quick(parts.part, parts.cut) if parts else None
-    )
+    beside = _GuardBeside(path, kind, limits, out, parts)
     try:
         book = Book(path, limits, out, None)
         book.typed = parts

@@ -68,6 +68,8 @@ HEAD_ROWS = 400
 # ``STRINGS_SHARE`` times their size.
 PART_BYTES = 4 * 1024 * 1024
 STRINGS_SHARE = 20
+MAX_PART_BYTES = 64 * 1024 * 1024
+HEAD_MAX_BYTES = 16 * 1024 * 1024
 # Parts loaded and not yet sent, at most, and parts loading at once: what the reader
 # holds of the sheet. Two loads keep both cores busy while the worker waits for rows.
 AHEAD = 2
@@ -79,11 +81,8 @@ _ROW_END = b"</row>"
 _ROW_START = re.compile(rb'<row r="(\d{1,7})"')
 # A cell with a value (calamine places it): a number or shared string, inline text.
 _VALUE = re.compile(rb"<c [^>]*[^/]>(?:<f[^>]*(?:/>|>[^<]*</f>))?(?:<v>[^<]|<is>)")
-# Such a cell in column A: a part's columns then start there, as the sheet's do.
-_VALUE_IN_A = re.compile(
-    rb'<c r="A\d+"(?: [^>]*[^/])?>(?:<f[^>]*(?:/>|>[^<]*</f>))?(?:<v>[^<]|<is>)'
-)
 _DIMENSION = re.compile(rb"<dimension [^>]*/>")
+_SENTINEL = '<row r="{row}"><c r="{column}{row}" t="inlineStr"><is><t>|</t></is></c></row>'
 # Stamps from the day after any a number below 1 can be, to before year 10,000.
 _STAMPS = ("1904-01-02", "10000-01-01")
 _PLACEHOLDER = (
@@ -141,6 +140,8 @@ def candidate(path: Path, kind: str, limits: Limits) -> tuple[str, str] | None:
     try:
         with zipfile.ZipFile(path) as zf:
             guard.check_sizes(zf.infolist(), limits)
+            if guard.zip_kind({i.filename for i in zf.infolist()}, zf) != "xlsx":
+                return None  # read as the guard reads it
             parts = guard.xlsx_sheet_parts(zf)
             sizes = {name: zf.getinfo(part).file_size for name, part in parts.items()}
     except Exception:  # the guard and calamine say what is wrong with the file
@@ -154,22 +155,31 @@ def candidate(path: Path, kind: str, limits: Limits) -> tuple[str, str] | None:
 
 
 @dataclass
-class _Part:
-    """A part's workbook, in memory or in a file, and the size of its rows' XML."""
-
-    source: bytes | Path
-    size: int
-
-
-@dataclass
 class _Piece:
     """Records of one stretch of the sheet: rows ``first`` to ``end`` (0-based), as
-    columns from column A (``cells``), or an Arrow table still to convert."""
+    columns from column A: Arrow arrays (a typed part) or calamine's values."""
 
     first: int
     end: int
-    cells: list[tuple[Any, ...]] | None = None
-    table: Any = None
+    columns: list[Any]
+
+
+class _NotTyped:
+    """What ``Parts._load_typed`` says of a part whose values fastexcel cannot vouch for."""
+
+
+_NOT_TYPED = _NotTyped()
+
+
+@dataclass
+class _Cut:
+    """A part as cut: its workbook, where its sentinels are (the rows just above and
+    below its own, ``below`` None for the last part), and the size of its rows' XML."""
+
+    source: bytes | Path
+    above: int
+    below: int | None
+    size: int
 
 
 class Parts:
@@ -189,13 +199,14 @@ class Parts:
         self._head_done = threading.Event()  # the head read, or the cutting over
         self._provisional: guard.UsedRange | None = None
         self.last_row = -1  # of the sheet, as the cutting found it
-        self._files: queue.Queue[tuple[_Part, int, int, bool] | None] = queue.Queue()
+        self._files: queue.Queue[_Cut | None] = queue.Queue()
         self._lock = threading.Lock()
         self._in_memory = 0  # bytes of the parts in memory, not yet loaded
         self._loaded: queue.Queue[_Piece | None] = queue.Queue(AHEAD)
         self._taken = False
         self._released = False
         self._loading = False  # the loading thread was started
+        self._cut_entered = False
         self.head: Any = None  # calamine's reading of the head
         self._others = self._other_parts(path)
 
@@ -213,7 +224,8 @@ class Parts:
                 elif name.endswith((".xml", ".rels")) and not name.startswith(_NOT_READ):
                     others[name] = zf.read(info)
         # Copied into every part, the shared strings parsed again for each.
-        self.part_bytes = max(PART_BYTES, STRINGS_SHARE * sum(map(len, others.values())))
+        copied = STRINGS_SHARE * sum(map(len, others.values()))
+        self.part_bytes = min(max(PART_BYTES, copied), MAX_PART_BYTES)
         return others
 
     def _workbook(self, xml: bytes, target: Path | io.BytesIO) -> None:
@@ -227,6 +239,7 @@ class Parts:
     def cut(self, blocks: Iterator[bytes]) -> guard.UsedRange | None:
         """Cut the sheet's XML, as unpacked, into the head and parts; the sheet's used
         range. None where it is not cut so (the guard scans it cell by cell)."""
+        self._cut_entered = True
         used = None
         try:
             used = self._cut(blocks)
@@ -242,6 +255,15 @@ class Parts:
             self._cut_done.set()
         return used
 
+    def abandon(self) -> None:
+        """The guard is done: where it never handed the sheet over (``cut``; it refused
+        the file, or read it as no xlsx), nothing may wait for the parts."""
+        if not self._cut_entered:
+            self.declined = True
+            self._head_done.set()
+            self._loaded.put(None)
+            self._cut_done.set()
+
     def provisional(self) -> guard.UsedRange | None:
         """The sheet's used range as its head and its declared size give it, once the
         head is read; or as found, once cut; None if it is not cut into parts."""
@@ -256,10 +278,12 @@ class Parts:
         for block in stream:
             ends += block.count(_ROW_END)
             data += block
-            if ends >= HEAD_ROWS:
+            if ends >= HEAD_ROWS or len(data) > HEAD_MAX_BYTES:
                 break
         else:
             return None  # the whole sheet is its head, or not plain XML
+        if ends < HEAD_ROWS:
+            return None  # rows of megabytes each: calamine reads the sheet whole
         cut = -1
         for _ in range(HEAD_ROWS):
             cut = data.index(_ROW_END, cut + 1)
@@ -297,26 +321,41 @@ class Parts:
         index = 0
         for block in itertools.chain([b""], blocks):
             rest += block
-            while len(rest) > self.part_bytes and (at := rest.find(b"<row ", self.part_bytes)) > 0:
-                if not self._emit(index, prefix, rest, at):
+            start = max(self.part_bytes, len(rest) - len(block) - len(b"<row "))
+            while len(rest) > self.part_bytes and (at := rest.find(b"<row ", start)) > 0:
+                start = self.part_bytes
+                if not self._emit(index, prefix, rest, at, last=False):
                     return None
                 index += 1
                 del rest[:at]
         closing = rest.find(b"</sheetData>")
         if closing < 0:
             return None
-        if not self._emit(index, prefix, rest, closing):
-            return None  # no value after the last part: its last row is not known here
+        if not rest[:closing].strip() or not self._emit(index, prefix, rest, closing, last=True):
+            return None
         return _last_value_row(rest, closing)
 
-    def _emit(self, index: int, prefix: bytes, rows: bytearray, end: int) -> bool:
-        """Write one part's workbook, its rows ``rows[:end]``, and hand it to the loading
-        thread; False if its first or last row with a value has no number. It is kept in
-        memory while the parts waiting to be loaded hold less than ``IN_MEMORY`` bytes,
-        else written to a file."""
-        first, last = _first_value_row(rows, end), _last_value_row(rows, end)
-        if first is None or last is None:
+    def _emit(self, index: int, prefix: bytes, rows: bytearray, end: int, *, last: bool) -> bool:
+        """Write one part's workbook, its rows ``rows[:end]`` between two sentinel rows,
+        and hand it to the loading thread; False if its first or last row has no number.
+
+        A sentinel is a cell right of the head's columns, on the row just above the
+        part's first row and the row just below its last (none below the sheet's last
+        part): calamine places cells by the rows they name, so the part's cells lie
+        between its sentinels, and where its rows are, only if its rows and cells
+        agree. A part is kept in memory while the parts waiting to be loaded hold less
+        than ``IN_MEMORY`` bytes, else written to a file."""
+        first = _ROW_START.match(rows, len(rows[:end]) - len(rows[:end].lstrip()))
+        at = rows.rfind(b"<row ", 0, end)
+        final = _ROW_START.match(rows, at) if at >= 0 else None
+        if first is None or final is None:
             return False
+        above, below = int(first[1]) - 1, int(final[1]) + 1  # 1-based, as the XML names rows
+        if below <= above + 1 or above < 1:
+            return False
+        column = guard.column_name(self.sheet_width)
+        top = _SENTINEL.format(row=above, column=column).encode()
+        bottom = b"" if last else _SENTINEL.format(row=below, column=column).encode()
         target: Path | io.BytesIO = io.BytesIO()
         with self._lock:
             if self._released:
@@ -331,12 +370,11 @@ class Parts:
             for name, data in self._others.items():
                 book.writestr(name, data)
             with book.open(self.part, "w") as sheet, memoryview(rows) as view:
-                sheet.write(prefix)
+                sheet.write(prefix + top)
                 sheet.write(view[:end])
-                sheet.write(b"</sheetData></worksheet>")
-        placed = _VALUE_IN_A.search(rows, 0, end) is not None
-        part = _Part(target.getvalue() if isinstance(target, io.BytesIO) else target, end)
-        self._files.put((part, first, last, placed))
+                sheet.write(bottom + b"</sheetData></worksheet>")
+        source = target.getvalue() if isinstance(target, io.BytesIO) else target
+        self._files.put(_Cut(source, above - 1, None if last else below - 1, end))
         if not self._loading:
             self._loading = True
             threading.Thread(target=self._load_all, name="parts", daemon=True).start()
@@ -397,72 +435,99 @@ class Parts:
             while more or loading:
                 while more and len(loading) < LOADERS:
                     try:  # wait for the next part only when none is loading
-                        item = self._files.get(block=not loading)
+                        cut = self._files.get(block=not loading)
                     except queue.Empty:
                         break
-                    if item is None:
+                    if cut is None:
                         more = False
                     else:
-                        loading.append(pool.submit(self._load_file, *item))
+                        loading.append(pool.submit(self._load_file, cut))
                 if not loading:
                     break
                 piece = loading.popleft().result()
                 if piece is None or piece.first < done:
-                    self.failed = True  # a cell naming a row of an earlier part
+                    self.failed = True  # its cells not between its sentinels, say
                     break
                 self._loaded.put(piece)
                 done = piece.end + 1
 
-    def _load_file(self, part: _Part, first: int, last: int, placed: bool) -> _Piece | None:
+    def _load_file(self, cut: _Cut) -> _Piece | None:
         try:
-            return self._load(part.source, first, last, placed)
-        except Exception:  # a panic, memory: the sheet is read whole
+            typed = self._load_typed(cut)
+            return self._load_cells(cut) if isinstance(typed, _NotTyped) else typed
+        except Exception:  # memory, say: the sheet is read whole
             return None
         finally:
-            if isinstance(part.source, Path):
-                part.source.unlink(missing_ok=True)
+            if isinstance(cut.source, Path):
+                cut.source.unlink(missing_ok=True)
             else:
                 with self._lock:
-                    self._in_memory -= part.size
+                    self._in_memory -= cut.size
 
-    def _load(self, source: Path | bytes, first: int, last: int, placed: bool) -> _Piece:
-        """One part, its first and last rows with a value ``first`` and ``last``: by
-        fastexcel where its columns are placed by a value in column A and its cells fill
-        those rows as their numbers say, typed alike; else by python-calamine."""
-        if placed and (typed := self._load_typed(source, first, last)) is not None:
-            return typed
-        import python_calamine
-
-        if isinstance(source, Path):
-            book = python_calamine.CalamineWorkbook.from_path(str(source))
-        else:
-            book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(source))
-        sheet: Any = book.get_sheet_by_name(self.sheet)
-        if not sheet.start:
-            return _Piece(first, first - 1, cells=[])
-        (top, left), (end, _) = sheet.start, sheet.end
-        rows = list(itertools.islice(sheet.iter_rows(), top, None))
-        cells = [("",) * len(rows)] * left + list(zip(*rows, strict=True))
-        return _Piece(top, end, cells=cells)
-
-    def _load_typed(self, source: Path | bytes, first: int, last: int) -> _Piece | None:
+    def _load_typed(self, cut: _Cut) -> _Piece | _NotTyped | None:
+        """The part loaded by fastexcel, its cells where the sentinels say; None where
+        they are not between them (the sheet read whole); ``_NOT_TYPED`` where fastexcel
+        cannot vouch for its values (types mixed in a column, ``strict``; an error)."""
         import fastexcel
+        import pyarrow as pa
 
         try:
-            opened = fastexcel.read_excel(str(source) if isinstance(source, Path) else source)
-            loaded = opened.load_sheet(
+            source = str(cut.source) if isinstance(cut.source, Path) else cut.source
+            loaded = fastexcel.read_excel(source).load_sheet(
                 self.sheet,
                 header_row=None,
-                skip_rows=None,  # from the first row with a cell
+                skip_rows=None,  # from the first row with a cell: the sentinel above
                 dtype_coercion="strict",
                 schema_sample_rows=None,
             )
             table, errors = loaded.to_arrow_with_errors()
-        except Exception:  # types mixed in a column (``strict``), say
+            places = [c.absolute_index for c in loaded.selected_columns]
+        except BaseException:  # a Rust panic too: calamine reads the part
+            return _NOT_TYPED
+        if errors is not None or not _convertible(table) or not places:
+            return _NOT_TYPED
+        left, n = places[0], table.num_rows
+        if places != list(range(left, left + len(places))) or places[-1] != self.sheet_width:
+            return None  # not dense, or a cell right of the sentinels' column
+        marks = _valid(table.column(len(places) - 1))  # where the sentinels' column has cells
+        rows = n - 1 if cut.below is None else n - 2
+        expected = [0] if cut.below is None else [0, n - 1]
+        if cut.below is not None and n != cut.below - cut.above + 1:
+            return None  # a cell naming a row outside the part's
+        if list(marks.nonzero()[0]) != expected:
+            return None  # a cell in the sentinels' column, or one above the sentinel
+        for i in range(len(places) - 1):
+            if _valid(table.column(i))[expected].any():
+                return None  # a cell naming a sentinel's row: another part's
+        columns = [pa.nulls(rows)] * left + [
+            table.column(i).slice(1, rows) for i in range(len(places) - 1)
+        ]
+        return _Piece(cut.above + 1, cut.above + rows, columns)
+
+    def _load_cells(self, cut: _Cut) -> _Piece | None:
+        """The part read by python-calamine, its cells where the sentinels say; None
+        where they are not between them."""
+        import python_calamine
+
+        if isinstance(cut.source, Path):
+            book = python_calamine.CalamineWorkbook.from_path(str(cut.source))
+        else:
+            book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(cut.source))
+        sheet: Any = book.get_sheet_by_name(self.sheet)
+        (top, left), (end, right) = sheet.start, sheet.end
+        if top != cut.above or right != self.sheet_width or cut.below not in (None, end):
             return None
-        if errors is not None or table.num_rows != last - first + 1 or not _convertible(table):
-            return None  # a cell naming a row outside the part's, say
-        return _Piece(first, last, table=table)
+        last = end if cut.below is None else end - 1
+        rows = list(itertools.islice(sheet.iter_rows(), top, end + 1))
+        mark = self.sheet_width - left
+        if any(row[mark] != "" for row in rows[1 : last - top + 1]):
+            return None  # a cell in the sentinels' column
+        if any(any(v != "" for v in rows[i][:mark]) for i in {0, end - top} - {last - top}):
+            return None  # a cell naming a sentinel's row: another part's
+        cells = [("",) * (last - top)] * left + [
+            column[1 : last - top + 1] for column in list(zip(*rows, strict=True))[:mark]
+        ]
+        return _Piece(top + 1, last, cells)
 
     # --- the reader's thread ----------------------------------------------------------------
 
@@ -470,7 +535,7 @@ class Parts:
         """The sheet's description as ``sheets.sample_of`` gives it; None to read the sheet
         whole instead."""
         self._head_done.wait()
-        if not self.started or self.declined or used is None or used.empty:
+        if not self.started or used is None or used.empty:  # a decline later: again
             return None
         return {
             "first_row": self.first_row,
@@ -499,20 +564,10 @@ class Parts:
         yield from batcher.add(list(zip(*head, strict=True)) if head else [], len(head))
         while (piece := self._loaded.get()) is not None:
             yield from batcher.add([], piece.first - done)  # empty rows between parts
-            count = piece.end - piece.first + 1
-            if piece.table is not None:
-                if piece.table.num_columns > self.sheet_width:
-                    raise Again
-                columns = list(piece.table.columns)  # a record batch: arrays
-                yield from batcher.add(columns, count)
-            else:
-                cells = piece.cells or []
-                if len(cells) > self.sheet_width:
-                    raise Again
-                yield from batcher.add(cells, count)
+            yield from batcher.add(piece.columns, piece.end - piece.first + 1)
             done = piece.end + 1
         self._cut_done.wait()
-        if self.failed or self.declined or not done == self.last_row + 1 == last_row + 1:
+        if self.failed or self.declined or done != last_row + 1:
             raise Again  # the last row is not where the sheet said, or not cut after all
         self.verified = True
         yield from batcher.finish()
@@ -601,20 +656,6 @@ def _declared_last_row(declared: str | None) -> int | None:
     """The 0-based last row of a declared range (``A1:I100001``), if it names one."""
     found = re.search(r"(\d+)$", declared or "")
     return int(found[1]) - 1 if found else None
-
-
-def _first_value_row(rows: bytearray, end: int) -> int | None:
-    """The 0-based number of the first row with a value in ``rows[:end]``, if it has one."""
-    at = 0
-    while (at := rows.find(b"<row ", at, end)) >= 0:
-        close = rows.find(_ROW_END, at, end)
-        if close < 0:
-            return None
-        if _VALUE.search(rows, at, close):
-            found = _ROW_START.match(rows, at)
-            return int(found[1]) - 1 if found else None
-        at = close
-    return None
 
 
 def _last_value_row(rows: bytearray, end: int) -> int | None:

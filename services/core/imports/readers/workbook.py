@@ -167,7 +167,17 @@ def _start_process(limits: bytes, plain: bool = False) -> _Process:
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
     module = "services.core.imports.readers.sheets"
     proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
-        [sys.executable, "-m", module, limits.decode(), *(["plain"] if plain else [])],
+        # runpy warns that the package imported this module before running it: noise that
+        # would end the stderr quoted when a reader dies.
+        [
+            sys.executable,
+            "-W",
+            "ignore::RuntimeWarning:runpy",
+            "-m",
+            module,
+            limits.decode(),
+            *(["plain"] if plain else []),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -214,7 +224,11 @@ class Workbook:
         with its description (``ReadWhole``). ``scratch``: where parts are written."""
         self.limits = limits
         self._whole = whole
-        self._scratch = str(scratch) if scratch is not None else None
+        self._streaming = False  # a sheet's records are being read
+        self._unfinished = False  # a read was left before its end: its rest is still sent
+        # Parts left by a reader that died are removed with the folder they are in.
+        self._own = tempfile.TemporaryDirectory(prefix="ferry-reader-") if scratch is None else None
+        self._scratch = self._own.name if self._own is not None else str(scratch)
         try:
             opened = self._start(path, kind, careful=False)
         except _Carefully:
@@ -226,6 +240,7 @@ class Workbook:
     def _start(self, path: Path, kind: str, *, careful: bool) -> dict[str, Any]:
         """Give a reader process the workbook; its description of the workbook."""
         self._opening_beside = not careful
+        self._careful = careful
         self._loading: str | None = None  # the sheet calamine is loading, if any
         # Carefully: a process of its own, without fastexcel's libraries in its memory.
         plain = careful or self._whole
@@ -255,6 +270,11 @@ class Workbook:
                 if self._opening_beside:
                     self._died()
                     raise _Carefully
+                if self._streaming and not (self._whole or self._careful):
+                    # A sheet cut into parts (``readers.typed``), one of them over the
+                    # memory cap, say: read whole, the guard says why if it is refused.
+                    self._died()
+                    raise ReadWhole
                 raise self._died()
             if message["t"] == "loading":
                 self._loading = message["sheet"]
@@ -289,27 +309,45 @@ class Workbook:
         self, sheet: str, header_line: int, width: int, skips: Skips, *, chunk_rows: int
     ) -> Iterator[Chunk]:
         """The records of ``sheet`` below its header line, as the reader sends them."""
+        if self._unfinished:
+            self._drain()  # the rest of a read left early (a date order decided late)
         send(
             self._pipes()[0],
             {"sheet": sheet, "header_line": header_line, "width": width, "chunk_rows": chunk_rows},
         )
-        while (message := self._next())["t"] == "chunk":
-            yield Chunk(
-                message["lines"],
-                [_column(c) for c in message["columns"]],
-                message["row_errors"],
-                set(message["unreadable"]),
-                message["position"],
-            )
+        self._unfinished = self._streaming = True
+        try:
+            while (message := self._next())["t"] == "chunk":
+                yield Chunk(
+                    message["lines"],
+                    [_column(c) for c in message["columns"]],
+                    message["row_errors"],
+                    set(message["unreadable"]),
+                    message["position"],
+                )
+        finally:
+            self._streaming = False
+        self._unfinished = False
         if message["t"] == "again":
             raise ReadWhole
         skips.count += message["count"]
         room = skips.limit - len(skips.lines)
         skips.lines.extend(message["lines"][: max(room, 0)])
 
+    def _drain(self) -> None:
+        self._streaming = True
+        try:
+            while self._next()["t"] == "chunk":
+                pass
+        finally:
+            self._streaming = False
+        self._unfinished = False
+
     def close(self) -> None:
         """End the reader (it exits when its input closes; killed if it does not)."""
         self._reader.close()
+        if self._own is not None:
+            self._own.cleanup()
 
 
 def _column(sent: Any) -> Any:
