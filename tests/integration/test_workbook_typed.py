@@ -29,7 +29,7 @@ import pyarrow as pa
 import pytest
 import xlsxwriter
 
-from services.core.imports.readers import Limits, sheets, typed, workbook
+from services.core.imports.readers import Limits, guard, sheets, typed, workbook
 from services.core.imports.readers.layout import clean_headers, find_header
 from tests import workbooks
 
@@ -319,7 +319,7 @@ SHAPES = {
     text_far_down_a_number_column: "parts",
     text_early_in_a_number_column: "typed",  # in the head, which calamine reads
     column_a_empty_for_a_while: "typed",  # its columns placed by their indices
-    a_comment_in_the_sheet: "whole",
+    a_comment_in_the_sheet: "again",  # found after the head was read: declined late
     cell_naming_another_row: "again",  # the head's range reaches into the parts
     header_cell_written_last: "again",
     sample_cell_written_late: "again",
@@ -365,6 +365,7 @@ def read(path: Path, monkeypatch: pytest.MonkeyPatch, *, typed_load: bool) -> tu
     sees them; and how the sheet was read (see ``SHAPES``)."""
     monkeypatch.setattr(typed, "MIN_BYTES", 0 if typed_load else 1 << 62)
     monkeypatch.setattr(typed, "PART_BYTES", 1500)  # parts of a few rows
+    monkeypatch.setattr(guard, "BLOCK", 997)  # unpacked in steps that end anywhere
     monkeypatch.setattr(typed, "STRINGS_SHARE", 0)
     pieces: list[str] = []
     load_typed, load_cells = typed.Parts._load_typed, typed.Parts._load_cells
