@@ -234,12 +234,14 @@ def check_zip(path: Path, limits: Limits, quick: Quick | None = None) -> Guarded
             parts: dict[str, UsedRange] = {}
             scan = {"xlsx": _scan_xlsx_sheet, "xlsb": _scan_xlsb_sheet, "ods": _scan_ods}[kind]
             cut = quick if kind == "xlsx" and quick is not None and quick.part in names else None
+            by_name = xlsx_sheet_parts(zf) if kind == "xlsx" else {}
             if cut is not None:
                 infos = [i for i in infos if i.filename != cut.part] + [zf.getinfo(cut.part)]
             quick_sheet = None
+            rechecked: set[str] = set()
             for info in infos:
                 if cut is not None and info.filename == cut.part:
-                    quick_sheet = _cut(zf, info, cut, unpacked, parts, limits)
+                    quick_sheet = _cut(zf, info, cut, unpacked, parts, limits, by_name, rechecked)
                     if quick_sheet is not None:
                         continue
                 with zf.open(info) as fh:
@@ -251,8 +253,7 @@ def check_zip(path: Path, limits: Limits, quick: Quick | None = None) -> Guarded
                             pass
             if kind != "xlsx":
                 return Guarded(kind, _by_sheet_name(kind, zf, parts))
-            _recheck(zf, parts, limits)
-            by_name = xlsx_sheet_parts(zf)
+            _recheck(zf, parts, limits, rechecked)
             ranges = {name: parts[part] for name, part in by_name.items() if part in parts}
             return Guarded(kind, ranges, quick_sheet)
     except zipfile.BadZipFile as exc:
@@ -268,14 +269,15 @@ def _cut(
     unpacked: _Unpacked,
     parts: dict[str, UsedRange],
     limits: Limits,
+    by_name: dict[str, str],
+    rechecked: set[str],
 ) -> str | None:
     """Read the ``quick`` part, the others read: its sheet's name, or None if declined."""
-    by_name = xlsx_sheet_parts(zf)
     name = next((n for n, part in by_name.items() if part == quick.part), None)
     if name is None:
         return None
     if quick.before is not None:
-        _recheck(zf, parts, limits)
+        _recheck(zf, parts, limits, rechecked)
         others = {n: parts[part] for n, part in by_name.items() if part in parts}
         quick.before(Guarded("xlsx", others, name))
     before = unpacked.total
@@ -291,11 +293,15 @@ def _cut(
 _SHEET_FOLDERS = frozenset({"xl/worksheets", "xl/macrosheets", "xl/dialogsheets", "xl/chartsheets"})
 
 
-def _recheck(zf: zipfile.ZipFile, parts: dict[str, UsedRange], limits: Limits) -> None:
+def _recheck(
+    zf: zipfile.ZipFile, parts: dict[str, UsedRange], limits: Limits, rechecked: set[str]
+) -> None:
     """Scan again, carefully, a sheet the fast scan found over the budget (it counts
-    empty cells): only what calamine would place is refused."""
+    empty cells): only what calamine would place is refused. ``rechecked``: the parts
+    already scanned so, each once."""
     for name, used in parts.items():
-        if over_budget(name, used, limits) is not None:
+        if name not in rechecked and over_budget(name, used, limits) is not None:
+            rechecked.add(name)
             with zf.open(name) as fh:
                 blocks = iter(lambda: fh.read(BLOCK), b"")
                 again = _scan_xlsx_sheet(blocks, parts, careful_only=True)
@@ -606,5 +612,5 @@ def exact_range(path: Path, part: str, limits: Limits) -> UsedRange:
     with zipfile.ZipFile(path) as zf, zf.open(part) as fh:
         used = _scan_xlsx_sheet(iter(lambda: fh.read(BLOCK), b""), {})
         ranges = {part: used}
-        _recheck(zf, ranges, limits)
+        _recheck(zf, ranges, limits, set())
         return ranges[part]

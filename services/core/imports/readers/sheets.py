@@ -7,7 +7,8 @@ that as a refused file, alive.
 
 The guard (``readers.guard``) runs beside calamine, on the other core: calamine loads
 the sheets while the guard scans the file, and nothing is sent until the guard has
-passed it; a refusal of the guard ends the process at once, calamine mid-sheet or
+passed it — but for the records of a sheet cut into parts, sent as the guard unpacks
+it (below); a refusal of the guard ends the process at once, calamine mid-sheet or
 not. Only if calamine dies first (a sparse sheet asking for gigabytes) does the worker
 start this process again ``careful``: the guard first, calamine only on what it let
 through — so the refusal names the sheet and its range, and the other sheets are read.
@@ -523,7 +524,7 @@ class _GuardBeside:
     ) -> None:
         self._verdict: list[Any] = []
         quick = guard.Quick(parts.part, parts.cut, self._before) if parts is not None else None
-        self._others: list[guard.Guarded] = []
+        self._others: guard.Guarded | None = None  # every sheet's but the one cut
         self._early = threading.Event()
 
         def scan() -> None:
@@ -543,7 +544,7 @@ class _GuardBeside:
         self._thread.start()
 
     def _before(self, others: guard.Guarded) -> None:
-        self._others.append(others)
+        self._others = others
         self._early.set()
 
     def wait(self) -> guard.Guarded:
@@ -558,8 +559,7 @@ class _GuardBeside:
         head and the declared size give that one; the whole verdict where there are
         none."""
         self._early.wait()
-        if self._others and (used := parts.provisional()) is not None:
-            others = self._others[0]
+        if (others := self._others) is not None and (used := parts.provisional()) is not None:
             return guard.Guarded(others.kind, {**others.ranges, parts.sheet: used}, parts.sheet)
         return self.wait()
 

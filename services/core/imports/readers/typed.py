@@ -69,6 +69,7 @@ HEAD_ROWS = 400
 PART_BYTES = 4 * 1024 * 1024
 STRINGS_SHARE = 20
 MAX_PART_BYTES = 64 * 1024 * 1024
+# A head larger than this (rows of megabytes each) is not cut out: calamine reads the sheet.
 HEAD_MAX_BYTES = 16 * 1024 * 1024
 # Parts loaded and not yet sent, at most, and parts loading at once: what the reader
 # holds of the sheet. Two loads keep both cores busy while the worker waits for rows.
@@ -134,7 +135,8 @@ def _ready() -> bool:
 def candidate(path: Path, kind: str, limits: Limits) -> tuple[str, str] | None:
     """The sheet to load typed (name, part): an xlsx's largest, if it is large enough.
 
-    Not in a zip the guard is about to refuse for its sizes: the head copies its parts."""
+    Not in a zip the guard is about to refuse for its sizes: every part copies its
+    entries (``Parts``)."""
     if _warming is None or kind != "xlsx":
         return None
     try:
@@ -198,7 +200,6 @@ class Parts:
         self._cut_done = threading.Event()
         self._head_done = threading.Event()  # the head read, or the cutting over
         self._provisional: guard.UsedRange | None = None
-        self.last_row = -1  # of the sheet, as the cutting found it
         self._files: queue.Queue[_Cut | None] = queue.Queue()
         self._lock = threading.Lock()
         self._in_memory = 0  # bytes of the parts in memory, not yet loaded
@@ -228,11 +229,14 @@ class Parts:
         self.part_bytes = min(max(PART_BYTES, copied), MAX_PART_BYTES)
         return others
 
-    def _workbook(self, xml: bytes, target: Path | io.BytesIO) -> None:
+    def _workbook(self, target: Path | io.BytesIO, *sheet: bytes | memoryview) -> None:
+        """A workbook of the sheet's XML given in pieces, and the other parts it needs."""
         with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as book:
             for name, data in self._others.items():
                 book.writestr(name, data)
-            book.writestr(self.part, xml)
+            with book.open(self.part, "w") as part:
+                for piece in sheet:
+                    part.write(piece)
 
     # --- the guard's thread ------------------------------------------------------------------
 
@@ -245,7 +249,6 @@ class Parts:
             used = self._cut(blocks)
         finally:
             self.declined = used is None
-            self.last_row = used.last_row if used is not None else -1
             if not self._head_done.is_set():
                 self._provisional = used
                 self._head_done.set()
@@ -366,13 +369,8 @@ class Parts:
                 if self._dir is None:
                     self._dir = Path(tempfile.mkdtemp(prefix="ferry-parts-", dir=self._scratch))
                 target = self._dir / f"part-{index}.xlsx"
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as book:
-            for name, data in self._others.items():
-                book.writestr(name, data)
-            with book.open(self.part, "w") as sheet, memoryview(rows) as view:
-                sheet.write(prefix + top)
-                sheet.write(view[:end])
-                sheet.write(bottom + b"</sheetData></worksheet>")
+        with memoryview(rows) as view:
+            self._workbook(target, prefix + top, view[:end], bottom + b"</sheetData></worksheet>")
         source = target.getvalue() if isinstance(target, io.BytesIO) else target
         self._files.put(_Cut(source, above - 1, None if last else below - 1, end))
         if not self._loading:
@@ -387,7 +385,7 @@ class Parts:
         from services.core.imports.readers.sheets import sample_of
 
         out = io.BytesIO()
-        self._workbook(xml, out)
+        self._workbook(out, xml)
         try:
             book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(out.getvalue()))
             loaded: Any = book.get_sheet_by_name(self.sheet)
@@ -810,12 +808,9 @@ def _stamps(column: Any) -> Any:
     pyarrow's own conversion imports pandas (50 MB) for it."""
     import numpy as np
 
-    validity, data = column.buffers()
     at = slice(column.offset, column.offset + len(column))
+    data = column.buffers()[1]
     stamps = np.frombuffer(data, dtype=np.int64)[at].view(f"datetime64[{column.type.unit}]")
     if column.null_count:
-        first, bit = divmod(column.offset, 8)
-        bits = np.frombuffer(validity, np.uint8)[first : first + (bit + len(column) + 7) // 8]
-        valid = np.unpackbits(bits, bitorder="little")[bit : bit + len(column)]
-        stamps = np.where(valid.astype(bool), stamps, np.datetime64("NaT"))
+        stamps = np.where(_valid(column), stamps, np.datetime64("NaT"))
     return stamps
